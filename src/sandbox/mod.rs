@@ -1,0 +1,1 @@
+//! A local imitation of the Komfortkasse API v2 (work in progress).
