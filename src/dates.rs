@@ -32,8 +32,14 @@ pub fn parse_shop_date(text: &str) -> Option<Date> {
 pub fn format_api_date(date: Date) -> String {
     // The format has only day, month and year, which every valid `Date` has, so formatting
     // cannot fail; the fallback keeps this total without a panic path.
-    date.format(API_DATE)
-        .unwrap_or_else(|_| format!("{:02}-{:02}-{:04}", date.day(), u8::from(date.month()), date.year()))
+    date.format(API_DATE).unwrap_or_else(|_| {
+        format!(
+            "{:02}-{:02}-{:04}",
+            date.day(),
+            u8::from(date.month()),
+            date.year()
+        )
+    })
 }
 
 /// The civil date in Europe/Berlin at the given instant.
@@ -96,10 +102,19 @@ mod tests {
     #[test]
     fn berlin_date_follows_winter_and_summer_offsets() {
         // 23:30 UTC in winter is 00:30 the next day in Berlin (UTC+1).
-        assert_eq!(berlin_date(datetime!(2026-01-10 23:30 UTC)), date!(2026 - 01 - 11));
-        assert_eq!(berlin_date(datetime!(2026-01-10 22:30 UTC)), date!(2026 - 01 - 10));
+        assert_eq!(
+            berlin_date(datetime!(2026-01-10 23:30 UTC)),
+            date!(2026 - 01 - 11)
+        );
+        assert_eq!(
+            berlin_date(datetime!(2026-01-10 22:30 UTC)),
+            date!(2026 - 01 - 10)
+        );
         // 22:30 UTC in summer is 00:30 the next day in Berlin (UTC+2).
-        assert_eq!(berlin_date(datetime!(2026-07-10 22:30 UTC)), date!(2026 - 07 - 11));
+        assert_eq!(
+            berlin_date(datetime!(2026-07-10 22:30 UTC)),
+            date!(2026 - 07 - 11)
+        );
     }
 
     #[test]

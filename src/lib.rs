@@ -1,5 +1,20 @@
-//! kksync: keeps an online shop's orders in sync with the Komfortkasse payment service.
+//! kksync keeps an online shop's orders in sync with the Komfortkasse payment service.
+//!
+//! One run reads orders from a CSV export or a SQLite database ([`source`]), validates each row
+//! ([`order`]), sends them in rate-limited chunks of at most 100 with retries ([`pipeline`],
+//! [`api`]) and writes the payment statuses back into the source. [`sandbox`] is a local
+//! imitation of the API for demos, tests and benchmarks.
 #![deny(missing_docs)]
 
+pub mod api;
+pub mod cli;
+pub mod config;
 pub mod dates;
+pub mod error;
+pub mod order;
+pub mod pipeline;
 pub mod sandbox;
+pub mod secret;
+pub mod source;
+
+pub use error::Error;

@@ -1,0 +1,8 @@
+//! The Komfortkasse API client: one async function per endpoint, typed errors, and the
+//! classification of errors into "retry", "reject" and "stop the run".
+
+mod client;
+mod error;
+
+pub use client::{Ack, ApiClient};
+pub use error::{ApiError, RetryClass};

@@ -1,0 +1,116 @@
+//! Command-line types only (clap derive). Doc comments become `--help`; checking and turning
+//! values into settings happens in `config.rs`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The production API, used unless `--api-url` or `KKSYNC_API_URL` says otherwise.
+pub const DEFAULT_API_URL: &str = "https://ssl.komfortkasse.eu/api/v2";
+
+/// kksync keeps an online shop's orders in sync with the Komfortkasse payment service.
+///
+/// It reads orders from a CSV export or a SQLite database, sends them in rate-limited chunks
+/// and writes the resulting payment statuses back into the source.
+#[derive(Debug, Parser)]
+#[command(name = "kksync", version, about, long_about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send orders to Komfortkasse and write the payment statuses back into the source.
+    Sync(SyncArgs),
+    /// Create the `orders` table (sql/schema.sql) in a SQLite database; safe to run again.
+    InitDb(InitDbArgs),
+    /// Run the local imitation of the Komfortkasse API (for demos, tests and dry runs).
+    Sandbox(crate::sandbox::SandboxArgs),
+    /// Sync the bundled example orders against an in-process sandbox and show the result.
+    Demo(DemoArgs),
+}
+
+/// Where the orders come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceFormat {
+    /// A CSV file with a header row (`,` or `;` separated).
+    Csv,
+    /// A SQLite database with an `orders` table (see `kksync init-db`).
+    Sqlite,
+}
+
+/// Options of `kksync sync`.
+#[derive(Debug, Clone, Args)]
+pub struct SyncArgs {
+    /// The orders: `*.csv` is read as CSV; `*.db`, `*.sqlite`, `*.sqlite3` as SQLite.
+    #[arg(long, value_name = "PATH")]
+    pub source: PathBuf,
+
+    /// Read the source as this format, whatever its file name.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub source_format: Option<SourceFormat>,
+
+    /// Base URL of the Komfortkasse API. Plain http:// is accepted only for loopback hosts.
+    #[arg(long, env = "KKSYNC_API_URL", default_value = DEFAULT_API_URL, value_name = "URL")]
+    pub api_url: String,
+
+    /// Read the API key from this file (instead of KOMFORTKASSE_API_KEY or the systemd
+    /// credential `komfortkasse-api-key`). The key is never accepted on the command line.
+    #[arg(long, value_name = "PATH")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// Requests per second (a decimal, e.g. 0.5 or 2.5); every attempt counts, retries included.
+    #[arg(long, default_value = "2", value_name = "R")]
+    pub rate: String,
+
+    /// How many requests may be sent at once before the rate applies.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub burst: u32,
+
+    /// Orders per `POST /orders` request (1..=100).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub chunk_size: usize,
+
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub concurrency: usize,
+
+    /// How long one chunk may be retried before its rows are marked as failed (e.g. 90s, 10m).
+    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    pub deadline: String,
+
+    /// How long one request may take before it is abandoned and retried (e.g. 30s, 10m).
+    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    pub request_timeout: String,
+
+    /// Read and validate, print what would be sent; send nothing and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// CSV field delimiter (default: detected from the header, `,` or `;`).
+    #[arg(long, value_name = "CHAR")]
+    pub delimiter: Option<char>,
+
+    /// Show no progress bar, even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// Options of `kksync init-db`.
+#[derive(Debug, Clone, Args)]
+pub struct InitDbArgs {
+    /// The SQLite database file (created if missing).
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+}
+
+/// Options of `kksync demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Folder to run the demo in (default: a new folder under the system's temp folder).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}

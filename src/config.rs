@@ -1,0 +1,439 @@
+//! Checked settings built from the raw command line (`cli.rs`). Nothing after this module
+//! re-checks a value: durations are `Duration`, counts are non-zero, the source kind is resolved.
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::Url;
+
+use crate::cli::{SourceFormat, SyncArgs};
+use crate::secret::Secret;
+
+/// Environment variable holding the API key.
+pub const API_KEY_ENV: &str = "KOMFORTKASSE_API_KEY";
+/// Name of the systemd credential (`LoadCredential=komfortkasse-api-key:...`).
+pub const API_KEY_CREDENTIAL: &str = "komfortkasse-api-key";
+/// The API's documented maximum number of orders per `POST /orders`.
+pub const MAX_CHUNK_SIZE: usize = 100;
+
+/// A configuration problem; `main` turns it into exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// No API key was found in any of the three places.
+    #[error(
+        "no API key: set {API_KEY_ENV}, pass --api-key-file PATH, or provide the systemd credential \
+         `{API_KEY_CREDENTIAL}` (LoadCredential=, read from $CREDENTIALS_DIRECTORY)"
+    )]
+    MissingApiKey,
+    /// The API key file could not be read or is empty.
+    #[error("cannot read the API key from {path}: {reason}")]
+    ApiKeyFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The API URL is unusable or would send the key in plain text.
+    #[error("invalid --api-url {url:?}: {reason}")]
+    ApiUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// The source kind cannot be told from the file name.
+    #[error(
+        "cannot tell the format of {0}: use a .csv, .db, .sqlite or .sqlite3 name, or --source-format csv|sqlite"
+    )]
+    UnknownSourceFormat(PathBuf),
+    /// An option has a value out of range.
+    #[error("invalid --{option} {value:?}: {reason}")]
+    Option {
+        /// The option name without dashes.
+        option: &'static str,
+        /// The value as given.
+        value: String,
+        /// What is allowed.
+        reason: String,
+    },
+}
+
+/// The resolved source: where it is and how to read it.
+#[derive(Debug, Clone)]
+pub struct SourceSettings {
+    /// The file.
+    pub path: PathBuf,
+    /// CSV or SQLite.
+    pub format: SourceFormat,
+    /// CSV delimiter override.
+    pub delimiter: Option<u8>,
+}
+
+/// How to reach the API.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Base URL, e.g. `https://ssl.komfortkasse.eu/api/v2`.
+    pub base_url: Url,
+    /// The API key (redacted in `Debug`).
+    pub api_key: Secret,
+    /// Timeout of one request.
+    pub request_timeout: Duration,
+}
+
+/// How to send: chunking, rate, concurrency and the retry budget.
+#[derive(Debug, Clone)]
+pub struct SendSettings {
+    /// Requests per second.
+    pub rate_per_second: f64,
+    /// Burst size of the limiter.
+    pub burst: NonZeroU32,
+    /// Orders per request (1..=100).
+    pub chunk_size: usize,
+    /// Requests in flight.
+    pub concurrency: usize,
+    /// Per-chunk retry budget.
+    pub deadline: Duration,
+}
+
+/// Everything `kksync sync` needs, checked.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// The source.
+    pub source: SourceSettings,
+    /// The API; `None` only for a dry run without a key.
+    pub api: Option<ApiSettings>,
+    /// Sending settings.
+    pub send: SendSettings,
+    /// Read and validate only.
+    pub dry_run: bool,
+    /// Show a progress bar (only honoured on a terminal).
+    pub progress: bool,
+}
+
+impl SyncConfig {
+    /// Checks the raw arguments and resolves the API key from the environment, a file or a
+    /// systemd credential.
+    pub fn from_args(args: &SyncArgs) -> Result<Self, ConfigError> {
+        Self::from_args_with_env(args, &|name| std::env::var_os(name).map(PathBuf::from))
+    }
+
+    /// As [`SyncConfig::from_args`], with the environment given (for tests).
+    pub fn from_args_with_env(
+        args: &SyncArgs,
+        env: &dyn Fn(&str) -> Option<PathBuf>,
+    ) -> Result<Self, ConfigError> {
+        let source = SourceSettings {
+            path: args.source.clone(),
+            format: resolve_format(&args.source, args.source_format)?,
+            delimiter: args.delimiter.map(delimiter_byte).transpose()?,
+        };
+        let send = SendSettings {
+            rate_per_second: parse_rate(&args.rate)?,
+            burst: NonZeroU32::new(args.burst)
+                .ok_or_else(|| option_error("burst", "0", "must be at least 1"))?,
+            chunk_size: check_range("chunk-size", args.chunk_size, 1, MAX_CHUNK_SIZE)?,
+            concurrency: check_range("concurrency", args.concurrency, 1, 1024)?,
+            deadline: parse_duration("deadline", &args.deadline)?,
+        };
+        let request_timeout = parse_duration("request-timeout", &args.request_timeout)?;
+        let base_url = parse_api_url(&args.api_url)?;
+        let api = match load_api_key(args.api_key_file.as_deref(), env) {
+            Ok(api_key) => Some(ApiSettings {
+                base_url,
+                api_key,
+                request_timeout,
+            }),
+            // A dry run sends nothing, so it does not need a key.
+            Err(ConfigError::MissingApiKey) if args.dry_run => None,
+            Err(error) => return Err(error),
+        };
+        Ok(SyncConfig {
+            source,
+            api,
+            send,
+            dry_run: args.dry_run,
+            progress: !args.no_progress,
+        })
+    }
+}
+
+fn option_error(option: &'static str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::Option {
+        option,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn resolve_format(path: &Path, given: Option<SourceFormat>) -> Result<SourceFormat, ConfigError> {
+    if let Some(format) = given {
+        return Ok(format);
+    }
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match extension.as_deref() {
+        Some("csv") => Ok(SourceFormat::Csv),
+        Some("db" | "sqlite" | "sqlite3") => Ok(SourceFormat::Sqlite),
+        _ => Err(ConfigError::UnknownSourceFormat(path.to_path_buf())),
+    }
+}
+
+fn delimiter_byte(c: char) -> Result<u8, ConfigError> {
+    if c.is_ascii() && c != '"' && c != '\n' && c != '\r' {
+        Ok(c as u8)
+    } else {
+        Err(option_error(
+            "delimiter",
+            &c.to_string(),
+            "must be a single ASCII character other than a quote or newline",
+        ))
+    }
+}
+
+fn parse_rate(text: &str) -> Result<f64, ConfigError> {
+    // Accept a decimal comma too, as German users type it.
+    match text.trim().replace(',', ".").parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 && rate <= 1e9 => Ok(rate),
+        _ => Err(option_error(
+            "rate",
+            text,
+            "must be a positive number of requests per second, e.g. 2 or 0.5",
+        )),
+    }
+}
+
+fn check_range(
+    option: &'static str,
+    value: usize,
+    min: usize,
+    max: usize,
+) -> Result<usize, ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(option_error(
+            option,
+            &value.to_string(),
+            &format!("must be between {min} and {max}"),
+        ))
+    }
+}
+
+/// Parses `90s`, `10m`, `1h 30m`, `500ms`; a bare number means seconds.
+pub fn parse_duration(option: &'static str, text: &str) -> Result<Duration, ConfigError> {
+    let text = text.trim();
+    let parsed = match text.parse::<u64>() {
+        Ok(seconds) => Ok(Duration::from_secs(seconds)),
+        Err(_) => humantime::parse_duration(text).map_err(|e| e.to_string()),
+    };
+    match parsed {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        Ok(_) => Err(option_error(option, text, "must be longer than zero")),
+        Err(reason) => Err(option_error(
+            option,
+            text,
+            &format!("{reason} (use e.g. 90s or 10m)"),
+        )),
+    }
+}
+
+/// Parses the API URL and refuses plain http:// unless the host is a loopback address.
+pub fn parse_api_url(text: &str) -> Result<Url, ConfigError> {
+    let refuse = |reason: &str| ConfigError::ApiUrl {
+        url: text.to_string(),
+        reason: reason.to_string(),
+    };
+    let mut url = Url::parse(text.trim()).map_err(|e| refuse(&e.to_string()))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(&url) => {}
+        "http" => {
+            return Err(refuse(
+                "plain http:// would send the API key unencrypted; use https:// (http:// is allowed only for loopback hosts such as 127.0.0.1 or localhost)",
+            ));
+        }
+        other => {
+            return Err(refuse(&format!(
+                "unsupported scheme {other:?}; use https://"
+            )));
+        }
+    }
+    if url.cannot_be_a_base() || url.host().is_none() {
+        return Err(refuse("not a base URL"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(refuse(
+            "credentials in the URL are not allowed; the API key is sent as a header",
+        ));
+    }
+    // Joining "orders" onto ".../api/v2" would drop "v2"; a trailing slash makes joins append.
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// Finds the API key: `--api-key-file`, else `KOMFORTKASSE_API_KEY`, else the systemd credential.
+fn load_api_key(
+    file: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<PathBuf>,
+) -> Result<Secret, ConfigError> {
+    if let Some(path) = file {
+        return read_key_file(path);
+    }
+    if let Some(value) = env(API_KEY_ENV) {
+        let key = value.to_string_lossy().trim().to_string();
+        if !key.is_empty() {
+            return Ok(Secret::new(key));
+        }
+    }
+    if let Some(dir) = env("CREDENTIALS_DIRECTORY") {
+        let path = dir.join(API_KEY_CREDENTIAL);
+        if path.exists() {
+            return read_key_file(&path);
+        }
+    }
+    Err(ConfigError::MissingApiKey)
+}
+
+fn read_key_file(path: &Path) -> Result<Secret, ConfigError> {
+    let fail = |reason: String| ConfigError::ApiKeyFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let key = text.trim();
+    if key.is_empty() {
+        return Err(fail("the file is empty".to_string()));
+    }
+    Ok(Secret::new(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> SyncArgs {
+        let mut argv = vec!["kksync", "sync", "--source", "orders.csv"];
+        argv.extend_from_slice(extra);
+        match crate::cli::Cli::try_parse_from(argv) {
+            Ok(crate::cli::Cli {
+                command: crate::cli::Command::Sync(args),
+            }) => args,
+            other => panic!("unexpected parse result: {other:?}"),
+        }
+    }
+
+    fn env_with_key(name: &str) -> Option<PathBuf> {
+        (name == API_KEY_ENV).then(|| PathBuf::from("key-from-env"))
+    }
+
+    #[test]
+    fn plain_http_is_refused_except_for_loopback() {
+        assert!(parse_api_url("http://127.0.0.1:8080/api/v2").is_ok());
+        assert!(parse_api_url("http://localhost/api/v2").is_ok());
+        assert!(parse_api_url("http://[::1]:9/api/v2").is_ok());
+        assert!(parse_api_url("https://ssl.komfortkasse.eu/api/v2").is_ok());
+        let error = parse_api_url("http://ssl.komfortkasse.eu/api/v2")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unencrypted"), "{error}");
+        assert!(parse_api_url("http://127.0.0.1.evil.example/api").is_err());
+        assert!(parse_api_url("ftp://127.0.0.1/").is_err());
+    }
+
+    #[test]
+    fn api_url_gets_a_trailing_slash_so_joins_append() {
+        let url = parse_api_url("https://ssl.komfortkasse.eu/api/v2").unwrap();
+        assert_eq!(
+            url.join("orders").unwrap().as_str(),
+            "https://ssl.komfortkasse.eu/api/v2/orders"
+        );
+    }
+
+    #[test]
+    fn missing_key_names_all_three_ways() {
+        let error = SyncConfig::from_args_with_env(&args(&[]), &|_| None)
+            .unwrap_err()
+            .to_string();
+        for way in [API_KEY_ENV, "--api-key-file", "komfortkasse-api-key"] {
+            assert!(error.contains(way), "{error}");
+        }
+    }
+
+    #[test]
+    fn dry_run_needs_no_key() {
+        let config = SyncConfig::from_args_with_env(&args(&["--dry-run"]), &|_| None).unwrap();
+        assert!(config.api.is_none());
+    }
+
+    #[test]
+    fn key_comes_from_systemd_credential_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(API_KEY_CREDENTIAL), "cred-key\n").unwrap();
+        let dir_path = dir.path().to_path_buf();
+        let env = move |name: &str| (name == "CREDENTIALS_DIRECTORY").then(|| dir_path.clone());
+        let config = SyncConfig::from_args_with_env(&args(&[]), &env).unwrap();
+        assert_eq!(config.api.unwrap().api_key.expose(), "cred-key");
+    }
+
+    #[test]
+    fn options_are_checked() {
+        for bad in [
+            &["--chunk-size", "101"][..],
+            &["--chunk-size", "0"],
+            &["--rate", "0"],
+            &["--rate", "fast"],
+            &["--deadline", "soon"],
+            &["--burst", "0"],
+            &["--concurrency", "0"],
+        ] {
+            assert!(
+                SyncConfig::from_args_with_env(&args(bad), &env_with_key).is_err(),
+                "{bad:?}"
+            );
+        }
+        let config = SyncConfig::from_args_with_env(
+            &args(&["--deadline", "90s", "--rate", "0,5"]),
+            &env_with_key,
+        )
+        .unwrap();
+        assert_eq!(config.send.deadline, Duration::from_secs(90));
+        assert_eq!(config.send.rate_per_second, 0.5);
+        assert_eq!(
+            config.api.unwrap().request_timeout,
+            Duration::from_secs(600)
+        );
+    }
+
+    #[test]
+    fn format_is_resolved_from_the_extension() {
+        assert_eq!(
+            resolve_format(Path::new("a.CSV"), None).unwrap(),
+            SourceFormat::Csv
+        );
+        assert_eq!(
+            resolve_format(Path::new("a.sqlite3"), None).unwrap(),
+            SourceFormat::Sqlite
+        );
+        assert!(resolve_format(Path::new("a.txt"), None).is_err());
+        assert_eq!(
+            resolve_format(Path::new("a.txt"), Some(SourceFormat::Csv)).unwrap(),
+            SourceFormat::Csv
+        );
+    }
+}

@@ -1,0 +1,68 @@
+//! The top-level error of a run and the exit codes it maps to.
+
+use crate::api::ApiError;
+use crate::source::SourceError;
+
+/// Exit codes, documented in the README.
+pub mod exit_code {
+    /// Every row synced.
+    pub const OK: i32 = 0;
+    /// Fatal: the run could not do its job (source unreadable, 401, API unreachable, write-back failed).
+    pub const FATAL: i32 = 1;
+    /// Usage or configuration error.
+    pub const USAGE: i32 = 2;
+    /// The run finished, but some rows were rejected; each is recorded in the source.
+    pub const ROWS_REJECTED: i32 = 3;
+}
+
+/// Everything that can stop a command before it finishes its job.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The command line or configuration is unusable.
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// Reading the source or writing results back failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The API refused the API key; nothing more is sent.
+    #[error(
+        "the API rejected the API key ({message}); the run was stopped and the source left as it was"
+    )]
+    Unauthorized {
+        /// The API's own error text.
+        message: String,
+    },
+    /// The API answered in a way that says the URL or service is wrong (redirect, HTML page...).
+    #[error("the API answered unexpectedly: {0}; check --api-url")]
+    UnexpectedApi(ApiError),
+    /// Every chunk failed past its deadline: the API is down or unreachable.
+    #[error("the API could not be reached: every chunk gave up ({last_error})")]
+    ApiUnreachable {
+        /// The last error seen.
+        last_error: String,
+    },
+    /// The sandbox failed to start or run.
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+    /// An I/O error outside the source (e.g. the demo's working folder).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A background task died unexpectedly.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) => exit_code::USAGE,
+            _ => exit_code::FATAL,
+        }
+    }
+}

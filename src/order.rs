@@ -1,0 +1,894 @@
+//! The order as the API knows it: the fields a source row may carry, how a flat row becomes a
+//! validated `Order` JSON object, and the problems a row can have.
+//!
+//! Validation happens here, before anything is sent, and reports every problem of a row at
+//! once (`row 17: date "31-02-2024" is not a valid date; amount "-5,00" must not be negative`).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+use serde::ser::Serializer;
+use time::Date;
+
+use crate::dates;
+
+macro_rules! fields {
+    ($( $variant:ident = $api:literal / $sql:literal ),* $(,)?) => {
+        /// A writable field of the API's `Order`, as a column of a flat source row.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[allow(missing_docs)]
+        pub enum Field { $( $variant ),* }
+
+        impl Field {
+            /// Every field, in the order of the API reference.
+            pub const ALL: &'static [Field] = &[ $( Field::$variant ),* ];
+
+            /// The column name in a CSV export: the API's field name, nested with a dot.
+            pub fn csv_name(self) -> &'static str {
+                match self { $( Field::$variant => $api ),* }
+            }
+
+            /// The column name in the SQLite `orders` table (snake_case).
+            pub fn sql_name(self) -> &'static str {
+                match self { $( Field::$variant => $sql ),* }
+            }
+        }
+    };
+}
+
+fields! {
+    Number = "number" / "number",
+    Date = "date" / "date",
+    DueDate = "dueDate" / "due_date",
+    Type = "type" / "type",
+    Amount = "amount" / "amount",
+    Currency = "currency" / "currency",
+    ExchangeRate = "exchangeRate" / "exchange_rate",
+    CustomerEmail = "customerEmail" / "customer_email",
+    CustomerNumber = "customerNumber" / "customer_number",
+    Language = "language" / "language",
+    PaymentMethod = "paymentMethod" / "payment_method",
+    PaymentMethodDescription = "paymentMethodDescription" / "payment_method_description",
+    StatusDescription = "statusDescription" / "status_description",
+    MarketplaceNumber = "marketplaceNumber" / "marketplace_number",
+    InitialDunningLevel = "initialDunningLevel" / "initial_dunning_level",
+    Items = "items" / "items",
+    ItemNumbers = "itemNumbers" / "item_numbers",
+    InvoiceNumbers = "invoiceNumbers" / "invoice_numbers",
+    ShippingNumbers = "shippingNumbers" / "shipping_numbers",
+    ProformaNumbers = "proformaNumbers" / "proforma_numbers",
+    BillingGender = "billing.gender" / "billing_gender",
+    BillingCompany = "billing.company" / "billing_company",
+    BillingFirstName = "billing.firstName" / "billing_first_name",
+    BillingLastName = "billing.lastName" / "billing_last_name",
+    BillingStreet = "billing.street" / "billing_street",
+    BillingPostCode = "billing.postCode" / "billing_post_code",
+    BillingCity = "billing.city" / "billing_city",
+    BillingCountryCode = "billing.countryCode" / "billing_country_code",
+    BillingPhone = "billing.phone" / "billing_phone",
+    ShippingGender = "shipping.gender" / "shipping_gender",
+    ShippingCompany = "shipping.company" / "shipping_company",
+    ShippingFirstName = "shipping.firstName" / "shipping_first_name",
+    ShippingLastName = "shipping.lastName" / "shipping_last_name",
+    ShippingStreet = "shipping.street" / "shipping_street",
+    ShippingPostCode = "shipping.postCode" / "shipping_post_code",
+    ShippingCity = "shipping.city" / "shipping_city",
+    ShippingCountryCode = "shipping.countryCode" / "shipping_country_code",
+    ShippingPhone = "shipping.phone" / "shipping_phone",
+}
+
+const BILLING: [Field; 9] = [
+    Field::BillingGender,
+    Field::BillingCompany,
+    Field::BillingFirstName,
+    Field::BillingLastName,
+    Field::BillingStreet,
+    Field::BillingPostCode,
+    Field::BillingCity,
+    Field::BillingCountryCode,
+    Field::BillingPhone,
+];
+const SHIPPING: [Field; 9] = [
+    Field::ShippingGender,
+    Field::ShippingCompany,
+    Field::ShippingFirstName,
+    Field::ShippingLastName,
+    Field::ShippingStreet,
+    Field::ShippingPostCode,
+    Field::ShippingCity,
+    Field::ShippingCountryCode,
+    Field::ShippingPhone,
+];
+
+/// Which column of a source row holds which field.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    columns: Vec<Option<usize>>,
+}
+
+impl Layout {
+    /// Builds the layout from column names, matching each field by `name_of(field)`.
+    pub fn from_columns<'a>(
+        columns: impl IntoIterator<Item = &'a str> + Clone,
+        name_of: impl Fn(Field) -> &'static str,
+    ) -> Self {
+        let columns = Field::ALL
+            .iter()
+            .map(|&field| {
+                let wanted = name_of(field);
+                columns
+                    .clone()
+                    .into_iter()
+                    .position(|name| name.trim() == wanted)
+            })
+            .collect();
+        Layout { columns }
+    }
+
+    fn column(&self, field: Field) -> Option<usize> {
+        self.columns.get(field as usize).copied().flatten()
+    }
+
+    /// Whether the source has a column for this field.
+    pub fn has(&self, field: Field) -> bool {
+        self.column(field).is_some()
+    }
+}
+
+/// One row's values, looked up by field.
+#[derive(Clone, Copy)]
+pub struct RowView<'a> {
+    /// The row's values.
+    pub record: &'a csv::StringRecord,
+    /// Which value is which field.
+    pub layout: &'a Layout,
+}
+
+impl<'a> RowView<'a> {
+    /// The trimmed value of a field, `None` when the column is missing or the cell empty.
+    pub fn get(&self, field: Field) -> Option<&'a str> {
+        let value = self.record.get(self.layout.column(field)?)?.trim();
+        (!value.is_empty()).then_some(value)
+    }
+}
+
+/// What is wrong with one field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Issue {
+    /// Required but empty or absent.
+    Missing,
+    /// Not a real calendar date in a known format.
+    InvalidDate,
+    /// `date` after today.
+    DateInFuture,
+    /// `dueDate` more than six months ahead.
+    DueDateTooFar,
+    /// Not a decimal number.
+    NotANumber,
+    /// A negative amount.
+    Negative,
+    /// More than two decimal places.
+    TooManyDecimals,
+    /// Not greater than zero.
+    NotPositive,
+    /// Not a non-negative whole number.
+    NotAWholeNumber,
+    /// Not one of the order types.
+    UnknownType,
+    /// Not a three-letter ISO 4217 code.
+    InvalidCurrency,
+    /// Not a two-letter ISO 3166 code.
+    InvalidCountry,
+    /// Shipping fields given without a shipping country.
+    ShippingCountryMissing,
+    /// The order number was already seen in this run.
+    Duplicate,
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Issue::Missing => "is missing",
+            Issue::InvalidDate => "is not a valid date (use dd-MM-yyyy or yyyy-MM-dd)",
+            Issue::DateInFuture => "is in the future",
+            Issue::DueDateTooFar => "is more than 6 months in the future",
+            Issue::NotANumber => "is not a decimal number",
+            Issue::Negative => "must not be negative",
+            Issue::TooManyDecimals => "has more than two decimal places",
+            Issue::NotPositive => "must be greater than zero",
+            Issue::NotAWholeNumber => "is not a whole number of 0 or more",
+            Issue::UnknownType => "is not one of INVOICE, PREPAYMENT, COD, OTHER",
+            Issue::InvalidCurrency => "is not a three-letter currency code (e.g. EUR)",
+            Issue::InvalidCountry => "is not a two-letter country code (e.g. DE)",
+            Issue::ShippingCountryMissing => {
+                "is missing (required when a shipping address is given)"
+            }
+            Issue::Duplicate => "appears more than once in this run; only its first row is sent",
+        })
+    }
+}
+
+/// One problem of a row: the field, the value as found, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The field's API name (`date`, `billing.countryCode`, ...).
+    pub field: &'static str,
+    /// The offending value, if there was one.
+    pub value: Option<String>,
+    /// What is wrong.
+    pub issue: Issue,
+}
+
+impl Problem {
+    fn new(field: Field, value: Option<&str>, issue: Issue) -> Self {
+        Problem {
+            field: field.csv_name(),
+            value: value.map(str::to_string),
+            issue,
+        }
+    }
+
+    /// A short reason without the value, used to group rejections in the summary.
+    pub fn reason(&self) -> String {
+        format!("{} {}", self.field, self.issue)
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(value) => write!(f, "{} {:?} {}", self.field, value, self.issue),
+            None => write!(f, "{} {}", self.field, self.issue),
+        }
+    }
+}
+
+/// A row that cannot be sent, with every problem found in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    /// The row (CSV: spreadsheet row, header = 1; SQLite: rowid).
+    pub row: u64,
+    /// The problems, at least one.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for RowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "row {}: ", self.row)?;
+        for (i, problem) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The dates validation is judged against.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    /// Today in Europe/Berlin; `date` must not be after it.
+    pub today: Date,
+    /// Latest allowed `dueDate` (today + 6 months).
+    pub latest_due_date: Date,
+}
+
+impl Rules {
+    /// Rules for a run starting on `today`.
+    pub fn for_today(today: Date) -> Self {
+        Rules {
+            today,
+            latest_due_date: dates::add_months(today, 6),
+        }
+    }
+}
+
+/// A validated order, serialized once, ready to be put into any chunk.
+#[derive(Debug, Clone)]
+pub struct PreparedOrder {
+    /// The order number (the key the API replies with).
+    pub number: String,
+    /// The order as a JSON object.
+    pub json: Vec<u8>,
+}
+
+/// Validates one row and serializes it as the API's `Order` JSON.
+///
+/// `created_before` is true when the row already carries a payment status from an earlier run:
+/// the order then exists at Komfortkasse, and `initialDunningLevel` may only be sent on creation
+/// (the API answers 400 otherwise), so it is left out.
+pub fn prepare(
+    view: RowView<'_>,
+    row: u64,
+    rules: &Rules,
+    created_before: bool,
+) -> Result<PreparedOrder, RowError> {
+    let mut problems = Vec::new();
+    let payload = build_payload(view, rules, created_before, &mut problems);
+    match payload {
+        Some(payload) if problems.is_empty() => {
+            let mut json = Vec::with_capacity(512);
+            // Serializing borrowed strings and pre-formatted numbers into memory cannot fail;
+            // should it ever, the row is reported rather than the run stopped.
+            serde_json::to_writer(&mut json, &payload).map_err(|_| RowError {
+                row,
+                problems: vec![Problem::new(Field::Amount, None, Issue::NotANumber)],
+            })?;
+            Ok(PreparedOrder {
+                number: payload.number.to_string(),
+                json,
+            })
+        }
+        _ => Err(RowError { row, problems }),
+    }
+}
+
+fn build_payload<'a>(
+    view: RowView<'a>,
+    rules: &Rules,
+    created_before: bool,
+    problems: &mut Vec<Problem>,
+) -> Option<OrderPayload<'a>> {
+    let mut check = Checker { view, problems };
+    let number = check.required(Field::Number);
+    let date = check
+        .required(Field::Date)
+        .and_then(|v| check.date(Field::Date, v));
+    if let Some(date) = date
+        && date > rules.today
+    {
+        check.problem(Field::Date, Issue::DateInFuture);
+    }
+    let due_date = check
+        .optional(Field::DueDate)
+        .and_then(|v| check.date(Field::DueDate, v));
+    if let Some(due) = due_date
+        && due > rules.latest_due_date
+    {
+        check.problem(Field::DueDate, Issue::DueDateTooFar);
+    }
+    let order_type = check
+        .required(Field::Type)
+        .and_then(|v| check.order_type(v));
+    let amount = check
+        .required(Field::Amount)
+        .and_then(|v| check.amount(Field::Amount, v));
+    let currency = check
+        .required(Field::Currency)
+        .and_then(|v| check.code(Field::Currency, v, 3, Issue::InvalidCurrency));
+    let exchange_rate = check
+        .optional(Field::ExchangeRate)
+        .and_then(|v| check.positive_decimal(Field::ExchangeRate, v));
+    let dunning = check
+        .optional(Field::InitialDunningLevel)
+        .and_then(|v| check.whole_number(Field::InitialDunningLevel, v));
+    let billing = check.address(&BILLING, true);
+    let shipping = check.address(&SHIPPING, false);
+    let view = check.view;
+    Some(OrderPayload {
+        number: number?,
+        date: ApiDate(date?),
+        due_date: due_date.map(ApiDate),
+        order_type: order_type?,
+        amount: Money(amount?),
+        currency: currency?,
+        exchange_rate: exchange_rate.map(PlainDecimal),
+        customer_email: view.get(Field::CustomerEmail),
+        customer_number: view.get(Field::CustomerNumber),
+        language: view.get(Field::Language),
+        payment_method: view.get(Field::PaymentMethod),
+        payment_method_description: view.get(Field::PaymentMethodDescription),
+        status_description: view.get(Field::StatusDescription),
+        marketplace_number: view.get(Field::MarketplaceNumber),
+        items: view.get(Field::Items).map(parse_items),
+        item_numbers: view.get(Field::ItemNumbers).map(split_list),
+        invoice_numbers: view.get(Field::InvoiceNumbers).map(split_list),
+        shipping_numbers: view.get(Field::ShippingNumbers).map(split_list),
+        proforma_numbers: view.get(Field::ProformaNumbers).map(split_list),
+        billing: billing.flatten()?,
+        shipping: shipping.flatten(),
+        initial_dunning_level: if created_before { None } else { dunning },
+    })
+}
+
+struct Checker<'a, 'p> {
+    view: RowView<'a>,
+    problems: &'p mut Vec<Problem>,
+}
+
+impl<'a> Checker<'a, '_> {
+    fn problem(&mut self, field: Field, issue: Issue) {
+        let value = self.view.get(field);
+        self.problems.push(Problem::new(field, value, issue));
+    }
+
+    fn required(&mut self, field: Field) -> Option<&'a str> {
+        let value = self.view.get(field);
+        if value.is_none() {
+            self.problems
+                .push(Problem::new(field, None, Issue::Missing));
+        }
+        value
+    }
+
+    fn optional(&mut self, field: Field) -> Option<&'a str> {
+        self.view.get(field)
+    }
+
+    fn fail<T>(&mut self, field: Field, issue: Issue) -> Option<T> {
+        self.problem(field, issue);
+        None
+    }
+
+    fn date(&mut self, field: Field, value: &str) -> Option<Date> {
+        dates::parse_shop_date(value).or_else(|| self.fail(field, Issue::InvalidDate))
+    }
+
+    fn order_type(&mut self, value: &str) -> Option<OrderType> {
+        OrderType::parse(value).or_else(|| self.fail(Field::Type, Issue::UnknownType))
+    }
+
+    fn amount(&mut self, field: Field, value: &str) -> Option<Decimal> {
+        match parse_decimal(value) {
+            Err(issue) => self.fail(field, issue),
+            Ok(amount) if amount.is_sign_negative() && !amount.is_zero() => {
+                self.fail(field, Issue::Negative)
+            }
+            Ok(amount) if amount.normalize().scale() > 2 => {
+                self.fail(field, Issue::TooManyDecimals)
+            }
+            Ok(amount) => Some(amount),
+        }
+    }
+
+    fn positive_decimal(&mut self, field: Field, value: &str) -> Option<Decimal> {
+        match parse_decimal(value) {
+            Err(issue) => self.fail(field, issue),
+            Ok(number) if number <= Decimal::ZERO => self.fail(field, Issue::NotPositive),
+            Ok(number) => Some(number),
+        }
+    }
+
+    fn whole_number(&mut self, field: Field, value: &str) -> Option<u32> {
+        value
+            .parse::<u32>()
+            .ok()
+            .or_else(|| self.fail(field, Issue::NotAWholeNumber))
+    }
+
+    fn code(
+        &mut self,
+        field: Field,
+        value: &'a str,
+        len: usize,
+        issue: Issue,
+    ) -> Option<Cow<'a, str>> {
+        if value.len() == len && value.bytes().all(|b| b.is_ascii_alphabetic()) {
+            Some(uppercase(value))
+        } else {
+            self.fail(field, issue)
+        }
+    }
+
+    /// Builds an address. Billing is required (with its country); a shipping address is
+    /// optional, but once any of its fields is given its country is required too.
+    fn address(&mut self, fields: &[Field; 9], required: bool) -> Option<Option<Address<'a>>> {
+        let any_given = fields.iter().any(|&f| self.view.get(f).is_some());
+        if !required && !any_given {
+            return Some(None);
+        }
+        let country_field = fields[7];
+        let country = match self.view.get(country_field) {
+            Some(value) => self.code(country_field, value, 2, Issue::InvalidCountry),
+            None if required => self.fail(country_field, Issue::Missing),
+            None => self.fail(country_field, Issue::ShippingCountryMissing),
+        };
+        let get = |i: usize| self.view.get(fields[i]);
+        let address = Address {
+            gender: get(0),
+            company: get(1),
+            first_name: get(2),
+            last_name: get(3),
+            street: get(4),
+            post_code: get(5),
+            city: get(6),
+            country_code: country?,
+            phone: get(8),
+        };
+        Some(Some(address))
+    }
+}
+
+fn uppercase(value: &str) -> Cow<'_, str> {
+    if value.bytes().any(|b| b.is_ascii_lowercase()) {
+        Cow::Owned(value.to_ascii_uppercase())
+    } else {
+        Cow::Borrowed(value)
+    }
+}
+
+/// Parses a decimal as shops write it: `22.38`, `22,38`, `1.234,56`, `1,234.56`.
+///
+/// When both separators appear, the last one is the decimal separator and the other groups
+/// thousands. A lone comma is a decimal comma (German exports); several commas without a dot
+/// are ambiguous and refused.
+pub fn parse_decimal(text: &str) -> Result<Decimal, Issue> {
+    let compact: String = text
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '\u{a0}')
+        .collect();
+    let (last_dot, last_comma) = (compact.rfind('.'), compact.rfind(','));
+    let normalized = match (last_dot, last_comma) {
+        (Some(dot), Some(comma)) if comma > dot => compact.replace('.', "").replace(',', "."),
+        (Some(_), Some(_)) => compact.replace(',', ""),
+        (None, Some(_)) if compact.matches(',').count() == 1 => compact.replace(',', "."),
+        (None, Some(_)) => return Err(Issue::NotANumber),
+        _ => compact,
+    };
+    let digits = normalized.strip_prefix('-').unwrap_or(&normalized);
+    let well_formed = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && digits.matches('.').count() <= 1
+        && digits.bytes().any(|b| b.is_ascii_digit());
+    if !well_formed {
+        return Err(Issue::NotANumber);
+    }
+    Decimal::from_str(&normalized).map_err(|_| Issue::NotANumber)
+}
+
+fn split_list(text: &str) -> Vec<&str> {
+    text.split('|')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// `items` text form: `number:name|number:name`; split at the first `:`, so names may hold colons.
+fn parse_items(text: &str) -> Vec<Item<'_>> {
+    split_list(text)
+        .into_iter()
+        .map(|entry| match entry.split_once(':') {
+            Some((number, name)) => Item {
+                number: non_empty(number.trim()),
+                name: non_empty(name.trim()),
+            },
+            None => Item {
+                number: Some(entry),
+                name: None,
+            },
+        })
+        .collect()
+}
+
+fn non_empty(text: &str) -> Option<&str> {
+    (!text.is_empty()).then_some(text)
+}
+
+/// The API's order types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum OrderType {
+    /// Pay on invoice (Rechnung).
+    Invoice,
+    /// Prepayment by bank transfer (Vorkasse).
+    Prepayment,
+    /// Cash on delivery (Nachnahme).
+    Cod,
+    /// Anything else.
+    Other,
+}
+
+impl OrderType {
+    /// Parses a type, ignoring case.
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            ("INVOICE", Self::Invoice),
+            ("PREPAYMENT", Self::Prepayment),
+            ("COD", Self::Cod),
+            ("OTHER", Self::Other),
+        ]
+        .into_iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(text))
+        .map(|(_, t)| t)
+    }
+}
+
+/// An amount, serialized as a JSON number with exactly two decimals (`149.90`).
+#[derive(Debug, Clone, Copy)]
+struct Money(Decimal);
+
+impl Serialize for Money {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        raw_number(format!("{:.2}", self.0.round_dp(2)), serializer)
+    }
+}
+
+/// A decimal serialized as a JSON number without rounding (`exchangeRate`).
+#[derive(Debug, Clone, Copy)]
+struct PlainDecimal(Decimal);
+
+impl Serialize for PlainDecimal {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        raw_number(self.0.normalize().to_string(), serializer)
+    }
+}
+
+/// Writes `text` as a JSON number token, so decimals are never routed through `f64`.
+fn raw_number<S: Serializer>(text: String, serializer: S) -> Result<S::Ok, S::Error> {
+    let raw = serde_json::value::RawValue::from_string(text).map_err(serde::ser::Error::custom)?;
+    raw.serialize(serializer)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ApiDate(Date);
+
+impl Serialize for ApiDate {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&dates::format_api_date(self.0))
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OrderPayload<'a> {
+    number: &'a str,
+    date: ApiDate,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    due_date: Option<ApiDate>,
+    #[serde(rename = "type")]
+    order_type: OrderType,
+    amount: Money,
+    currency: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exchange_rate: Option<PlainDecimal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    customer_email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    customer_number: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    language: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payment_method: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payment_method_description: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_description: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    marketplace_number: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    items: Option<Vec<Item<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    item_numbers: Option<Vec<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    invoice_numbers: Option<Vec<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shipping_numbers: Option<Vec<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proforma_numbers: Option<Vec<&'a str>>,
+    billing: Address<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shipping: Option<Address<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    initial_dunning_level: Option<u32>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Address<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gender: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    company: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    street: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    post_code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    city: Option<&'a str>,
+    country_code: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phone: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Item<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    number: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::date;
+
+    fn row(pairs: &[(&str, &str)]) -> (csv::StringRecord, Layout) {
+        let names: Vec<&str> = pairs.iter().map(|p| p.0).collect();
+        let layout = Layout::from_columns(names.iter().copied(), Field::csv_name);
+        (pairs.iter().map(|p| p.1).collect(), layout)
+    }
+
+    fn valid() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("number", "2026-0001"),
+            ("date", "2026-11-20"),
+            ("type", "invoice"),
+            ("amount", "1.234,5"),
+            ("currency", "eur"),
+            ("billing.countryCode", "de"),
+            ("billing.lastName", "Müller"),
+            ("items", "TS-1:Shirt, size M|SHIP:Versand: Standard"),
+            ("invoiceNumbers", "RE-1| RE-2"),
+            ("initialDunningLevel", "1"),
+            ("lagerort", "B-12"),
+        ]
+    }
+
+    fn rules() -> Rules {
+        Rules::for_today(date!(2026 - 11 - 23))
+    }
+
+    #[test]
+    fn a_german_row_becomes_the_api_json() {
+        let (record, layout) = row(&valid());
+        let order = prepare(
+            RowView {
+                record: &record,
+                layout: &layout,
+            },
+            2,
+            &rules(),
+            false,
+        )
+        .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&order.json).unwrap();
+        assert_eq!(order.number, "2026-0001");
+        assert_eq!(json["date"], "20-11-2026");
+        assert_eq!(json["type"], "INVOICE");
+        assert_eq!(json["currency"], "EUR");
+        assert_eq!(json["billing"]["countryCode"], "DE");
+        assert_eq!(json["items"][1]["name"], "Versand: Standard");
+        assert_eq!(json["invoiceNumbers"][1], "RE-2");
+        assert_eq!(json["initialDunningLevel"], 1);
+        assert!(json.get("shipping").is_none());
+        assert!(json.get("lagerort").is_none());
+        // The amount is a JSON number with exactly two decimals.
+        assert!(
+            String::from_utf8(order.json)
+                .unwrap()
+                .contains(r#""amount":1234.50"#)
+        );
+    }
+
+    #[test]
+    fn initial_dunning_level_is_dropped_for_orders_created_before() {
+        let (record, layout) = row(&valid());
+        let order = prepare(
+            RowView {
+                record: &record,
+                layout: &layout,
+            },
+            2,
+            &rules(),
+            true,
+        )
+        .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&order.json).unwrap();
+        assert!(json.get("initialDunningLevel").is_none());
+    }
+
+    #[test]
+    fn every_problem_of_a_row_is_reported_with_row_field_and_value() {
+        let mut pairs = valid();
+        pairs[1].1 = "31-02-2024";
+        pairs[3].1 = "-5,00";
+        pairs[4].1 = "EURO";
+        pairs[5].1 = "";
+        pairs.push(("shipping.city", "Köln"));
+        let (record, layout) = row(&pairs);
+        let error = prepare(
+            RowView {
+                record: &record,
+                layout: &layout,
+            },
+            17,
+            &rules(),
+            false,
+        )
+        .unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.starts_with(r#"row 17: date "31-02-2024" is not a valid date"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"amount "-5,00" must not be negative"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"currency "EURO" is not a three-letter currency code"#),
+            "{text}"
+        );
+        assert!(text.contains("billing.countryCode is missing"), "{text}");
+        assert!(
+            text.contains(
+                "shipping.countryCode is missing (required when a shipping address is given)"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn date_rules_follow_the_reference() {
+        let cases = [
+            ("date", "24-11-2026", Issue::DateInFuture),
+            ("dueDate", "24-05-2027", Issue::DueDateTooFar),
+            ("type", "PAYPAL", Issue::UnknownType),
+            ("amount", "12,345", Issue::TooManyDecimals),
+            ("amount", "12,3,4", Issue::NotANumber),
+            ("amount", "1e5", Issue::NotANumber),
+            ("billing.countryCode", "DEU", Issue::InvalidCountry),
+            ("initialDunningLevel", "-1", Issue::NotAWholeNumber),
+        ];
+        for (field, value, issue) in cases {
+            let mut pairs = valid();
+            match pairs.iter_mut().find(|p| p.0 == field) {
+                Some(pair) => pair.1 = value,
+                None => pairs.push((field, value)),
+            }
+            let (record, layout) = row(&pairs);
+            let error = prepare(
+                RowView {
+                    record: &record,
+                    layout: &layout,
+                },
+                3,
+                &rules(),
+                false,
+            )
+            .unwrap_err();
+            assert_eq!(error.problems[0].issue, issue, "{field}={value}: {error}");
+        }
+        // The boundaries themselves are fine.
+        let mut pairs = valid();
+        pairs[1].1 = "23-11-2026";
+        pairs.push(("dueDate", "23-05-2027"));
+        let (record, layout) = row(&pairs);
+        assert!(
+            prepare(
+                RowView {
+                    record: &record,
+                    layout: &layout
+                },
+                3,
+                &rules(),
+                false
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn decimals_in_german_and_english_notation() {
+        let d = |s: &str| parse_decimal(s).map(|d| d.to_string());
+        assert_eq!(d("22,38"), Ok("22.38".into()));
+        assert_eq!(d("22.38"), Ok("22.38".into()));
+        assert_eq!(d("1.234,56"), Ok("1234.56".into()));
+        assert_eq!(d("1,234.56"), Ok("1234.56".into()));
+        assert_eq!(d(" 7 "), Ok("7".into()));
+        assert_eq!(d("1,2,3"), Err(Issue::NotANumber));
+        assert_eq!(d(""), Err(Issue::NotANumber));
+        assert_eq!(d("-"), Err(Issue::NotANumber));
+        assert_eq!(d("abc"), Err(Issue::NotANumber));
+        assert_eq!(d("NaN"), Err(Issue::NotANumber));
+    }
+}

@@ -1,0 +1,286 @@
+//! One sync run: read → validate → chunk → rate limit → send with retries → write back.
+//!
+//! The stages are connected by bounded channels, so memory stays flat whatever the size of the
+//! source: the reader runs on a blocking thread, at most `concurrency` chunks are in flight, and
+//! results are written back in source order as soon as their chunk is done.
+
+pub mod limit;
+pub mod read;
+pub mod retry;
+pub mod send;
+pub mod summary;
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::mpsc;
+
+use self::limit::Limiter;
+use self::read::{Batch, read_batches};
+use self::retry::RetryPolicy;
+use self::send::{OrderOutcome, SendCounters, Sender, StopReason, chunk_body};
+pub use self::summary::Summary;
+use crate::api::ApiClient;
+use crate::config::SyncConfig;
+use crate::error::Error;
+use crate::order::{PreparedOrder, Rules};
+use crate::source::{self, FinishedRow, ResultSink, RowResult, SourceError};
+
+/// What one batch came to.
+struct Processed {
+    rows: Vec<FinishedRow>,
+    sent: u64,
+    accepted: u64,
+    not_sent: u64,
+    statuses: BTreeMap<String, u64>,
+    failures: Vec<String>,
+    dry_run_body: Option<Bytes>,
+}
+
+/// Runs `kksync sync` and returns its summary. Fatal problems (source unreadable, 401, API
+/// unreachable, write-back failed) are errors; everything acknowledged before them is still
+/// written back.
+pub async fn run(config: &SyncConfig) -> Result<Summary, Error> {
+    run_with_policy(config, RetryPolicy::default()).await
+}
+
+/// As [`run`], with a given backoff policy (tests use short delays).
+pub async fn run_with_policy(config: &SyncConfig, policy: RetryPolicy) -> Result<Summary, Error> {
+    let started = Instant::now();
+    let rules = Rules::for_today(crate::dates::berlin_today());
+    let concurrency = config.send.concurrency;
+
+    let sender = match (&config.api, config.dry_run) {
+        (Some(api), false) => {
+            let client = ApiClient::new(api, concurrency).map_err(Error::UnexpectedApi)?;
+            let limiter = Arc::new(Limiter::new(config.send.rate_per_second, config.send.burst));
+            let counters = Arc::new(SendCounters::default());
+            Some(Arc::new(Sender::new(
+                client,
+                limiter,
+                policy,
+                config.send.deadline,
+                concurrency,
+                counters,
+            )))
+        }
+        _ => None,
+    };
+
+    let settings = config.source.clone();
+    let read_only = config.dry_run;
+    let (mut source, sink) =
+        tokio::task::spawn_blocking(move || source::open(&settings, read_only))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+
+    // Stage 1: read and validate on a blocking thread.
+    let (batch_tx, mut batch_rx) = mpsc::channel::<Batch>(concurrency + 1);
+    let chunk_size = config.send.chunk_size;
+    let reader = tokio::task::spawn_blocking(move || {
+        read_batches(source.as_mut(), &rules, chunk_size, &batch_tx)
+    });
+
+    // Stage 3: write back on a blocking thread, in source order.
+    let (write_tx, write_rx) = mpsc::channel::<Vec<FinishedRow>>(2);
+    let writer = sink.map(|sink| tokio::task::spawn_blocking(move || write_back(sink, write_rx)));
+
+    // Stage 2: send, `concurrency` chunks at a time; `buffered` yields them in source order.
+    let progress = progress_bar(config.progress);
+    let batches = futures::stream::poll_fn(move |cx| batch_rx.poll_recv(cx));
+    let mut processed = batches
+        .map(|batch| process(sender.as_deref(), batch))
+        .buffered(concurrency);
+    let mut summary = Summary {
+        dry_run: config.dry_run,
+        ..Summary::default()
+    };
+    let mut changed = false;
+    let stdout = std::io::stdout();
+    while let Some(batch) = processed.next().await {
+        if let Some(body) = &batch.dry_run_body {
+            let mut out = stdout.lock();
+            let printed = out.write_all(body).and_then(|()| out.write_all(b"\n"));
+            if printed.is_err() {
+                break; // Broken pipe: the reader of the preview has gone away.
+            }
+        }
+        changed |= batch.rows.iter().any(|r| r.result != RowResult::Untouched);
+        tally(&mut summary, &batch);
+        progress.inc(batch.rows.len() as u64);
+        progress.set_message(format!(
+            "{} accepted, {} rejected",
+            summary.accepted, summary.rejected
+        ));
+        if writer.is_some() && write_tx.send(batch.rows).await.is_err() {
+            break; // The writer failed; its error is reported below.
+        }
+    }
+    drop(processed);
+    drop(write_tx);
+    progress.finish_and_clear();
+
+    let read_stats = reader.await.map_err(|e| Error::Internal(e.to_string()))?;
+    let written = match writer {
+        Some(writer) => Some(writer.await.map_err(|e| Error::Internal(e.to_string()))?),
+        None => None,
+    };
+    // Commit the write-back only if the whole source was read: a CSV cut short would lose rows.
+    let read_stats = match (read_stats, written) {
+        (Ok(stats), Some(Ok(sink))) => {
+            sink.finish(changed)?;
+            stats
+        }
+        (Ok(stats), None) => stats,
+        (Err(error), Some(Ok(sink))) => {
+            sink.finish(false)?;
+            return Err(error.into());
+        }
+        (Err(error), None) => return Err(error.into()),
+        (_, Some(Err(error))) => return Err(error.into()),
+    };
+
+    summary.rows_read = read_stats.rows;
+    summary.rows_valid = read_stats.valid;
+    summary.rejected += read_stats.rows - read_stats.valid;
+    for (reason, count) in read_stats.invalid_by_reason {
+        *summary.rejected_by_reason.entry(reason).or_default() += count;
+    }
+    summary.wall_time = started.elapsed();
+    if let Some(sender) = &sender {
+        let counters = sender.counters();
+        summary.requests = counters.requests.load(Ordering::Relaxed);
+        summary.retries = counters.retries.load(Ordering::Relaxed);
+        summary.chunks_ok = counters.chunks_ok.load(Ordering::Relaxed);
+        summary.chunks_gave_up = counters.chunks_gave_up.load(Ordering::Relaxed);
+        if let Some(error) = stop_error(sender.stop_reason(), counters) {
+            tracing::info!("{summary}");
+            return Err(error);
+        }
+    }
+    Ok(summary)
+}
+
+fn write_back(
+    mut sink: Box<dyn ResultSink>,
+    mut rows: mpsc::Receiver<Vec<FinishedRow>>,
+) -> Result<Box<dyn ResultSink>, SourceError> {
+    while let Some(batch) = rows.blocking_recv() {
+        sink.write(&batch)?;
+    }
+    Ok(sink)
+}
+
+fn progress_bar(wanted: bool) -> ProgressBar {
+    if !wanted || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} {human_pos} rows ({per_sec}) {msg} [{elapsed_precise}]",
+    ) {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
+async fn process(sender: Option<&Sender>, batch: Batch) -> Processed {
+    let orders: Vec<&PreparedOrder> = batch.orders.iter().map(|(_, order)| order).collect();
+    let (outcomes, dry_run_body) = match sender {
+        Some(sender) => (sender.send_chunk(&orders).await, None),
+        None => (
+            vec![OrderOutcome::NotSent; orders.len()],
+            (!orders.is_empty()).then(|| chunk_body(&orders)),
+        ),
+    };
+    let mut results = batch.results;
+    let mut processed = Processed {
+        rows: Vec::new(),
+        sent: 0,
+        accepted: 0,
+        not_sent: 0,
+        statuses: BTreeMap::new(),
+        failures: Vec::new(),
+        dry_run_body,
+    };
+    for ((index, _), outcome) in batch.orders.iter().zip(outcomes) {
+        let result = match outcome {
+            OrderOutcome::Stored(status) => {
+                processed.sent += 1;
+                processed.accepted += 1;
+                *processed.statuses.entry(status.clone()).or_default() += 1;
+                RowResult::Synced { status }
+            }
+            OrderOutcome::Failed(error) => {
+                processed.sent += 1;
+                processed.failures.push(reason_of(&error));
+                RowResult::Failed { error }
+            }
+            OrderOutcome::NotSent => {
+                if sender.is_some() {
+                    processed.not_sent += 1;
+                }
+                RowResult::Untouched
+            }
+        };
+        if let Some(slot) = results.get_mut(*index) {
+            *slot = Some(result);
+        }
+    }
+    processed.rows = batch
+        .rows
+        .into_iter()
+        .zip(results)
+        .map(|(source, result)| FinishedRow {
+            source,
+            result: result.unwrap_or(RowResult::Untouched),
+        })
+        .collect();
+    processed
+}
+
+/// Groups API failures: the attempt count of "gave up after N attempts" would split groups.
+fn reason_of(error: &str) -> String {
+    match error
+        .strip_prefix("gave up after ")
+        .and_then(|rest| rest.split_once(": "))
+    {
+        Some((_, last_error)) => format!("gave up: {last_error}"),
+        None => error.to_string(),
+    }
+}
+
+fn tally(summary: &mut Summary, batch: &Processed) {
+    summary.orders_sent += batch.sent;
+    summary.accepted += batch.accepted;
+    summary.not_sent += batch.not_sent;
+    for (status, count) in &batch.statuses {
+        *summary.statuses.entry(status.clone()).or_default() += count;
+    }
+    for reason in &batch.failures {
+        summary.reject(reason.clone());
+    }
+}
+
+/// Turns the sender's state at the end of a run into the run's error, if it must fail.
+pub fn stop_error(reason: Option<StopReason>, counters: &SendCounters) -> Option<Error> {
+    match reason {
+        Some(StopReason::Unauthorized(message)) => Some(Error::Unauthorized { message }),
+        Some(StopReason::Unexpected(error)) => Some(Error::UnexpectedApi(error)),
+        Some(StopReason::Unreachable(last_error)) => Some(Error::ApiUnreachable { last_error }),
+        None => {
+            let ok = counters.chunks_ok.load(Ordering::Relaxed);
+            let gave_up = counters.chunks_gave_up.load(Ordering::Relaxed);
+            (ok == 0 && gave_up > 0).then(|| Error::ApiUnreachable {
+                last_error: "every chunk gave up at its deadline".into(),
+            })
+        }
+    }
+}

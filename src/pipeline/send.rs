@@ -1,0 +1,320 @@
+//! Sending one chunk: a limiter permit for every attempt, retries until the chunk's deadline,
+//! and splitting a rejected chunk in halves until the bad orders are isolated.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::Retryable;
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use super::limit::Limiter;
+use super::retry::RetryPolicy;
+use crate::api::{Ack, ApiClient, ApiError, RetryClass};
+use crate::order::PreparedOrder;
+
+/// What became of one order of a chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderOutcome {
+    /// Stored; the API reported this payment status.
+    Stored(String),
+    /// Rejected by the API, or given up on; the text goes to `syncError`.
+    Failed(String),
+    /// Not sent because the run is stopping.
+    NotSent,
+}
+
+/// Counters shared by all chunks, for the summary.
+#[derive(Debug, Default)]
+pub struct SendCounters {
+    /// Requests sent (every attempt).
+    pub requests: AtomicU64,
+    /// Retries (attempts after the first of a request).
+    pub retries: AtomicU64,
+    /// Requests answered with 200.
+    pub chunks_ok: AtomicU64,
+    /// Requests given up on at their deadline.
+    pub chunks_gave_up: AtomicU64,
+    /// Of those, how many failed because the service could not be reached.
+    pub chunks_unreachable: AtomicU64,
+}
+
+/// Why the run must stop.
+#[derive(Debug, Clone)]
+pub enum StopReason {
+    /// The API key was refused.
+    Unauthorized(String),
+    /// The API answered like something that is not the API.
+    Unexpected(ApiError),
+    /// Chunk after chunk gave up because the service could not be reached.
+    Unreachable(String),
+}
+
+/// Sends chunks; shared by every in-flight chunk.
+pub struct Sender {
+    client: ApiClient,
+    limiter: Arc<Limiter>,
+    policy: RetryPolicy,
+    deadline: Duration,
+    counters: Arc<SendCounters>,
+    stop: CancellationToken,
+    stop_reason: Mutex<Option<StopReason>>,
+    /// Chunks that may give up (unreachable) before any success, before the run stops.
+    unreachable_limit: u64,
+}
+
+/// A request that did not succeed.
+enum Failure {
+    GaveUp {
+        attempts: u64,
+        last_error: String,
+        unreachable: bool,
+    },
+    Rejected(String),
+    Stop,
+}
+
+impl Sender {
+    /// A sender for the given client, limiter and budget.
+    pub fn new(
+        client: ApiClient,
+        limiter: Arc<Limiter>,
+        policy: RetryPolicy,
+        deadline: Duration,
+        concurrency: usize,
+        counters: Arc<SendCounters>,
+    ) -> Self {
+        Sender {
+            client,
+            limiter,
+            policy,
+            deadline,
+            counters,
+            stop: CancellationToken::new(),
+            stop_reason: Mutex::new(None),
+            unreachable_limit: concurrency.max(2) as u64,
+        }
+    }
+
+    /// The shared counters.
+    pub fn counters(&self) -> &SendCounters {
+        &self.counters
+    }
+
+    /// Set once the run must stop; no request starts after that.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.stop_reason.lock().ok().and_then(|r| r.clone())
+    }
+
+    fn stop_run(&self, reason: StopReason) {
+        if let Ok(mut slot) = self.stop_reason.lock()
+            && slot.is_none()
+        {
+            *slot = Some(reason);
+        }
+        self.stop.cancel();
+    }
+
+    /// Sends one chunk and returns an outcome per order, in the chunk's order.
+    pub async fn send_chunk(&self, orders: &[&PreparedOrder]) -> Vec<OrderOutcome> {
+        if orders.is_empty() {
+            return Vec::new();
+        }
+        if self.stop.is_cancelled() {
+            return vec![OrderOutcome::NotSent; orders.len()];
+        }
+        match self.send_with_retry(chunk_body(orders)).await {
+            Ok(acks) => {
+                self.counters.chunks_ok.fetch_add(1, Ordering::Relaxed);
+                match_acks(orders, &acks)
+            }
+            Err(Failure::Rejected(message)) if orders.len() == 1 => {
+                vec![OrderOutcome::Failed(format!(
+                    "rejected by the API: {message}"
+                ))]
+            }
+            Err(Failure::Rejected(_)) => {
+                // One bad order makes the API refuse the whole chunk: resend the halves until
+                // each rejection is pinned on the order that caused it.
+                let (left, right) = orders.split_at(orders.len() / 2);
+                let mut outcomes = Box::pin(self.send_chunk(left)).await;
+                outcomes.extend(Box::pin(self.send_chunk(right)).await);
+                outcomes
+            }
+            Err(Failure::GaveUp {
+                attempts,
+                last_error,
+                unreachable,
+            }) => {
+                self.counters.chunks_gave_up.fetch_add(1, Ordering::Relaxed);
+                if unreachable {
+                    let failed = self
+                        .counters
+                        .chunks_unreachable
+                        .fetch_add(1, Ordering::Relaxed)
+                        + 1;
+                    // The API looks down: stop instead of waiting out every chunk's deadline.
+                    if failed >= self.unreachable_limit
+                        && self.counters.chunks_ok.load(Ordering::Relaxed) == 0
+                    {
+                        self.stop_run(StopReason::Unreachable(last_error.clone()));
+                    }
+                }
+                let message = format!("gave up after {attempts} attempts: {last_error}");
+                vec![OrderOutcome::Failed(message); orders.len()]
+            }
+            Err(Failure::Stop) => vec![OrderOutcome::NotSent; orders.len()],
+        }
+    }
+
+    /// One request with retries: a limiter permit per attempt, backoff with jitter between
+    /// attempts (at least `Retry-After` when the server sends one), until the deadline.
+    async fn send_with_retry(&self, body: Bytes) -> Result<Vec<Ack>, Failure> {
+        let attempts = AtomicU64::new(0);
+        let last_error: Mutex<Option<ApiError>> = Mutex::new(None);
+        let attempt = || async {
+            if self.stop.is_cancelled() {
+                return Err(None);
+            }
+            self.limiter.until_ready().await;
+            if self.stop.is_cancelled() {
+                return Err(None);
+            }
+            if attempts.fetch_add(1, Ordering::Relaxed) > 0 {
+                self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            self.counters.requests.fetch_add(1, Ordering::Relaxed);
+            let result = self.client.submit_orders(body.clone()).await;
+            if let Err(error) = &result {
+                tracing::debug!(%error, "POST /orders failed");
+                if let Ok(mut last) = last_error.lock() {
+                    *last = Some(error.clone());
+                }
+            }
+            result.map_err(Some)
+        };
+        let retrying = attempt
+            .retry(self.policy.builder())
+            .sleep(tokio::time::sleep)
+            .when(|error: &Option<ApiError>| error.as_ref().is_some_and(ApiError::is_retryable))
+            .adjust(
+                |error, delay| match error.as_ref().map(ApiError::classify) {
+                    Some(RetryClass::Throttled(Some(retry_after))) => {
+                        Some(retry_after.max(delay.unwrap_or_default()))
+                    }
+                    _ => delay,
+                },
+            );
+        let outcome = tokio::select! {
+            result = tokio::time::timeout(self.deadline, retrying) => result,
+            () = self.stop.cancelled() => return Err(Failure::Stop),
+        };
+        match outcome {
+            Ok(Ok(acks)) => Ok(acks),
+            Ok(Err(None)) => Err(Failure::Stop),
+            Ok(Err(Some(error))) => match error.classify() {
+                RetryClass::Reject => Err(Failure::Rejected(error.api_message())),
+                RetryClass::StopRun => {
+                    let reason = match error {
+                        ApiError::Unauthorized { message } => StopReason::Unauthorized(message),
+                        other => StopReason::Unexpected(other),
+                    };
+                    self.stop_run(reason);
+                    Err(Failure::Stop)
+                }
+                // Retrying ended without the deadline (cannot happen with unbounded attempts).
+                RetryClass::Transient | RetryClass::Throttled(_) => Err(Failure::GaveUp {
+                    attempts: attempts.load(Ordering::Relaxed),
+                    unreachable: error.is_unreachable(),
+                    last_error: error.to_string(),
+                }),
+            },
+            Err(_deadline) => {
+                let last = last_error.lock().ok().and_then(|l| l.clone());
+                Err(Failure::GaveUp {
+                    attempts: attempts.load(Ordering::Relaxed),
+                    unreachable: last.as_ref().is_none_or(ApiError::is_unreachable),
+                    last_error: last.map_or_else(
+                        || "no answer before the deadline".to_string(),
+                        |e| e.to_string(),
+                    ),
+                })
+            }
+        }
+    }
+}
+
+/// `[order,order,...]` from orders serialized once, so splitting a chunk costs no re-encoding.
+pub fn chunk_body(orders: &[&PreparedOrder]) -> Bytes {
+    let size = orders.iter().map(|o| o.json.len() + 1).sum::<usize>() + 2;
+    let mut body = Vec::with_capacity(size);
+    body.push(b'[');
+    for (i, order) in orders.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&order.json);
+    }
+    body.push(b']');
+    Bytes::from(body)
+}
+
+/// Maps the reply to the chunk by order number; an order missing from a 200 reply is not
+/// counted as synced.
+fn match_acks(orders: &[&PreparedOrder], acks: &[Ack]) -> Vec<OrderOutcome> {
+    let by_number: HashMap<&str, &Ack> = acks.iter().map(|a| (a.number.as_str(), a)).collect();
+    orders
+        .iter()
+        .map(|order| match by_number.get(order.number.as_str()) {
+            Some(Ack {
+                payment_status: Some(status),
+                ..
+            }) => OrderOutcome::Stored(status.clone()),
+            Some(Ack {
+                payment_status: None,
+                ..
+            }) => OrderOutcome::Failed(
+                "not confirmed by the API: the reply has no paymentStatus for this order".into(),
+            ),
+            None => OrderOutcome::Failed(
+                "not confirmed by the API: the order is missing from its reply".into(),
+            ),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(number: &str) -> PreparedOrder {
+        PreparedOrder {
+            number: number.into(),
+            json: format!(r#"{{"number":"{number}"}}"#).into_bytes(),
+        }
+    }
+
+    #[test]
+    fn body_is_a_json_array_of_the_orders() {
+        let (a, b) = (order("1"), order("2"));
+        let body = chunk_body(&[&a, &b]);
+        let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(parsed[1]["number"], "2");
+    }
+
+    #[test]
+    fn orders_missing_from_the_reply_are_not_confirmed() {
+        let (a, b) = (order("1"), order("2"));
+        let acks = vec![Ack {
+            number: "1".into(),
+            payment_status: Some("PAID".into()),
+        }];
+        let outcomes = match_acks(&[&a, &b], &acks);
+        assert_eq!(outcomes[0], OrderOutcome::Stored("PAID".into()));
+        assert!(
+            matches!(&outcomes[1], OrderOutcome::Failed(m) if m.starts_with("not confirmed by the API"))
+        );
+    }
+}

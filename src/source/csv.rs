@@ -1,0 +1,514 @@
+//! CSV exports: streaming reader with delimiter and BOM detection, and an atomic rewrite that
+//! keeps every column, row, value and the BOM, adding `paymentStatus` and `syncError`.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use csv::{ByteRecord, StringRecord, Terminator};
+use tempfile::NamedTempFile;
+
+use super::{FinishedRow, OrderSource, ResultSink, RowResult, SourceError, SourceRow};
+use crate::order::{Field, Layout};
+
+/// Result column with the payment status.
+pub const STATUS_COLUMN: &str = "paymentStatus";
+/// Result column with the error, empty when the row synced.
+pub const ERROR_COLUMN: &str = "syncError";
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// What the first line of the file tells about its dialect.
+#[derive(Debug, Clone, Copy)]
+struct Dialect {
+    delimiter: u8,
+    bom: bool,
+    crlf: bool,
+}
+
+/// Reads a CSV export row by row.
+pub struct CsvSource {
+    path: PathBuf,
+    reader: csv::Reader<BufReader<File>>,
+    layout: Layout,
+    header_len: usize,
+    status_index: Option<usize>,
+    next_row: u64,
+}
+
+/// Writes the CSV back into a temporary file beside it, renamed over it at the end.
+pub struct CsvSink {
+    path: PathBuf,
+    writer: csv::Writer<NamedTempFile>,
+    header_len: usize,
+    status: ResultColumn,
+    error: ResultColumn,
+    permissions: std::fs::Permissions,
+}
+
+/// Where a result column sits: in the original header, or appended after it.
+#[derive(Debug, Clone, Copy)]
+enum ResultColumn {
+    Existing(usize),
+    Appended(usize),
+}
+
+pub(super) fn open(
+    path: &Path,
+    delimiter: Option<u8>,
+    read_only: bool,
+) -> Result<(CsvSource, Option<CsvSink>), SourceError> {
+    let io = |action| {
+        move |source| SourceError::Io {
+            path: path.to_path_buf(),
+            action,
+            source,
+        }
+    };
+    let dialect = sniff(path, delimiter).map_err(io("reading the header"))?;
+    let file = File::open(path).map_err(io("opening"))?;
+    let permissions = file
+        .metadata()
+        .map_err(io("reading permissions"))?
+        .permissions();
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(dialect.delimiter)
+        .flexible(true)
+        .has_headers(true)
+        .from_reader(BufReader::with_capacity(256 * 1024, file));
+    let headers = reader
+        .byte_headers()
+        .map_err(|e| csv_error(path, e))?
+        .clone();
+    let names: Vec<String> = headers
+        .iter()
+        .map(|h| String::from_utf8_lossy(strip_bom(h)).into_owned())
+        .collect();
+    if names.iter().all(|n| n.trim().is_empty()) {
+        return Err(SourceError::Unusable {
+            path: path.to_path_buf(),
+            message: "the file has no header row".into(),
+        });
+    }
+    let layout = Layout::from_columns(names.iter().map(String::as_str), Field::csv_name);
+    if !layout.has(Field::Number) {
+        return Err(SourceError::Unusable {
+            path: path.to_path_buf(),
+            message: format!(
+                "no `number` column in the header (found: {}); columns must be named like the API's order fields",
+                names.join(", ")
+            ),
+        });
+    }
+    let position = |name: &str| names.iter().position(|n| n.trim() == name);
+    let (status_index, error_index) = (position(STATUS_COLUMN), position(ERROR_COLUMN));
+    let source = CsvSource {
+        path: path.to_path_buf(),
+        reader,
+        layout,
+        header_len: headers.len(),
+        status_index,
+        next_row: 2,
+    };
+    if read_only {
+        return Ok((source, None));
+    }
+    let mut appended = headers.len();
+    let mut place = |index: Option<usize>| match index {
+        Some(i) => ResultColumn::Existing(i),
+        None => {
+            appended += 1;
+            ResultColumn::Appended(appended - 1)
+        }
+    };
+    let (status, error) = (place(status_index), place(error_index));
+    let sink = CsvSink::create(path, dialect, &headers, status, error, permissions)?;
+    Ok((source, Some(sink)))
+}
+
+fn csv_error(path: &Path, error: csv::Error) -> SourceError {
+    match error.into_kind() {
+        csv::ErrorKind::Io(source) => SourceError::Io {
+            path: path.to_path_buf(),
+            action: "reading",
+            source,
+        },
+        kind => SourceError::Csv {
+            path: path.to_path_buf(),
+            message: format!("{kind:?}"),
+        },
+    }
+}
+
+fn strip_bom(field: &[u8]) -> &[u8] {
+    field.strip_prefix(BOM).unwrap_or(field)
+}
+
+/// Looks at the first line: BOM, line ending, and the delimiter (the most frequent of `;`, `,`
+/// and tab outside quotes, unless one is given).
+fn sniff(path: &Path, delimiter: Option<u8>) -> std::io::Result<Dialect> {
+    let mut prefix = Vec::with_capacity(64 * 1024);
+    File::open(path)?.take(64 * 1024).read_to_end(&mut prefix)?;
+    let bom = prefix.starts_with(BOM);
+    let line_end = prefix
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(prefix.len());
+    let line = &prefix[..line_end];
+    let crlf = line.last() == Some(&b'\r');
+    let delimiter = delimiter.unwrap_or_else(|| {
+        let mut counts = [(b';', 0usize), (b',', 0), (b'\t', 0)];
+        let mut quoted = false;
+        for &b in line {
+            if b == b'"' {
+                quoted = !quoted;
+            } else if !quoted && let Some(entry) = counts.iter_mut().find(|(c, _)| *c == b) {
+                entry.1 += 1;
+            }
+        }
+        // Ties (including no delimiter at all, a one-column file) go to the comma.
+        counts.sort_by_key(|&(c, n)| (std::cmp::Reverse(n), c != b','));
+        counts[0].0
+    });
+    Ok(Dialect {
+        delimiter,
+        bom,
+        crlf,
+    })
+}
+
+impl OrderSource for CsvSource {
+    fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn previous_status<'r>(&self, record: &'r StringRecord) -> Option<&'r str> {
+        let status = record.get(self.status_index?)?.trim();
+        (!status.is_empty()).then_some(status)
+    }
+
+    fn next_row(&mut self) -> Result<Option<SourceRow>, SourceError> {
+        let mut bytes = ByteRecord::new();
+        match self.reader.read_byte_record(&mut bytes) {
+            Ok(false) => return Ok(None),
+            Ok(true) => {}
+            Err(error) => return Err(csv_error(&self.path, error)),
+        }
+        let row = self.next_row;
+        self.next_row += 1;
+        let defect = (bytes.len() > self.header_len).then(|| {
+            format!(
+                "row {row}: has {} fields but the header has {}; check the delimiter and quoting",
+                bytes.len(),
+                self.header_len
+            )
+        });
+        let (record, raw) = match StringRecord::from_byte_record(bytes) {
+            Ok(record) => (record, None),
+            Err(error) => {
+                // Not UTF-8: most likely a Latin-1 export. Validate a Latin-1 reading, but keep
+                // the original bytes for write-back.
+                let bytes = error.into_byte_record();
+                let decoded: StringRecord = bytes
+                    .iter()
+                    .map(|f| f.iter().map(|&b| b as char).collect::<String>())
+                    .collect();
+                (decoded, Some(bytes))
+            }
+        };
+        Ok(Some(SourceRow {
+            row,
+            record,
+            raw,
+            defect,
+        }))
+    }
+}
+
+impl CsvSink {
+    fn create(
+        path: &Path,
+        dialect: Dialect,
+        headers: &ByteRecord,
+        status: ResultColumn,
+        error: ResultColumn,
+        permissions: std::fs::Permissions,
+    ) -> Result<Self, SourceError> {
+        let io = |action| {
+            move |source| SourceError::Io {
+                path: path.to_path_buf(),
+                action,
+                source,
+            }
+        };
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut temp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".kksync-tmp")
+            .tempfile_in(&dir)
+            .map_err(io("creating a temporary file beside the source"))?;
+        if dialect.bom {
+            std::io::Write::write_all(&mut temp, BOM).map_err(io("writing"))?;
+        }
+        let writer = csv::WriterBuilder::new()
+            .delimiter(dialect.delimiter)
+            .terminator(if dialect.crlf {
+                Terminator::CRLF
+            } else {
+                Terminator::Any(b'\n')
+            })
+            .flexible(true)
+            .from_writer(temp);
+        let mut sink = CsvSink {
+            path: path.to_path_buf(),
+            writer,
+            header_len: headers.len(),
+            status,
+            error,
+            permissions,
+        };
+        let header: Vec<&[u8]> = headers.iter().map(strip_bom).collect();
+        let header = ByteRecord::from(header);
+        let header = sink.with_results(&header, Some(STATUS_COLUMN), Some(ERROR_COLUMN));
+        sink.writer
+            .write_byte_record(&header)
+            .map_err(|e| sink.write_error(e))?;
+        Ok(sink)
+    }
+
+    fn write_error(&self, error: csv::Error) -> SourceError {
+        match error.into_kind() {
+            csv::ErrorKind::Io(source) => SourceError::Io {
+                path: self.path.clone(),
+                action: "writing the new file",
+                source,
+            },
+            kind => SourceError::Csv {
+                path: self.path.clone(),
+                message: format!("writing: {kind:?}"),
+            },
+        }
+    }
+
+    /// The row as written: its fields (padded to the header's width) with the result columns
+    /// set in place or inserted after the original columns, so nothing is overwritten.
+    fn with_results(
+        &self,
+        fields: &ByteRecord,
+        status: Option<&str>,
+        error: Option<&str>,
+    ) -> ByteRecord {
+        let mut out: Vec<&[u8]> = fields.iter().collect();
+        while out.len() < self.header_len {
+            out.push(b"");
+        }
+        for (column, value) in [(self.status, status), (self.error, error)] {
+            match column {
+                ResultColumn::Existing(i) => {
+                    if let Some(value) = value {
+                        out[i] = value.as_bytes();
+                    }
+                }
+                ResultColumn::Appended(i) => {
+                    out.insert(i.min(out.len()), value.unwrap_or("").as_bytes())
+                }
+            }
+        }
+        ByteRecord::from(out)
+    }
+}
+
+impl ResultSink for CsvSink {
+    fn write(&mut self, rows: &[FinishedRow]) -> Result<(), SourceError> {
+        for finished in rows {
+            let source = &finished.source;
+            let fields = source
+                .raw
+                .as_ref()
+                .unwrap_or_else(|| source.record.as_byte_record());
+            let (status, error) = match &finished.result {
+                RowResult::Synced { status } => (Some(status.as_str()), Some("")),
+                RowResult::Failed { error } => (None, Some(error.as_str())),
+                RowResult::Untouched => (None, None),
+            };
+            let record = self.with_results(fields, status, error);
+            self.writer
+                .write_byte_record(&record)
+                .map_err(|e| self.write_error(e))?;
+        }
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, changed: bool) -> Result<(), SourceError> {
+        let path = self.path.clone();
+        let io = |action| {
+            let path = path.clone();
+            move |source| SourceError::Io {
+                path,
+                action,
+                source,
+            }
+        };
+        let temp = self
+            .writer
+            .into_inner()
+            .map_err(|e| io("writing the new file")(e.into_error()))?;
+        if !changed {
+            // Nothing learnt: leave the source byte-identical (the temporary file is removed).
+            return Ok(());
+        }
+        temp.as_file()
+            .sync_all()
+            .map_err(io("syncing the new file"))?;
+        std::fs::set_permissions(temp.path(), self.permissions.clone())
+            .map_err(io("copying permissions"))?;
+        temp.persist(&self.path)
+            .map_err(|e| io("replacing the source")(e.error))?;
+        sync_parent_dir(&self.path).map_err(io("syncing the folder"))?;
+        Ok(())
+    }
+}
+
+/// After a rename, the folder entry itself must reach the disk for the new file to survive a
+/// crash.
+fn sync_parent_dir(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn sniffs_semicolons_bom_and_crlf() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "a.csv",
+            b"\xEF\xBB\xBFnumber;amount;\"a,b,c\"\r\n1;2,5;x\r\n",
+        );
+        let dialect = sniff(&path, None).unwrap();
+        assert_eq!(
+            (dialect.delimiter, dialect.bom, dialect.crlf),
+            (b';', true, true)
+        );
+        let path = write(dir.path(), "b.csv", b"number,amount\n1,2\n");
+        let dialect = sniff(&path, None).unwrap();
+        assert_eq!(
+            (dialect.delimiter, dialect.bom, dialect.crlf),
+            (b',', false, false)
+        );
+    }
+
+    #[test]
+    fn rewrite_keeps_everything_and_adds_result_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let original =
+            "\u{feff}number;amount;notiz\r\n1;2,50;\"mit; Semikolon\"\r\n2;3\r\n3;4;x;extra\r\n";
+        let path = write(dir.path(), "o.csv", original.as_bytes());
+        let (mut source, sink) = open(&path, None, false).unwrap();
+        let mut sink = sink.unwrap();
+        let mut rows = Vec::new();
+        while let Some(row) = source.next_row().unwrap() {
+            rows.push(row);
+        }
+        assert_eq!(
+            rows.iter().map(|r| r.row).collect::<Vec<_>>(),
+            vec![2, 3, 4]
+        );
+        assert!(rows[2].defect.is_some());
+        let results = [
+            RowResult::Synced {
+                status: "PAID".into(),
+            },
+            RowResult::Failed {
+                error: "row 3: bad".into(),
+            },
+            RowResult::Untouched,
+        ];
+        let finished: Vec<FinishedRow> = rows
+            .into_iter()
+            .zip(results)
+            .map(|(source, result)| FinishedRow { source, result })
+            .collect();
+        sink.write(&finished).unwrap();
+        Box::new(sink).finish(true).unwrap();
+        let written = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            written,
+            "\u{feff}number;amount;notiz;paymentStatus;syncError\r\n1;2,50;mit; Semikolon;PAID;\r\n2;3;;;row 3: bad\r\n3;4;x;;;extra\r\n"
+                .replace("mit; Semikolon", "\"mit; Semikolon\"")
+        );
+    }
+
+    #[test]
+    fn unchanged_run_leaves_the_file_byte_identical_and_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "o.csv", b"number,amount\n1,2\n");
+        let (_, sink) = open(&path, None, false).unwrap();
+        Box::new(sink.unwrap()).finish(false).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"number,amount\n1,2\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn latin1_rows_are_decoded_for_validation_and_written_back_as_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "o.csv", b"number,city\n1,K\xF6ln\n");
+        let (mut source, sink) = open(&path, None, false).unwrap();
+        let row = source.next_row().unwrap().unwrap();
+        assert_eq!(row.record.get(1), Some("Köln"));
+        let mut sink = sink.unwrap();
+        sink.write(&[FinishedRow {
+            source: row,
+            result: RowResult::Synced {
+                status: "UNPAID".into(),
+            },
+        }])
+        .unwrap();
+        Box::new(sink).finish(true).unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"number,city,paymentStatus,syncError\n1,K\xF6ln,UNPAID,\n"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn permissions_survive_the_rewrite() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "o.csv", b"number\n1\n");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let (_, sink) = open(&path, None, false).unwrap();
+        Box::new(sink.unwrap()).finish(true).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
+    }
+
+    #[test]
+    fn a_file_without_number_column_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "o.csv", b"id,amount\n1,2\n");
+        let error = open(&path, None, true).err().unwrap().to_string();
+        assert!(error.contains("no `number` column"), "{error}");
+    }
+}

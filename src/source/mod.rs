@@ -1,0 +1,141 @@
+//! Where orders come from and where results go back to.
+//!
+//! A source is read row by row ([`OrderSource`]) and its results are written back batch by
+//! batch, in the same order ([`ResultSink`]). CSV and SQLite differ only behind these two traits.
+
+mod csv;
+mod sqlite;
+
+use std::path::PathBuf;
+
+use ::csv::{ByteRecord, StringRecord};
+
+use crate::cli::SourceFormat;
+use crate::config::SourceSettings;
+use crate::order::Layout;
+
+pub use self::sqlite::init_db;
+
+/// Reading or writing the source failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The file could not be opened, read or written.
+    #[error("{path}: {action}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The CSV is malformed beyond a single row.
+    #[error("{path}: {message}")]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A SQLite error.
+    #[error("{path}: {action}: {source}")]
+    Sqlite {
+        /// The database.
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// The underlying error.
+        source: rusqlite::Error,
+    },
+    /// The source lacks something kksync needs.
+    #[error("{path}: {message}")]
+    Unusable {
+        /// The file.
+        path: PathBuf,
+        /// What is missing.
+        message: String,
+    },
+}
+
+/// One row of the source, as read.
+#[derive(Debug, Clone)]
+pub struct SourceRow {
+    /// The row's number in error messages (CSV: spreadsheet row with the header as row 1;
+    /// SQLite: rowid). SQLite also uses it to write the result back.
+    pub row: u64,
+    /// The values as text, one per column of the source's layout.
+    pub record: StringRecord,
+    /// The original bytes when the row was not valid UTF-8 (it was decoded as Latin-1 for
+    /// validation); write-back uses these so the file keeps its bytes.
+    pub raw: Option<ByteRecord>,
+    /// A problem that makes the row unusable as a whole (e.g. too many fields).
+    pub defect: Option<String>,
+}
+
+/// What became of a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowResult {
+    /// The API stored the order and reported this payment status.
+    Synced {
+        /// `paymentStatus` as the API sent it.
+        status: String,
+    },
+    /// The row was not stored: invalid, rejected by the API, or given up on.
+    Failed {
+        /// The message written to `syncError`.
+        error: String,
+    },
+    /// Nothing was done (the run stopped before this row); write-back keeps the row as it was.
+    Untouched,
+}
+
+/// A row with its result, ready to be written back.
+#[derive(Debug, Clone)]
+pub struct FinishedRow {
+    /// The row as read.
+    pub source: SourceRow,
+    /// Its result.
+    pub result: RowResult,
+}
+
+/// Reads orders row by row, with constant memory.
+pub trait OrderSource: Send {
+    /// Which column is which field.
+    fn layout(&self) -> &Layout;
+    /// The payment status already recorded for this row by an earlier run, if any.
+    fn previous_status<'r>(&self, record: &'r StringRecord) -> Option<&'r str>;
+    /// The next row, or `None` at the end.
+    fn next_row(&mut self) -> Result<Option<SourceRow>, SourceError>;
+}
+
+/// Writes results back, batch by batch, in the order the rows were read.
+pub trait ResultSink: Send {
+    /// Writes the results of consecutive rows.
+    fn write(&mut self, rows: &[FinishedRow]) -> Result<(), SourceError>;
+    /// Completes the write-back. With `changed == false` nothing was learnt, and a CSV source
+    /// is left byte-identical.
+    fn finish(self: Box<Self>, changed: bool) -> Result<(), SourceError>;
+}
+
+/// Opens the source for reading and, unless `read_only`, for write-back.
+pub fn open(
+    settings: &SourceSettings,
+    read_only: bool,
+) -> Result<(Box<dyn OrderSource>, Option<Box<dyn ResultSink>>), SourceError> {
+    match settings.format {
+        SourceFormat::Csv => {
+            let (source, sink) = self::csv::open(&settings.path, settings.delimiter, read_only)?;
+            Ok((
+                Box::new(source),
+                sink.map(|s| Box::new(s) as Box<dyn ResultSink>),
+            ))
+        }
+        SourceFormat::Sqlite => {
+            let (source, sink) = self::sqlite::open(&settings.path, read_only)?;
+            Ok((
+                Box::new(source),
+                sink.map(|s| Box::new(s) as Box<dyn ResultSink>),
+            ))
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! SQLite sources: the `orders` table (sql/schema.sql), read in rowid pages, results written in
+//! one transaction per batch with a busy timeout, so a shop writing to the same database at the
+//! same time does not fail the run.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use csv::StringRecord;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+
+use super::{FinishedRow, OrderSource, ResultSink, RowResult, SourceError, SourceRow};
+use crate::order::{Field, Layout};
+
+/// The schema `kksync init-db` creates.
+pub const SCHEMA: &str = include_str!("../../sql/schema.sql");
+const TABLE: &str = "orders";
+const RESULT_COLUMNS: [&str; 3] = ["payment_status", "sync_error", "synced_at"];
+/// How long to wait for a shop's own write transaction before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+const PAGE_ROWS: usize = 1000;
+
+/// Reads the `orders` table in pages of rowids.
+pub struct SqliteSource {
+    path: PathBuf,
+    connection: Connection,
+    query: String,
+    layout: Layout,
+    status_index: Option<usize>,
+    column_count: usize,
+    last_rowid: i64,
+    page: VecDeque<SourceRow>,
+    exhausted: bool,
+}
+
+/// Writes results with one transaction per batch.
+pub struct SqliteSink {
+    path: PathBuf,
+    connection: Connection,
+}
+
+fn sql_error(
+    path: &Path,
+    action: &'static str,
+) -> impl FnOnce(rusqlite::Error) -> SourceError + use<> {
+    let path = path.to_path_buf();
+    move |source| SourceError::Sqlite {
+        path,
+        action,
+        source,
+    }
+}
+
+fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, SourceError> {
+    let connection = Connection::open_with_flags(path, flags)
+        .map_err(sql_error(path, "opening the database"))?;
+    connection
+        .busy_timeout(BUSY_TIMEOUT)
+        .map_err(sql_error(path, "setting the busy timeout"))?;
+    Ok(connection)
+}
+
+/// Creates the `orders` table if it is missing, and adds missing result columns to an
+/// existing one. Safe to run again.
+pub fn init_db(path: &Path) -> Result<(), SourceError> {
+    let connection = connect(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+    )?;
+    connection
+        .execute_batch(SCHEMA)
+        .map_err(sql_error(path, "creating the orders table"))?;
+    add_result_columns(path, &connection)
+}
+
+fn table_columns(path: &Path, connection: &Connection) -> Result<Vec<String>, SourceError> {
+    let mut statement = connection
+        .prepare("SELECT name FROM pragma_table_info(?1)")
+        .map_err(sql_error(path, "reading the table"))?;
+    let names = statement
+        .query_map([TABLE], |row| row.get::<_, String>(0))
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(sql_error(path, "reading the table's columns"))?;
+    Ok(names)
+}
+
+fn add_result_columns(path: &Path, connection: &Connection) -> Result<(), SourceError> {
+    let existing = table_columns(path, connection)?;
+    for column in RESULT_COLUMNS {
+        if !existing.iter().any(|c| c.eq_ignore_ascii_case(column)) {
+            connection
+                .execute_batch(&format!("ALTER TABLE {TABLE} ADD COLUMN {column} TEXT"))
+                .map_err(sql_error(path, "adding a result column"))?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn open(
+    path: &Path,
+    read_only: bool,
+) -> Result<(SqliteSource, Option<SqliteSink>), SourceError> {
+    if !path.exists() {
+        return Err(SourceError::Unusable {
+            path: path.to_path_buf(),
+            message: "no such database (create one with `kksync init-db PATH`)".into(),
+        });
+    }
+    let sink = if read_only {
+        None
+    } else {
+        let connection = connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        let existing = table_columns(path, &connection)?;
+        if !existing.is_empty() {
+            add_result_columns(path, &connection)?;
+        }
+        Some(SqliteSink {
+            path: path.to_path_buf(),
+            connection,
+        })
+    };
+    let connection = connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let columns = table_columns(path, &connection)?;
+    if columns.is_empty() {
+        return Err(SourceError::Unusable {
+            path: path.to_path_buf(),
+            message: format!("no `{TABLE}` table (create it with `kksync init-db PATH`)"),
+        });
+    }
+    // Select the known fields that exist, plus the stored status; other columns are the shop's.
+    let mut selected: Vec<&str> = Field::ALL
+        .iter()
+        .map(|f| f.sql_name())
+        .filter(|name| columns.iter().any(|c| c.eq_ignore_ascii_case(name)))
+        .collect();
+    if !selected.contains(&"number") {
+        return Err(SourceError::Unusable {
+            path: path.to_path_buf(),
+            message: "the orders table has no `number` column".into(),
+        });
+    }
+    let status_index = columns
+        .iter()
+        .any(|c| c.eq_ignore_ascii_case("payment_status"))
+        .then(|| {
+            selected.push("payment_status");
+            selected.len() - 1
+        });
+    let layout = Layout::from_columns(selected.iter().copied(), Field::sql_name);
+    let query = format!(
+        "SELECT rowid, {} FROM {TABLE} WHERE rowid > ?1 ORDER BY rowid LIMIT {PAGE_ROWS}",
+        selected
+            .iter()
+            .map(|c| format!("\"{c}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let source = SqliteSource {
+        path: path.to_path_buf(),
+        connection,
+        query,
+        layout,
+        status_index,
+        column_count: selected.len(),
+        last_rowid: 0,
+        page: VecDeque::with_capacity(PAGE_ROWS),
+        exhausted: false,
+    };
+    Ok((source, sink))
+}
+
+fn text_of(value: ValueRef<'_>) -> String {
+    match value {
+        ValueRef::Null => String::new(),
+        ValueRef::Integer(i) => i.to_string(),
+        // A REAL amount is the shop's own choice; its shortest decimal form is what it meant.
+        ValueRef::Real(f) => f.to_string(),
+        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
+            String::from_utf8_lossy(bytes).into_owned()
+        }
+    }
+}
+
+impl SqliteSource {
+    /// Reads the next page of rows. Each page is its own short statement, so the shop (and our
+    /// own write-back) can take the write lock between pages.
+    fn fill_page(&mut self) -> Result<(), SourceError> {
+        let mut statement = self
+            .connection
+            .prepare_cached(&self.query)
+            .map_err(sql_error(&self.path, "preparing the read"))?;
+        let mut rows = statement
+            .query(params![self.last_rowid])
+            .map_err(sql_error(&self.path, "reading orders"))?;
+        let mut count = 0;
+        while let Some(row) = rows
+            .next()
+            .map_err(sql_error(&self.path, "reading orders"))?
+        {
+            let rowid: i64 = row
+                .get(0)
+                .map_err(sql_error(&self.path, "reading a rowid"))?;
+            let mut record = StringRecord::with_capacity(256, self.column_count);
+            for i in 0..self.column_count {
+                let value = row
+                    .get_ref(i + 1)
+                    .map_err(sql_error(&self.path, "reading a value"))?;
+                record.push_field(&text_of(value));
+            }
+            self.last_rowid = rowid;
+            let row = u64::try_from(rowid).unwrap_or(0);
+            self.page.push_back(SourceRow {
+                row,
+                record,
+                raw: None,
+                defect: None,
+            });
+            count += 1;
+        }
+        self.exhausted = count < PAGE_ROWS;
+        Ok(())
+    }
+}
+
+impl OrderSource for SqliteSource {
+    fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn previous_status<'r>(&self, record: &'r StringRecord) -> Option<&'r str> {
+        let status = record.get(self.status_index?)?.trim();
+        (!status.is_empty()).then_some(status)
+    }
+
+    fn next_row(&mut self) -> Result<Option<SourceRow>, SourceError> {
+        if self.page.is_empty() && !self.exhausted {
+            self.fill_page()?;
+        }
+        Ok(self.page.pop_front())
+    }
+}
+
+impl ResultSink for SqliteSink {
+    fn write(&mut self, rows: &[FinishedRow]) -> Result<(), SourceError> {
+        let path = self.path.clone();
+        let now = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        // IMMEDIATE takes the write lock up front (waiting up to the busy timeout) instead of
+        // failing half-way when a shop transaction holds it.
+        let tx = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql_error(&path, "starting the write-back"))?;
+        {
+            let mut synced = tx
+                .prepare_cached(
+                    "UPDATE orders SET payment_status = ?1, sync_error = NULL, synced_at = ?2 WHERE rowid = ?3",
+                )
+                .map_err(sql_error(&path, "preparing the write-back"))?;
+            let mut failed = tx
+                .prepare_cached("UPDATE orders SET sync_error = ?1 WHERE rowid = ?2")
+                .map_err(sql_error(&path, "preparing the write-back"))?;
+            for finished in rows {
+                let rowid = i64::try_from(finished.source.row).unwrap_or(i64::MAX);
+                match &finished.result {
+                    RowResult::Synced { status } => synced.execute(params![status, now, rowid]),
+                    RowResult::Failed { error } => failed.execute(params![error, rowid]),
+                    RowResult::Untouched => Ok(0),
+                }
+                .map_err(sql_error(&path, "writing a result"))?;
+            }
+        }
+        tx.commit()
+            .map_err(sql_error(&path, "committing the write-back"))
+    }
+
+    fn finish(self: Box<Self>, _changed: bool) -> Result<(), SourceError> {
+        // Every batch was committed as it was written.
+        self.connection
+            .close()
+            .map_err(|(_, e)| sql_error(&self.path, "closing the database")(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_db_is_idempotent_and_adds_result_columns_to_a_shop_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shop.db");
+        init_db(&path).unwrap();
+        init_db(&path).unwrap();
+        let other = dir.path().join("own.db");
+        Connection::open(&other)
+            .unwrap()
+            .execute_batch("CREATE TABLE orders (number TEXT PRIMARY KEY, amount TEXT)")
+            .unwrap();
+        init_db(&other).unwrap();
+        let columns = table_columns(&other, &Connection::open(&other).unwrap()).unwrap();
+        assert!(columns.iter().any(|c| c == "synced_at"), "{columns:?}");
+    }
+
+    #[test]
+    fn reads_in_pages_and_writes_results_by_rowid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shop.db");
+        init_db(&path).unwrap();
+        let connection = Connection::open(&path).unwrap();
+        for i in 0..(PAGE_ROWS + 5) {
+            connection
+                .execute(
+                    "INSERT INTO orders (number, amount, date) VALUES (?1, '1.50', '2026-01-02')",
+                    [format!("N{i}")],
+                )
+                .unwrap();
+        }
+        let (mut source, sink) = open(&path, false).unwrap();
+        let mut rows = Vec::new();
+        while let Some(row) = source.next_row().unwrap() {
+            rows.push(row);
+        }
+        assert_eq!(rows.len(), PAGE_ROWS + 5);
+        let view = crate::order::RowView {
+            record: &rows[3].record,
+            layout: source.layout(),
+        };
+        assert_eq!(view.get(Field::Number), Some("N3"));
+        assert_eq!(view.get(Field::Amount), Some("1.50"));
+        let mut sink = sink.unwrap();
+        let finished = vec![
+            FinishedRow {
+                source: rows[0].clone(),
+                result: RowResult::Synced {
+                    status: "PAID".into(),
+                },
+            },
+            FinishedRow {
+                source: rows[1].clone(),
+                result: RowResult::Failed {
+                    error: "row 2: nope".into(),
+                },
+            },
+        ];
+        sink.write(&finished).unwrap();
+        Box::new(sink).finish(true).unwrap();
+        let got: Vec<(Option<String>, Option<String>, bool)> = connection
+            .prepare("SELECT payment_status, sync_error, synced_at IS NOT NULL FROM orders ORDER BY rowid LIMIT 3")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(got[0], (Some("PAID".into()), None, true));
+        assert_eq!(got[1], (None, Some("row 2: nope".into()), false));
+        assert_eq!(got[2], (None, None, false));
+    }
+}
