@@ -10,6 +10,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod dates;
+pub mod demo;
 pub mod error;
 pub mod order;
 pub mod pipeline;

@@ -47,7 +47,7 @@ async fn run(command: Command) -> Result<i32, kksync::Error> {
             kksync::sandbox::run(args).await?;
             Ok(exit_code::OK)
         }
-        Command::Demo(_args) => Ok(exit_code::OK),
+        Command::Demo(args) => kksync::demo::run(args).await,
     }
 }
 

@@ -101,12 +101,10 @@ pub fn read_batches(
             }
         }
         batch.rows.push(row);
-        if batch.orders.len() >= chunk_size
-            || batch.rows.len() >= chunk_size * MAX_ROWS_PER_ORDER_SLOT
-        {
-            if batches.blocking_send(std::mem::take(&mut batch)).is_err() {
-                return Ok(stats);
-            }
+        let full = batch.orders.len() >= chunk_size
+            || batch.rows.len() >= chunk_size * MAX_ROWS_PER_ORDER_SLOT;
+        if full && batches.blocking_send(std::mem::take(&mut batch)).is_err() {
+            return Ok(stats);
         }
     }
     if !batch.rows.is_empty() {

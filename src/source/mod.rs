@@ -117,11 +117,11 @@ pub trait ResultSink: Send {
     fn finish(self: Box<Self>, changed: bool) -> Result<(), SourceError>;
 }
 
+/// A source opened for reading, and for write-back unless it was opened read-only.
+pub type Opened = (Box<dyn OrderSource>, Option<Box<dyn ResultSink>>);
+
 /// Opens the source for reading and, unless `read_only`, for write-back.
-pub fn open(
-    settings: &SourceSettings,
-    read_only: bool,
-) -> Result<(Box<dyn OrderSource>, Option<Box<dyn ResultSink>>), SourceError> {
+pub fn open(settings: &SourceSettings, read_only: bool) -> Result<Opened, SourceError> {
     match settings.format {
         SourceFormat::Csv => {
             let (source, sink) = self::csv::open(&settings.path, settings.delimiter, read_only)?;

@@ -1,0 +1,401 @@
+//! Throughput benchmark of `kksync sync` against the local sandbox (a cargo example, not a test).
+//!
+//! ```text
+//! cargo build --release                      # builds target/release/kksync
+//! cargo run --release --example bench -- [--rows 100000,1000000] [--concurrency 8] [--keep]
+//!                                        [--kksync PATH] [-- EXTRA SYNC ARGS...]
+//! ```
+//!
+//! For each row count N it
+//! 1. writes a CSV of N valid orders with the `gen_orders` generator (seed 42, `,`, `dd-MM-yyyy`)
+//!    into a temporary directory,
+//! 2. picks a free local port and starts the sandbox as a separate process,
+//!    `kksync sandbox --listen 127.0.0.1:PORT --api-key bench-key`, waiting until its stdout or
+//!    stderr prints a line containing `listening on`,
+//! 3. runs, with `KOMFORTKASSE_API_KEY=bench-key` and the temporary directory as working
+//!    directory,
+//!    `kksync sync --source FILE --api-url http://127.0.0.1:PORT/api/v2 --rate 1000000
+//!    --burst 1000 --concurrency C [EXTRA SYNC ARGS...]`,
+//!    and measures that process alone (wall time; user + system CPU time and peak RSS from
+//!    `wait4`),
+//! 4. kills the sandbox.
+//!
+//! It prints one table row per N (rows, wall s, orders/s, client CPU µs/order, peak RSS MiB)
+//! and exits non-zero as soon as a sync exits with anything but 0, after printing the end of its
+//! output. The logs of both processes (`sandbox-N.*.log`, `sync-N.*.log`) and the CSV files stay
+//! in the temporary directory with `--keep`; otherwise it is removed.
+
+#[path = "common/gen.rs"]
+mod order_gen;
+
+use std::error::Error;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use time::OffsetDateTime;
+
+const API_KEY: &str = "bench-key";
+const API_KEY_ENV: &str = "KOMFORTKASSE_API_KEY";
+const SANDBOX_STARTUP: Duration = Duration::from_secs(30);
+
+/// Measure `kksync sync` throughput against a local sandbox process.
+#[derive(Debug, Parser)]
+#[command(name = "bench")]
+struct Args {
+    /// Row counts to benchmark, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [100_000u64, 1_000_000])]
+    rows: Vec<u64>,
+
+    /// `--concurrency` passed to `kksync sync`.
+    #[arg(long, default_value_t = 8)]
+    concurrency: u32,
+
+    /// Keep the temporary directory with the generated CSV files and the process logs.
+    #[arg(long)]
+    keep: bool,
+
+    /// The kksync binary; default: target/release/kksync of this crate.
+    #[arg(long)]
+    kksync: Option<PathBuf>,
+
+    /// Extra arguments appended to the `kksync sync` command line (after `--`).
+    #[arg(last = true)]
+    sync_args: Vec<String>,
+}
+
+/// Resource use of one finished process.
+struct Usage {
+    cpu: Duration,
+    peak_rss_bytes: u64,
+}
+
+struct Measurement {
+    rows: u64,
+    wall: Duration,
+    usage: Option<Usage>,
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let args = Args::parse();
+    let kksync = locate_kksync(args.kksync.as_deref())?;
+    let dir = tempfile::Builder::new().prefix("kksync-bench-").tempdir()?;
+
+    let result = run_all(&args, &kksync, dir.path());
+    if args.keep {
+        let kept = dir.keep();
+        eprintln!("kept the CSV files and logs in {}", kept.display());
+    } else if result.is_err() {
+        eprintln!("(the temporary directory is removed; rerun with --keep to inspect the logs)");
+    }
+    result
+}
+
+/// The release binary: `--kksync`, else `$CARGO_TARGET_DIR/release/kksync`, else
+/// `target/release/kksync` next to Cargo.toml.
+fn locate_kksync(explicit: Option<&Path>) -> Result<PathBuf, Box<dyn Error>> {
+    let path = match explicit {
+        Some(path) => path.to_path_buf(),
+        None => {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+            target
+                .join("release")
+                .join(format!("kksync{}", std::env::consts::EXE_SUFFIX))
+        }
+    };
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} not found: run `cargo build --release` first (or pass --kksync PATH)",
+            path.display()
+        )
+        .into())
+    }
+}
+
+fn run_all(args: &Args, kksync: &Path, dir: &Path) -> Result<(), Box<dyn Error>> {
+    println!(
+        "{:>10}  {:>9}  {:>10}  {:>16}  {:>13}",
+        "rows", "wall s", "orders/s", "client CPU µs/order", "peak RSS MiB"
+    );
+    for &rows in &args.rows {
+        let m = run_one(args, kksync, dir, rows)?;
+        let wall = m.wall.as_secs_f64();
+        let per_second = if wall > 0.0 {
+            m.rows as f64 / wall
+        } else {
+            0.0
+        };
+        let (cpu, rss) = match &m.usage {
+            Some(usage) => (
+                format!(
+                    "{:.1}",
+                    usage.cpu.as_secs_f64() * 1e6 / m.rows.max(1) as f64
+                ),
+                format!("{:.1}", usage.peak_rss_bytes as f64 / (1024.0 * 1024.0)),
+            ),
+            None => ("n/a".to_owned(), "n/a".to_owned()),
+        };
+        println!(
+            "{:>10}  {:>9.2}  {:>10.0}  {:>19}  {:>13}",
+            m.rows, wall, per_second, cpu, rss
+        );
+    }
+    Ok(())
+}
+
+fn run_one(
+    args: &Args,
+    kksync: &Path,
+    dir: &Path,
+    rows: u64,
+) -> Result<Measurement, Box<dyn Error>> {
+    // 1. The input file.
+    let source = dir.join(format!("orders-{rows}.csv"));
+    let config = order_gen::Config {
+        rows,
+        seed: 42,
+        delimiter: b',',
+        decimal_comma: false,
+        invalid_every: None,
+        bom: false,
+        strict_dates: true,
+        long_lived: false,
+        today: OffsetDateTime::now_utc().date(),
+    };
+    let started = Instant::now();
+    let file =
+        File::create(&source).map_err(|e| format!("cannot create {}: {e}", source.display()))?;
+    let summary = order_gen::generate(&config, file)?;
+    if summary.invalid != 0 {
+        return Err("the generator wrote invalid rows; the benchmark needs valid ones".into());
+    }
+    eprintln!(
+        "generated {} orders ({:.1} MiB) in {:.2} s",
+        summary.rows,
+        std::fs::metadata(&source)?.len() as f64 / (1024.0 * 1024.0),
+        started.elapsed().as_secs_f64()
+    );
+
+    // 2. The sandbox.
+    let addr = format!("127.0.0.1:{}", free_port()?);
+    let sandbox = Sandbox::start(kksync, &addr, dir, rows)?;
+
+    // 3. The measured sync.
+    let stdout_log = dir.join(format!("sync-{rows}.stdout.log"));
+    let stderr_log = dir.join(format!("sync-{rows}.stderr.log"));
+    let mut command = Command::new(kksync);
+    command
+        .arg("sync")
+        .arg("--source")
+        .arg(&source)
+        .arg("--api-url")
+        .arg(format!("http://{addr}/api/v2"))
+        .args(["--rate", "1000000", "--burst", "1000", "--concurrency"])
+        .arg(args.concurrency.to_string())
+        .args(&args.sync_args)
+        .env(API_KEY_ENV, API_KEY)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(File::create(&stdout_log)?)
+        .stderr(File::create(&stderr_log)?);
+    eprintln!("running {command:?}");
+    let started = Instant::now();
+    let child = command
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", kksync.display()))?;
+    let (status, usage) = wait_measured(child)?;
+    let wall = started.elapsed();
+
+    // 4. Stop the sandbox before judging the result.
+    drop(sandbox);
+    if !status.success() {
+        print_tail("sync stdout", &stdout_log);
+        print_tail("sync stderr", &stderr_log);
+        return Err(format!("`kksync sync` exited with {status} for {rows} rows").into());
+    }
+    Ok(Measurement { rows, wall, usage })
+}
+
+/// A port that was free a moment ago (the listener is dropped before the sandbox binds it).
+fn free_port() -> io::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// The sandbox process; killed when dropped.
+struct Sandbox {
+    child: Child,
+    forwarders: Vec<JoinHandle<()>>,
+}
+
+impl Sandbox {
+    fn start(kksync: &Path, addr: &str, dir: &Path, rows: u64) -> Result<Sandbox, Box<dyn Error>> {
+        let mut child = Command::new(kksync)
+            .args(["sandbox", "--listen", addr, "--api-key", API_KEY])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start the sandbox ({}): {e}", kksync.display()))?;
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut forwarders = Vec::new();
+        let stdout_log = dir.join(format!("sandbox-{rows}.stdout.log"));
+        let stderr_log = dir.join(format!("sandbox-{rows}.stderr.log"));
+        if let Some(out) = child.stdout.take() {
+            forwarders.push(forward(out, File::create(&stdout_log)?, ready_tx.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            forwarders.push(forward(err, File::create(&stderr_log)?, ready_tx));
+        }
+        let mut sandbox = Sandbox { child, forwarders };
+
+        let deadline = Instant::now() + SANDBOX_STARTUP;
+        loop {
+            match ready_rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(()) => return Ok(sandbox),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Some(status) = sandbox.child.try_wait()? {
+                        sandbox.join_forwarders();
+                        print_tail("sandbox stdout", &stdout_log);
+                        print_tail("sandbox stderr", &stderr_log);
+                        return Err(
+                            format!("the sandbox exited with {status} before listening").into()
+                        );
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(format!(
+                            "the sandbox printed no `listening on` line within {} s (logs: {})",
+                            SANDBOX_STARTUP.as_secs(),
+                            dir.display()
+                        )
+                        .into());
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // Both pipes closed without the line: the process has ended or is ending.
+                    let status = sandbox.child.wait()?;
+                    sandbox.join_forwarders();
+                    print_tail("sandbox stdout", &stdout_log);
+                    print_tail("sandbox stderr", &stderr_log);
+                    return Err(format!("the sandbox exited with {status} before listening").into());
+                }
+            }
+        }
+    }
+
+    fn join_forwarders(&mut self) {
+        for handle in self.forwarders.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.join_forwarders();
+    }
+}
+
+/// Copies a pipe to a log file line by line, signalling once when a line says `listening on`.
+fn forward(
+    pipe: impl Read + Send + 'static,
+    mut log: File,
+    ready: mpsc::Sender<()>,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        let mut line = Vec::new();
+        let mut signalled = false;
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let _ = log.write_all(&line);
+                    if !signalled && String::from_utf8_lossy(&line).contains("listening on") {
+                        signalled = true;
+                        let _ = ready.send(());
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Prints the last lines of a log file to stderr.
+fn print_tail(label: &str, path: &Path) {
+    const LINES: usize = 20;
+    let Ok(text) = std::fs::read(path) else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.is_empty() {
+        eprintln!("--- {label}: no output ---");
+        return;
+    }
+    eprintln!(
+        "--- last {} lines of {label} ({}) ---",
+        LINES.min(lines.len()),
+        path.display()
+    );
+    for line in &lines[lines.len().saturating_sub(LINES)..] {
+        eprintln!("{line}");
+    }
+}
+
+/// Waits for the child and returns its own resource use (not that of other children).
+#[cfg(unix)]
+fn wait_measured(child: Child) -> io::Result<(ExitStatus, Option<Usage>)> {
+    use std::os::unix::process::ExitStatusExt;
+
+    let pid = libc::pid_t::try_from(child.id()).map_err(io::Error::other)?;
+    let mut status: libc::c_int = 0;
+    // SAFETY: `rusage` is plain integers and `timeval`s, for which all-zero bytes are valid.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `pid` is our own child, which nothing else waits for (the `Child` handle is
+        // never waited on), and both pointers are valid for writes for the whole call.
+        let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if reaped == pid {
+            break;
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+    // The process is reaped; dropping the handle only closes our ends of its stdio.
+    drop(child);
+
+    let timeval = |tv: libc::timeval| {
+        Duration::from_secs(u64::try_from(tv.tv_sec).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(tv.tv_usec).unwrap_or(0))
+    };
+    // ru_maxrss is in KiB on Linux and the BSDs, in bytes on macOS.
+    let rss_unit: u64 = if cfg!(target_os = "macos") { 1 } else { 1024 };
+    let usage = Usage {
+        cpu: timeval(usage.ru_utime) + timeval(usage.ru_stime),
+        peak_rss_bytes: u64::try_from(usage.ru_maxrss).unwrap_or(0) * rss_unit,
+    };
+    Ok((ExitStatus::from_raw(status), Some(usage)))
+}
+
+/// Without `wait4` only the wall time is measured.
+#[cfg(not(unix))]
+fn wait_measured(mut child: Child) -> io::Result<(ExitStatus, Option<Usage>)> {
+    Ok((child.wait()?, None))
+}

@@ -1,0 +1,267 @@
+//! Retries, deadlines, bisection of rejected chunks, 401 and an unreachable API.
+
+use kksync::sandbox::SandboxConfig;
+use serde_json::json;
+
+use crate::util::{KEY, TestDir, column, control, kksync, orders_csv, parse_csv, sandbox, sync};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lock_errors_are_retried_until_success() {
+    let dir = TestDir::new();
+    let path = dir.write("orders.csv", orders_csv(300, true));
+    let sandbox = sandbox(SandboxConfig {
+        lock_error_rate: 0.5,
+        seed: 11,
+        ..SandboxConfig::default()
+    })
+    .await;
+
+    let run = sync(&path, &sandbox, &[]).await;
+    run.expect_code(0);
+
+    let stats = sandbox.stats();
+    assert!(stats.faults.lock > 0, "the sandbox injected lock errors");
+    assert_eq!(
+        stats.requests_total,
+        3 + stats.faults.lock,
+        "one retry per lock error, nothing else"
+    );
+    let (header, rows) = parse_csv(&dir.read("orders.csv"), b';');
+    assert!(
+        column(&header, &rows, "paymentStatus")
+            .iter()
+            .all(|s| s == "UNPAID")
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("({} retries)", stats.faults.lock)),
+        "{}",
+        run.stderr
+    );
+    sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_errors_resets_and_stalls_are_retried() {
+    let dir = TestDir::new();
+    let path = dir.write("orders.csv", orders_csv(400, false));
+    let config = SandboxConfig {
+        server_error_rate: 0.2,
+        reset_rate: 0.2,
+        stall_rate: 0.2,
+        stall_duration: std::time::Duration::from_secs(3),
+        seed: 5,
+        ..SandboxConfig::default()
+    };
+    let sandbox = sandbox(config).await;
+
+    sync(
+        &path,
+        &sandbox,
+        &["--chunk-size", "20", "--request-timeout", "1s"],
+    )
+    .await
+    .expect_code(0);
+
+    let stats = sandbox.stats();
+    assert!(stats.faults.server_error + stats.faults.reset + stats.faults.stall > 0);
+    let (header, rows) = parse_csv(&dir.read("orders.csv"), b',');
+    assert!(
+        column(&header, &rows, "paymentStatus")
+            .iter()
+            .all(|s| s == "UNPAID")
+    );
+    sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_persistent_lock_fails_only_its_chunk_at_the_deadline() {
+    let dir = TestDir::new();
+    let path = dir.write("orders.csv", orders_csv(300, true));
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    control(&sandbox, "lock/T-00150", json!({})).await;
+
+    let run = sync(&path, &sandbox, &["--deadline", "2s"]).await;
+    run.expect_code(3);
+
+    let (header, rows) = parse_csv(&dir.read("orders.csv"), b';');
+    let errors = column(&header, &rows, "syncError");
+    let statuses = column(&header, &rows, "paymentStatus");
+    for i in 0..300 {
+        if (100..200).contains(&i) {
+            assert!(
+                errors[i].starts_with("gave up after "),
+                "row {i}: {}",
+                errors[i]
+            );
+            assert!(
+                errors[i].ends_with("attempts: 400 Could not acquire lock"),
+                "row {i}: {}",
+                errors[i]
+            );
+            assert_eq!(statuses[i], "");
+        } else {
+            assert_eq!(
+                (errors[i].as_str(), statuses[i].as_str()),
+                ("", "UNPAID"),
+                "row {i}"
+            );
+        }
+    }
+    sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_bad_order_among_a_hundred_is_isolated() {
+    let dir = TestDir::new();
+    let path = dir.write("orders.csv", orders_csv(100, true));
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    control(
+        &sandbox,
+        "reject/T-00042",
+        json!({"reason": "status no longer allows changes"}),
+    )
+    .await;
+
+    sync(&path, &sandbox, &[]).await.expect_code(3);
+
+    let (header, rows) = parse_csv(&dir.read("orders.csv"), b';');
+    let errors = column(&header, &rows, "syncError");
+    for (i, error) in errors.iter().enumerate() {
+        if i == 42 {
+            assert_eq!(
+                error,
+                "rejected by the API: Could not update order (status no longer allows changes)"
+            );
+        } else {
+            assert_eq!(error, "", "row {i}");
+        }
+    }
+    assert_eq!(sandbox.order_count(), 99);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn initial_dunning_level_on_an_existing_order_is_rejected_alone_and_then_converges() {
+    let dir = TestDir::new();
+    let date = crate::util::recent_date(1);
+    let mut csv =
+        String::from("number,date,type,amount,currency,billing.countryCode,initialDunningLevel\n");
+    for i in 0..10 {
+        csv.push_str(&format!(
+            "D-{i},{date},INVOICE,5.00,EUR,DE,{}\n",
+            if i == 4 { "2" } else { "" }
+        ));
+    }
+    let path = dir.write("orders.csv", &csv);
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    // The shop sent D-4 before, by other means: it exists already.
+    let existing = json!([{"number": "D-4", "date": date, "type": "INVOICE", "amount": 5.0, "currency": "EUR", "billing": {"countryCode": "DE"}}]);
+    let response = reqwest::Client::new()
+        .post(format!("{}/orders", sandbox.base_url()))
+        .header("X-Komfortkasse-API-Key", KEY)
+        .json(&existing)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+
+    sync(&path, &sandbox, &[]).await.expect_code(3);
+    let (header, rows) = parse_csv(&dir.read("orders.csv"), b',');
+    let errors = column(&header, &rows, "syncError");
+    assert_eq!(
+        errors[4],
+        "rejected by the API: Parameter initialDunningLevel can only be given when creating a new order"
+    );
+    assert_eq!(errors.iter().filter(|e| !e.is_empty()).count(), 1);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unauthorized_stops_at_once_and_leaves_the_source_byte_identical() {
+    let dir = TestDir::new();
+    let original = orders_csv(500, true);
+    let path = dir.write("orders.csv", &original);
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    let source = path.to_string_lossy().into_owned();
+    let url = sandbox.base_url();
+
+    let run = kksync(
+        &[
+            "sync",
+            "--source",
+            &source,
+            "--api-url",
+            &url,
+            "--rate",
+            "1000",
+            "--burst",
+            "10",
+            "--concurrency",
+            "4",
+        ],
+        &[("KOMFORTKASSE_API_KEY", "wrong-key")],
+    )
+    .await;
+    run.expect_code(1);
+
+    assert!(
+        run.stderr.contains("Invalid authentication header"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("wrong-key"),
+        "the key never appears in output"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        original.as_bytes(),
+        "source byte-identical"
+    );
+    assert_eq!(dir.files(), ["orders.csv"]);
+    // The requests already in flight when the first 401 arrived may complete, but no new ones.
+    let requests = sandbox.stats().requests_total;
+    assert!((1..=4).contains(&requests), "{requests} requests");
+    assert_eq!(sandbox.stats().orders_stored, 0);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_api_fails_the_run() {
+    let dir = TestDir::new();
+    let original = orders_csv(30, false);
+    let path = dir.write("orders.csv", &original);
+    // A port nobody listens on: bind, note it, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let source = path.to_string_lossy().into_owned();
+    let url = format!("http://127.0.0.1:{port}/api/v2");
+
+    let run = kksync(
+        &[
+            "sync",
+            "--source",
+            &source,
+            "--api-url",
+            &url,
+            "--rate",
+            "100",
+            "--deadline",
+            "1s",
+            "--chunk-size",
+            "10",
+        ],
+        &[("KOMFORTKASSE_API_KEY", KEY)],
+    )
+    .await;
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("could not be reached"),
+        "{}",
+        run.stderr
+    );
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests: the real `kksync` binary against the in-process sandbox.
+
+mod cli;
+mod csv_flow;
+mod faults;
+mod sqlite_flow;
+mod util;
