@@ -33,6 +33,8 @@ pub struct CsvSource {
     header_len: usize,
     status_index: Option<usize>,
     next_row: u64,
+    /// Size of the previous row, so each new record is allocated once at the right size.
+    last_bytes: usize,
 }
 
 /// Writes the CSV back into a temporary file beside it, renamed over it at the end.
@@ -108,6 +110,7 @@ pub(super) fn open(
         header_len: headers.len(),
         status_index,
         next_row: 2,
+        last_bytes: 256,
     };
     if read_only {
         return Ok((source, None));
@@ -187,7 +190,7 @@ impl OrderSource for CsvSource {
     }
 
     fn next_row(&mut self) -> Result<Option<SourceRow>, SourceError> {
-        let mut bytes = ByteRecord::new();
+        let mut bytes = ByteRecord::with_capacity(self.last_bytes + 64, self.header_len + 2);
         match self.reader.read_byte_record(&mut bytes) {
             Ok(false) => return Ok(None),
             Ok(true) => {}
@@ -195,6 +198,7 @@ impl OrderSource for CsvSource {
         }
         let row = self.next_row;
         self.next_row += 1;
+        self.last_bytes = bytes.as_slice().len();
         let defect = (bytes.len() > self.header_len).then(|| {
             format!(
                 "row {row}: has {} fields but the header has {}; check the delimiter and quoting",
@@ -275,9 +279,7 @@ impl CsvSink {
         };
         let header: Vec<&[u8]> = headers.iter().map(strip_bom).collect();
         let header = ByteRecord::from(header);
-        let header = sink.with_results(&header, Some(STATUS_COLUMN), Some(ERROR_COLUMN));
-        sink.writer
-            .write_byte_record(&header)
+        sink.write_with_results(&header, Some(STATUS_COLUMN), Some(ERROR_COLUMN))
             .map_err(|e| sink.write_error(e))?;
         Ok(sink)
     }
@@ -296,31 +298,47 @@ impl CsvSink {
         }
     }
 
-    /// The row as written: its fields (padded to the header's width) with the result columns
-    /// set in place or inserted after the original columns, so nothing is overwritten.
-    fn with_results(
-        &self,
+    /// Writes a row: its fields (padded to the header's width) with the result columns set in
+    /// place or inserted after the original columns, so nothing is overwritten.
+    fn write_with_results(
+        &mut self,
         fields: &ByteRecord,
         status: Option<&str>,
         error: Option<&str>,
-    ) -> ByteRecord {
-        let mut out: Vec<&[u8]> = fields.iter().collect();
-        while out.len() < self.header_len {
-            out.push(b"");
-        }
-        for (column, value) in [(self.status, status), (self.error, error)] {
+    ) -> Result<(), csv::Error> {
+        let (status_column, error_column) = (self.status, self.error);
+        let width = fields.len().max(self.header_len);
+        let mut appended: [&[u8]; 2] = [b"", b""];
+        let mut appended_count = 0;
+        let mut replaced: [Option<(usize, &[u8])>; 2] = [None, None];
+        for (slot, (column, value)) in [(status_column, status), (error_column, error)]
+            .into_iter()
+            .enumerate()
+        {
             match column {
-                ResultColumn::Existing(i) => {
-                    if let Some(value) = value {
-                        out[i] = value.as_bytes();
-                    }
-                }
-                ResultColumn::Appended(i) => {
-                    out.insert(i.min(out.len()), value.unwrap_or("").as_bytes())
+                ResultColumn::Existing(i) => replaced[slot] = value.map(|v| (i, v.as_bytes())),
+                ResultColumn::Appended(_) => {
+                    appended[appended_count] = value.unwrap_or("").as_bytes();
+                    appended_count += 1;
                 }
             }
         }
-        ByteRecord::from(out)
+        let header_len = self.header_len;
+        let field = |i: usize| -> &[u8] {
+            for (index, value) in replaced.iter().flatten() {
+                if *index == i {
+                    return value;
+                }
+            }
+            fields.get(i).unwrap_or(b"")
+        };
+        // Original columns, then the appended result columns, then any extra fields of a row
+        // that is wider than the header.
+        let record = (0..header_len)
+            .map(field)
+            .chain(appended[..appended_count].iter().copied())
+            .chain((header_len..width).map(field));
+        self.writer.write_record(record)
     }
 }
 
@@ -337,9 +355,7 @@ impl ResultSink for CsvSink {
                 RowResult::Failed { error } => (None, Some(error.as_str())),
                 RowResult::Untouched => (None, None),
             };
-            let record = self.with_results(fields, status, error);
-            self.writer
-                .write_byte_record(&record)
+            self.write_with_results(fields, status, error)
                 .map_err(|e| self.write_error(e))?;
         }
         Ok(())
