@@ -199,14 +199,7 @@ impl Sender {
             .retry(self.policy.builder())
             .sleep(tokio::time::sleep)
             .when(|error: &Option<ApiError>| error.as_ref().is_some_and(ApiError::is_retryable))
-            .adjust(
-                |error, delay| match error.as_ref().map(ApiError::classify) {
-                    Some(RetryClass::Throttled(Some(retry_after))) => {
-                        Some(retry_after.max(delay.unwrap_or_default()))
-                    }
-                    _ => delay,
-                },
-            );
+            .adjust(|error, delay| next_delay(error.as_ref(), delay));
         let outcome = tokio::select! {
             result = tokio::time::timeout(self.deadline, retrying) => result,
             () = self.stop.cancelled() => return Err(Failure::Stop),
@@ -243,6 +236,17 @@ impl Sender {
                 })
             }
         }
+    }
+}
+
+/// The wait before the next attempt: the backoff's delay, but never less than the server's
+/// `Retry-After`.
+fn next_delay(error: Option<&ApiError>, backoff: Option<Duration>) -> Option<Duration> {
+    match error.map(ApiError::classify) {
+        Some(RetryClass::Throttled(Some(retry_after))) => {
+            Some(retry_after.max(backoff.unwrap_or_default()))
+        }
+        _ => backoff,
     }
 }
 
@@ -294,6 +298,25 @@ mod tests {
             number: number.into(),
             json: format!(r#"{{"number":"{number}"}}"#).into_bytes(),
         }
+    }
+
+    #[test]
+    fn retry_after_is_a_lower_bound_on_the_wait() {
+        let throttled = ApiError::Throttled {
+            retry_after: Some(Duration::from_secs(7)),
+        };
+        let short = Some(Duration::from_millis(400));
+        assert_eq!(
+            next_delay(Some(&throttled), short),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            next_delay(Some(&throttled), Some(Duration::from_secs(20))),
+            Some(Duration::from_secs(20))
+        );
+        let without = ApiError::Throttled { retry_after: None };
+        assert_eq!(next_delay(Some(&without), short), short);
+        assert_eq!(next_delay(Some(&ApiError::Locked), short), short);
     }
 
     #[test]

@@ -47,11 +47,11 @@ pub struct CsvSink {
     permissions: std::fs::Permissions,
 }
 
-/// Where a result column sits: in the original header, or appended after it.
+/// Where a result column sits: in the original header, or appended after it (status first).
 #[derive(Debug, Clone, Copy)]
 enum ResultColumn {
     Existing(usize),
-    Appended(usize),
+    Appended,
 }
 
 pub(super) fn open(
@@ -115,14 +115,7 @@ pub(super) fn open(
     if read_only {
         return Ok((source, None));
     }
-    let mut appended = headers.len();
-    let mut place = |index: Option<usize>| match index {
-        Some(i) => ResultColumn::Existing(i),
-        None => {
-            appended += 1;
-            ResultColumn::Appended(appended - 1)
-        }
-    };
+    let place = |index: Option<usize>| index.map_or(ResultColumn::Appended, ResultColumn::Existing);
     let (status, error) = (place(status_index), place(error_index));
     let sink = CsvSink::create(path, dialect, &headers, status, error, permissions)?;
     Ok((source, Some(sink)))
@@ -317,7 +310,7 @@ impl CsvSink {
         {
             match column {
                 ResultColumn::Existing(i) => replaced[slot] = value.map(|v| (i, v.as_bytes())),
-                ResultColumn::Appended(_) => {
+                ResultColumn::Appended => {
                     appended[appended_count] = value.unwrap_or("").as_bytes();
                     appended_count += 1;
                 }

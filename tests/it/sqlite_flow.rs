@@ -83,3 +83,69 @@ async fn sqlite_round_trip_writes_statuses_in_place() {
     );
     sandbox.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shop_transaction_holding_the_database_only_delays_the_write_back() {
+    let dir = TestDir::new();
+    let db = dir.path("shop.db");
+    kksync::source::init_db(&db).unwrap();
+    let date = recent_date(1);
+    let shop = Connection::open(&db).unwrap();
+    for i in 0..50 {
+        shop.execute(
+            "INSERT INTO orders (number, date, type, amount, currency, billing_country_code) VALUES (?1, ?2, 'COD', '9.99', 'EUR', 'DE')",
+            rusqlite::params![format!("B-{i}"), date],
+        )
+        .unwrap();
+    }
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    // The shop holds the write lock while kksync starts; it lets go a moment later.
+    shop.execute_batch(
+        "BEGIN IMMEDIATE; UPDATE orders SET status_description = 'packing' WHERE number = 'B-0';",
+    )
+    .unwrap();
+    let run = {
+        let db = db.clone();
+        let sandbox_url = sandbox.base_url();
+        tokio::spawn(async move {
+            let source = db.to_string_lossy().into_owned();
+            kksync(
+                &[
+                    "sync",
+                    "--source",
+                    &source,
+                    "--api-url",
+                    &sandbox_url,
+                    "--rate",
+                    "1000",
+                ],
+                &[("KOMFORTKASSE_API_KEY", crate::util::KEY)],
+            )
+            .await
+        })
+    };
+    // Keep the lock until the sync has sent its orders and waits to write them back.
+    while sandbox.order_count() < 50 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    shop.execute_batch("COMMIT").unwrap();
+    run.await.unwrap().expect_code(0);
+    let synced: i64 = shop
+        .query_row(
+            "SELECT count(*) FROM orders WHERE payment_status = 'UNPAID'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(synced, 50);
+    let kept: String = shop
+        .query_row(
+            "SELECT status_description FROM orders WHERE number = 'B-0'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(kept, "packing", "the shop's own write survives");
+    sandbox.shutdown().await;
+}
