@@ -32,6 +32,11 @@ pub struct ReadStats {
     pub invalid_by_reason: BTreeMap<String, u64>,
 }
 
+/// Rows read before the source's size is estimated.
+const SIZE_SAMPLE_ROWS: u64 = 1000;
+/// An upper bound on what a size estimate may reserve up front (a wrong guess must not cost much).
+const MAX_PRESIZED_ORDERS: usize = 20_000_000;
+
 /// A batch holds at most this many rows per order slot, so a stretch of invalid rows cannot
 /// make one batch grow without bound.
 const MAX_ROWS_PER_ORDER_SLOT: usize = 16;
@@ -52,6 +57,15 @@ pub fn read_batches(
     let mut batch = Batch::default();
     while let Some(row) = source.next_row()? {
         stats.rows += 1;
+        if stats.rows == SIZE_SAMPLE_ROWS
+            && let Some(estimate) = source.estimated_rows(stats.rows)
+        {
+            // Sizing the set once avoids the moment of growth when old and new tables coexist.
+            let more = usize::try_from(estimate.saturating_mul(11) / 10)
+                .unwrap_or(0)
+                .min(MAX_PRESIZED_ORDERS);
+            seen.reserve(more.saturating_sub(seen.len()));
+        }
         let checked = match &row.defect {
             Some(defect) => Err(defect.clone()),
             None => {

@@ -35,6 +35,7 @@ pub struct CsvSource {
     next_row: u64,
     /// Size of the previous row, so each new record is allocated once at the right size.
     last_bytes: usize,
+    file_bytes: u64,
 }
 
 /// Writes the CSV back into a temporary file beside it, renamed over it at the end.
@@ -68,10 +69,8 @@ pub(super) fn open(
     };
     let dialect = sniff(path, delimiter).map_err(io("reading the header"))?;
     let file = File::open(path).map_err(io("opening"))?;
-    let permissions = file
-        .metadata()
-        .map_err(io("reading permissions"))?
-        .permissions();
+    let metadata = file.metadata().map_err(io("reading permissions"))?;
+    let (permissions, file_len) = (metadata.permissions(), metadata.len());
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(dialect.delimiter)
         .flexible(true)
@@ -111,6 +110,7 @@ pub(super) fn open(
         status_index,
         next_row: 2,
         last_bytes: 256,
+        file_bytes: file_len,
     };
     if read_only {
         return Ok((source, None));
@@ -180,6 +180,11 @@ impl OrderSource for CsvSource {
     fn previous_status<'r>(&self, record: &'r StringRecord) -> Option<&'r str> {
         let status = record.get(self.status_index?)?.trim();
         (!status.is_empty()).then_some(status)
+    }
+
+    fn estimated_rows(&self, rows_read: u64) -> Option<u64> {
+        let bytes_read = self.reader.position().byte();
+        (bytes_read > 0).then(|| rows_read.saturating_mul(self.file_bytes) / bytes_read)
     }
 
     fn next_row(&mut self) -> Result<Option<SourceRow>, SourceError> {

@@ -106,6 +106,11 @@ pub trait OrderSource: Send {
     fn previous_status<'r>(&self, record: &'r StringRecord) -> Option<&'r str>;
     /// The next row, or `None` at the end.
     fn next_row(&mut self) -> Result<Option<SourceRow>, SourceError>;
+    /// A guess at the total number of rows, once some have been read (for sizing memory once
+    /// instead of growing it step by step).
+    fn estimated_rows(&self, _rows_read: u64) -> Option<u64> {
+        None
+    }
 }
 
 /// Writes results back, batch by batch, in the order the rows were read.
