@@ -561,6 +561,46 @@ async fn partial_modes_reject_everything_or_skip_the_bad_orders() -> TestResult 
     Ok(())
 }
 
+/// Found with an OpenAPI validator: orders whose optional fields break the `Order` schema were
+/// stored and echoed back. They must be refused like any other invalid order.
+#[tokio::test]
+async fn orders_that_break_the_schema_are_refused_not_echoed() -> TestResult {
+    let handle = start(SandboxConfig::default()).await?;
+    let api = Api::new(&handle);
+    let cases: [(&str, Value, &str); 8] = [
+        ("shipping", json!({"city": "Köln"}), "Invalid request"),
+        ("shipping", json!({"countryCode": ""}), "Invalid request"),
+        (
+            "billing",
+            json!({"countryCode": "DE", "firstName": 5}),
+            "Invalid request",
+        ),
+        ("customerEmail", json!({}), "Invalid request"),
+        ("invoiceNumbers", json!([1]), "Invalid request"),
+        ("items", json!([[null]]), "Invalid request"),
+        ("exchangeRate", json!("x"), "Invalid request"),
+        ("dueDate", json!(null), "Parameter dueDate is not valid"),
+    ];
+    for (field, value, message) in cases {
+        let mut body = order("S1", 1.0);
+        body[field] = value.clone();
+        let reply = api.post("/orders", &json!([body])).await?;
+        assert_eq!(
+            (reply.status, reply.error()),
+            (400, message.to_owned()),
+            "{field}: {value}"
+        );
+    }
+    assert_eq!(handle.order_count(), 0);
+    let mut fine = order("S1", 1.0);
+    fine["shipping"] = json!({"countryCode": "AT", "city": "Wien"});
+    fine["items"] = json!([{"number": "A", "name": "B"}]);
+    fine["exchangeRate"] = json!(1.0);
+    assert_eq!(api.post("/orders", &json!([fine])).await?.status, 200);
+    handle.shutdown().await;
+    Ok(())
+}
+
 /// Sends a fixed request sequence over fresh connections; "reset" marks dropped connections.
 async fn fault_sequence(
     seed: u64,

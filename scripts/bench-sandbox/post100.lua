@@ -2,11 +2,13 @@
 -- the sandbox's order locks. Usage (see README "Benchmarks"):
 --   wrk -t2 -c16 -d20s -s scripts/bench-sandbox/post100.lua http://127.0.0.1:8080/api/v2/orders
 local counter = 0
-local thread_id = 0
+-- Each wrk thread has its own Lua state; setup() runs in the main one and hands every thread a
+-- distinct id through a *global* (a local of the same name would shadow it in the thread).
+local threads_started = 0
 
 function setup(thread)
-  thread:set("thread_id", thread_id)
-  thread_id = thread_id + 1
+  thread:set("thread_id", threads_started)
+  threads_started = threads_started + 1
 end
 
 local function order(n)

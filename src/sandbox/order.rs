@@ -339,6 +339,10 @@ pub(crate) fn validate(
     }
     .ok_or_else(|| ApiError::bad_request("Parameter date is not valid"))?;
     let due = match text(entries.get("dueDate")) {
+        // An empty string is not a date; only leaving the field out means "no due date".
+        Field::Missing if entries.get("dueDate").is_some() => {
+            return Err(ApiError::bad_request("Parameter dueDate is not valid"));
+        }
         Field::Missing => None,
         Field::Text(s) => Some(
             crate::dates::parse_api_date(&s)
@@ -396,9 +400,14 @@ pub(crate) fn validate(
     let currency = upper_code::<3>(&currency);
     let country = upper_code::<2>(&country);
     let number_ok = !matches!(body_number, Field::Other(_));
-    let (Some(amount), Some(currency), Some(country), true, true) =
-        (amount, currency, country, kind_ok, number_ok)
-    else {
+    let (Some(amount), Some(currency), Some(country), true, true, true) = (
+        amount,
+        currency,
+        country,
+        kind_ok,
+        number_ok,
+        optional_fields_conform(entries),
+    ) else {
         return Err(ApiError::invalid_request());
     };
     if let Some(reason) = (ctx.rejection)(&number) {
@@ -441,6 +450,92 @@ pub(crate) fn validate(
         currency,
         country,
         dunning,
+    })
+}
+
+/// Optional string fields of an order (OpenAPI `Order`), checked for their JSON type.
+const ORDER_STRINGS: [&str; 7] = [
+    "customerEmail",
+    "customerNumber",
+    "marketplaceNumber",
+    "paymentMethod",
+    "paymentMethodDescription",
+    "statusDescription",
+    "language",
+];
+const ORDER_STRING_LISTS: [&str; 4] = [
+    "itemNumbers",
+    "invoiceNumbers",
+    "shippingNumbers",
+    "proformaNumbers",
+];
+const ADDRESS_STRINGS: [&str; 8] = [
+    "gender",
+    "company",
+    "firstName",
+    "lastName",
+    "street",
+    "postCode",
+    "city",
+    "phone",
+];
+
+/// A check of one field's JSON value.
+type FieldCheck<'a> = dyn Fn(&serde_json::Value) -> bool + 'a;
+
+/// The schema checks of the optional fields: what the real service would not store because it
+/// does not fit the `Order` model (a number where a string belongs, a shipping address without
+/// its country, ...). Anything stored is echoed back, so the sandbox must not accept it.
+fn optional_fields_conform(entries: &Entries<'_>) -> bool {
+    use serde_json::Value;
+    let parse = |key: &str| {
+        entries
+            .get(key)
+            .map(|raw| serde_json::from_str::<Value>(raw.get()))
+    };
+    let is_string = |v: &Value| v.is_string();
+    let string_list = |v: &Value| {
+        v.as_array()
+            .is_some_and(|items| items.iter().all(is_string))
+    };
+    let address = |v: &Value, country_required: bool| {
+        v.as_object().is_some_and(|fields| {
+            let country_ok = match fields.get("countryCode") {
+                Some(Value::String(code)) => {
+                    code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase())
+                }
+                None => !country_required,
+                Some(_) => false,
+            };
+            country_ok
+                && ADDRESS_STRINGS
+                    .iter()
+                    .all(|k| fields.get(*k).is_none_or(is_string))
+        })
+    };
+    let item = |v: &Value| {
+        v.as_object().is_some_and(|fields| {
+            ["number", "name"]
+                .iter()
+                .all(|k| fields.get(*k).is_none_or(is_string))
+        })
+    };
+    let checks: [(&[&str], &FieldCheck); 6] = [
+        (&ORDER_STRINGS, &is_string),
+        (&ORDER_STRING_LISTS, &string_list),
+        (&["exchangeRate"], &|v| v.is_number()),
+        (&["items"], &|v| {
+            v.as_array().is_some_and(|items| items.iter().all(item))
+        }),
+        (&["billing"], &|v| address(v, true)),
+        (&["shipping"], &|v| address(v, true)),
+    ];
+    checks.iter().all(|(keys, check)| {
+        keys.iter().all(|key| match parse(key) {
+            None => true,
+            Some(Ok(value)) => check(&value),
+            Some(Err(_)) => false,
+        })
     })
 }
 
