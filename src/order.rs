@@ -311,7 +311,8 @@ pub fn prepare(
     let payload = build_payload(view, rules, created_before, &mut problems);
     match payload {
         Some(payload) if problems.is_empty() => {
-            let mut json = Vec::with_capacity(512);
+            // The JSON is about as long as the row's text plus the field names.
+            let mut json = Vec::with_capacity(view.record.as_slice().len() + 384);
             // Serializing borrowed strings and pre-formatted numbers into memory cannot fail;
             // should it ever, the row is reported rather than the run stopped.
             serde_json::to_writer(&mut json, &payload).map_err(|_| RowError {
@@ -517,6 +518,17 @@ fn uppercase(value: &str) -> Cow<'_, str> {
 /// thousands. A lone comma is a decimal comma (German exports); several commas without a dot
 /// are ambiguous and refused.
 pub fn parse_decimal(text: &str) -> Result<Decimal, Issue> {
+    // Fast path, no allocation: plain `1234.56` as most exports and every SQLite TEXT amount have.
+    let plain = text
+        .bytes()
+        .enumerate()
+        .all(|(i, b)| b.is_ascii_digit() || b == b'.' || (i == 0 && b == b'-'));
+    if plain
+        && text.bytes().filter(|&b| b == b'.').count() <= 1
+        && text.bytes().any(|b| b.is_ascii_digit())
+    {
+        return Decimal::from_str(text).map_err(|_| Issue::NotANumber);
+    }
     let compact: String = text
         .chars()
         .filter(|c| !c.is_whitespace() && *c != '\u{a0}')

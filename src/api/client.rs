@@ -1,5 +1,6 @@
 //! HTTP client for the Komfortkasse API v2.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,14 +14,34 @@ use crate::config::ApiSettings;
 /// The header carrying the API key.
 pub const API_KEY_HEADER: &str = "X-Komfortkasse-API-Key";
 
-/// What the API reports back for one stored order.
+/// What the API reports back for one stored order. Borrows from the reply body where it can,
+/// so a reply of a hundred orders costs no allocation per order.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Ack {
+pub struct Ack<'a> {
     /// The order number.
-    pub number: String,
+    #[serde(borrow)]
+    pub number: Cow<'a, str>,
     /// The current payment status (`UNPAID`, `PAID`, ... or a value newer than this client).
-    #[serde(rename = "paymentStatus", default)]
-    pub payment_status: Option<String>,
+    #[serde(rename = "paymentStatus", default, borrow)]
+    pub payment_status: Option<Cow<'a, str>>,
+}
+
+/// The body of a successful `POST /orders`: the stored orders, parsed on demand.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    body: Bytes,
+}
+
+impl Reply {
+    /// The orders in the reply.
+    pub fn acks(&self) -> Result<Vec<Ack<'_>>, ApiError> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            ApiError::Unexpected(format!(
+                "200 with a body that is not a list of orders ({e}): {}",
+                snippet(&self.body)
+            ))
+        })
+    }
 }
 
 /// The API client. Cheap to share: it holds one connection pool.
@@ -74,7 +95,7 @@ impl ApiClient {
     }
 
     /// `POST /orders` with a JSON array body; returns the stored orders as the API re-read them.
-    pub async fn submit_orders(&self, body: Bytes) -> Result<Vec<Ack>, ApiError> {
+    pub async fn submit_orders(&self, body: Bytes) -> Result<Reply, ApiError> {
         let response = self
             .http
             .post(self.orders_url.clone())
@@ -101,12 +122,7 @@ impl ApiClient {
             .is_some_and(|v| v.contains("json"));
         let body = response.bytes().await.map_err(transport_error)?;
         if status == StatusCode::OK {
-            return serde_json::from_slice(&body).map_err(|e| {
-                ApiError::Unexpected(format!(
-                    "200 with a body that is not a list of orders ({e}): {}",
-                    snippet(&body)
-                ))
-            });
+            return Ok(Reply { body });
         }
         Err(status_error(status, &body, is_json, retry_after, location))
     }

@@ -4,5 +4,5 @@
 mod client;
 mod error;
 
-pub use client::{Ack, ApiClient};
+pub use client::{Ack, ApiClient, Reply};
 pub use error::{ApiError, RetryClass};

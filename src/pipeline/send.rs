@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::limit::Limiter;
 use super::retry::RetryPolicy;
-use crate::api::{Ack, ApiClient, ApiError, RetryClass};
+use crate::api::{Ack, ApiClient, ApiError, Reply, RetryClass};
 use crate::order::PreparedOrder;
 
 /// What became of one order of a chunk.
@@ -126,10 +126,17 @@ impl Sender {
             return vec![OrderOutcome::NotSent; orders.len()];
         }
         match self.send_with_retry(chunk_body(orders)).await {
-            Ok(acks) => {
-                self.counters.chunks_ok.fetch_add(1, Ordering::Relaxed);
-                match_acks(orders, &acks)
-            }
+            Ok(reply) => match reply.acks() {
+                Ok(acks) => {
+                    self.counters.chunks_ok.fetch_add(1, Ordering::Relaxed);
+                    match_acks(orders, &acks)
+                }
+                Err(error) => {
+                    // A 200 that is not a list of orders: not the API we think it is.
+                    self.stop_run(StopReason::Unexpected(error));
+                    vec![OrderOutcome::NotSent; orders.len()]
+                }
+            },
             Err(Failure::Rejected(message)) if orders.len() == 1 => {
                 vec![OrderOutcome::Failed(format!(
                     "rejected by the API: {message}"
@@ -171,7 +178,7 @@ impl Sender {
 
     /// One request with retries: a limiter permit per attempt, backoff with jitter between
     /// attempts (at least `Retry-After` when the server sends one), until the deadline.
-    async fn send_with_retry(&self, body: Bytes) -> Result<Vec<Ack>, Failure> {
+    async fn send_with_retry(&self, body: Bytes) -> Result<Reply, Failure> {
         let attempts = AtomicU64::new(0);
         let last_error: Mutex<Option<ApiError>> = Mutex::new(None);
         let attempt = || async {
@@ -268,14 +275,14 @@ pub fn chunk_body(orders: &[&PreparedOrder]) -> Bytes {
 /// Maps the reply to the chunk by order number; an order missing from a 200 reply is not
 /// counted as synced.
 fn match_acks(orders: &[&PreparedOrder], acks: &[Ack]) -> Vec<OrderOutcome> {
-    let by_number: HashMap<&str, &Ack> = acks.iter().map(|a| (a.number.as_str(), a)).collect();
+    let by_number: HashMap<&str, &Ack> = acks.iter().map(|a| (a.number.as_ref(), a)).collect();
     orders
         .iter()
         .map(|order| match by_number.get(order.number.as_str()) {
             Some(Ack {
                 payment_status: Some(status),
                 ..
-            }) => OrderOutcome::Stored(status.clone()),
+            }) => OrderOutcome::Stored(status.to_string()),
             Some(Ack {
                 payment_status: None,
                 ..
