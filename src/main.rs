@@ -10,10 +10,14 @@ use kksync::error::exit_code;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // A sync keeps its CPU work on its reader and writer threads; running its async part (the
+    // pipeline and the HTTP connections) on one thread saves cross-thread wake-ups per request.
+    // The sandbox and the demo serve many connections: all cores.
+    let mut builder = match &cli.command {
+        Command::Sync(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("kksync: cannot start the async runtime: {error}");

@@ -215,7 +215,7 @@ async fn process(sender: Option<&Sender>, batch: Batch) -> Processed {
             OrderOutcome::Stored(status) => {
                 processed.sent += 1;
                 processed.accepted += 1;
-                *processed.statuses.entry(status.clone()).or_default() += 1;
+                count_status(&mut processed.statuses, &status);
                 RowResult::Synced { status }
             }
             OrderOutcome::Failed(error) => {
@@ -244,6 +244,16 @@ async fn process(sender: Option<&Sender>, batch: Batch) -> Processed {
         })
         .collect();
     processed
+}
+
+/// Counts a status, allocating its name only the first time it is seen.
+fn count_status(counts: &mut BTreeMap<String, u64>, status: &str) {
+    match counts.get_mut(status) {
+        Some(count) => *count += 1,
+        None => {
+            counts.insert(status.to_string(), 1);
+        }
+    }
 }
 
 /// Groups API failures: the attempt count of "gave up after N attempts" would split groups.
