@@ -336,22 +336,13 @@ fn build_payload<'a>(
 ) -> Option<OrderPayload<'a>> {
     let mut check = Checker { view, problems };
     let number = check.required(Field::Number);
-    let date = check
-        .required(Field::Date)
-        .and_then(|v| check.date(Field::Date, v));
-    if let Some(date) = date
-        && date > rules.today
-    {
-        check.problem(Field::Date, Issue::DateInFuture);
-    }
-    let due_date = check
-        .optional(Field::DueDate)
-        .and_then(|v| check.date(Field::DueDate, v));
-    if let Some(due) = due_date
-        && due > rules.latest_due_date
-    {
-        check.problem(Field::DueDate, Issue::DueDateTooFar);
-    }
+    let date = check.date_not_after(Field::Date, true, rules.today, Issue::DateInFuture);
+    let due_date = check.date_not_after(
+        Field::DueDate,
+        false,
+        rules.latest_due_date,
+        Issue::DueDateTooFar,
+    );
     let order_type = check
         .required(Field::Type)
         .and_then(|v| check.order_type(v));
@@ -427,6 +418,26 @@ impl<'a> Checker<'a, '_> {
 
     fn date(&mut self, field: Field, value: &str) -> Option<Date> {
         dates::parse_shop_date(value).or_else(|| self.fail(field, Issue::InvalidDate))
+    }
+
+    /// A date field that must be a real date no later than `latest`.
+    fn date_not_after(
+        &mut self,
+        field: Field,
+        required: bool,
+        latest: Date,
+        issue: Issue,
+    ) -> Option<Date> {
+        let value = if required {
+            self.required(field)
+        } else {
+            self.optional(field)
+        };
+        let date = value.and_then(|v| self.date(field, v));
+        if date.is_some_and(|d| d > latest) {
+            self.problem(field, issue);
+        }
+        date
     }
 
     fn order_type(&mut self, value: &str) -> Option<OrderType> {
