@@ -21,6 +21,16 @@ pub struct Batch {
     pub orders: Vec<(usize, PreparedOrder)>,
 }
 
+impl Batch {
+    fn with_capacity(orders: usize) -> Self {
+        Batch {
+            rows: Vec::with_capacity(orders),
+            results: Vec::with_capacity(orders),
+            orders: Vec::with_capacity(orders),
+        }
+    }
+}
+
 /// What reading found, for the summary.
 #[derive(Debug, Default)]
 pub struct ReadStats {
@@ -54,7 +64,7 @@ pub fn read_batches(
     // the number itself. SipHash with fixed keys; a false "duplicate" needs a 64-bit collision.
     let mut seen: HashSet<u64, BuildHasherDefault<IdentityHasher>> = HashSet::default();
     let hasher = BuildHasherDefault::<DefaultHasher>::default();
-    let mut batch = Batch::default();
+    let mut batch = Batch::with_capacity(chunk_size);
     while let Some(row) = source.next_row()? {
         stats.rows += 1;
         if stats.rows == SIZE_SAMPLE_ROWS
@@ -117,7 +127,14 @@ pub fn read_batches(
         batch.rows.push(row);
         let full = batch.orders.len() >= chunk_size
             || batch.rows.len() >= chunk_size * MAX_ROWS_PER_ORDER_SLOT;
-        if full && batches.blocking_send(std::mem::take(&mut batch)).is_err() {
+        if full
+            && batches
+                .blocking_send(std::mem::replace(
+                    &mut batch,
+                    Batch::with_capacity(chunk_size),
+                ))
+                .is_err()
+        {
             return Ok(stats);
         }
     }

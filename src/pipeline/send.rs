@@ -274,25 +274,35 @@ pub fn chunk_body(orders: &[&PreparedOrder]) -> Bytes {
 
 /// Maps the reply to the chunk by order number; an order missing from a 200 reply is not
 /// counted as synced.
-fn match_acks(orders: &[&PreparedOrder], acks: &[Ack]) -> Vec<OrderOutcome> {
+fn match_acks(orders: &[&PreparedOrder], acks: &[Ack<'_>]) -> Vec<OrderOutcome> {
+    let outcome = |ack: Option<&Ack<'_>>| match ack {
+        Some(Ack {
+            payment_status: Some(status),
+            ..
+        }) => OrderOutcome::Stored(status.to_string()),
+        Some(Ack {
+            payment_status: None,
+            ..
+        }) => OrderOutcome::Failed(
+            "not confirmed by the API: the reply has no paymentStatus for this order".into(),
+        ),
+        None => OrderOutcome::Failed(
+            "not confirmed by the API: the order is missing from its reply".into(),
+        ),
+    };
+    // The API answers in the order it was sent; check that cheaply before building a map.
+    let same_order = acks.len() == orders.len()
+        && acks
+            .iter()
+            .zip(orders)
+            .all(|(ack, order)| ack.number == order.number.as_str());
+    if same_order {
+        return acks.iter().map(|ack| outcome(Some(ack))).collect();
+    }
     let by_number: HashMap<&str, &Ack> = acks.iter().map(|a| (a.number.as_ref(), a)).collect();
     orders
         .iter()
-        .map(|order| match by_number.get(order.number.as_str()) {
-            Some(Ack {
-                payment_status: Some(status),
-                ..
-            }) => OrderOutcome::Stored(status.to_string()),
-            Some(Ack {
-                payment_status: None,
-                ..
-            }) => OrderOutcome::Failed(
-                "not confirmed by the API: the reply has no paymentStatus for this order".into(),
-            ),
-            None => OrderOutcome::Failed(
-                "not confirmed by the API: the order is missing from its reply".into(),
-            ),
-        })
+        .map(|order| outcome(by_number.get(order.number.as_str()).copied()))
         .collect()
 }
 
@@ -332,6 +342,23 @@ mod tests {
         let body = chunk_body(&[&a, &b]);
         let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(parsed[1]["number"], "2");
+    }
+
+    #[test]
+    fn replies_in_another_order_are_matched_by_number() {
+        let (a, b) = (order("1"), order("2"));
+        let ack = |n: &'static str, s: &'static str| Ack {
+            number: n.into(),
+            payment_status: Some(s.into()),
+        };
+        let outcomes = match_acks(&[&a, &b], &[ack("2", "PAID"), ack("1", "UNPAID")]);
+        assert_eq!(
+            outcomes,
+            vec![
+                OrderOutcome::Stored("UNPAID".into()),
+                OrderOutcome::Stored("PAID".into())
+            ]
+        );
     }
 
     #[test]
