@@ -265,3 +265,30 @@ async fn an_unreachable_api_fails_the_run() {
         run.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_order_left_out_of_a_200_reply_is_not_counted_as_synced() {
+    let dir = TestDir::new();
+    let path = dir.write("orders.csv", orders_csv(20, false));
+    // In "skip" mode the sandbox stores the valid orders and silently leaves the bad one out of
+    // its 200 reply, one of the two behaviours the vendor does not rule out.
+    let config = SandboxConfig {
+        partial_mode: kksync::sandbox::PartialMode::Skip,
+        ..SandboxConfig::default()
+    };
+    let sandbox = sandbox(config).await;
+    control(&sandbox, "reject/T-00007", json!({"reason": "skipped"})).await;
+
+    sync(&path, &sandbox, &[]).await.expect_code(3);
+
+    let (header, rows) = parse_csv(&dir.read("orders.csv"), b',');
+    let errors = column(&header, &rows, "syncError");
+    let statuses = column(&header, &rows, "paymentStatus");
+    assert_eq!(
+        errors[7],
+        "not confirmed by the API: the order is missing from its reply"
+    );
+    assert_eq!(statuses[7], "");
+    assert_eq!(errors.iter().filter(|e| !e.is_empty()).count(), 1);
+    sandbox.shutdown().await;
+}
