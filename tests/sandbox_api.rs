@@ -488,7 +488,8 @@ async fn resubmitting_updates_but_keeps_reference_and_dunning_level() -> TestRes
     third.as_object_mut().ok_or("object")?.remove("number");
     let reply = api.post("/order/U1", &third).await?.json();
     assert_eq!(reply["number"], "U1");
-    // PAID → PAID_PARTIAL when the amount goes up; cancel and revive by resubmitting.
+    // PAID → PAID_PARTIAL when the amount goes up; a cancellation survives a resubmit, a
+    // removal does not.
     api.control("POST", "/pay/U1", Some(json!({"amount": "20.50"})))
         .await?;
     assert_eq!(handle.order_status("U1").as_deref(), Some("PAID"));
@@ -502,11 +503,15 @@ async fn resubmitting_updates_but_keeps_reference_and_dunning_level() -> TestRes
     );
     assert_eq!(
         api.post("/order/U1", &order("U1", 30.0)).await?.json()["paymentStatus"],
-        "PAID_PARTIAL"
+        "CANCELLED"
     );
     assert_eq!(
         api.post("/order/remove/U1", &json!({})).await?.json()["paymentStatus"],
         "DISAPPEARED"
+    );
+    assert_eq!(
+        api.post("/order/U1", &order("U1", 30.0)).await?.json()["paymentStatus"],
+        "PAID_PARTIAL"
     );
     // setpaid / setunpaid round trip, and amount 0 is paid at once.
     assert_eq!(

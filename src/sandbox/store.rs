@@ -384,9 +384,14 @@ impl Store {
             record.amount = order.amount;
             record.currency = order.currency;
             record.country = order.country;
+            // The vendor is silent on resubmitting a closed order. LEGACY and DISAPPEARED mean
+            // "no longer tracked"; an order the shop sends again is tracked again. CANCELLED
+            // stays: the vendor recommends resending every open order daily, and an invoice
+            // order becomes CANCELLED automatically when overdue, so reviving it would undo
+            // every such cancellation the next night.
             let revive = matches!(
                 record.status,
-                PaymentStatus::Legacy | PaymentStatus::Disappeared | PaymentStatus::Cancelled
+                PaymentStatus::Legacy | PaymentStatus::Disappeared
             );
             let recompute = amount_changed
                 && matches!(
