@@ -900,6 +900,54 @@ mod tests {
         );
     }
 
+    /// No input makes validation panic: random field contents, odd Unicode, huge numbers.
+    #[test]
+    fn random_rows_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let pieces = [
+            "",
+            " ",
+            "-",
+            ",",
+            ".",
+            "0",
+            "9",
+            "31",
+            "02",
+            "2024",
+            "e",
+            "Ä",
+            "\u{feff}",
+            "|",
+            ":",
+            "ß€",
+            "99999999999999999999999999999999",
+        ];
+        let names: Vec<&str> = Field::ALL.iter().map(|f| f.csv_name()).collect();
+        let layout = Layout::from_columns(names.iter().copied(), Field::csv_name);
+        for _ in 0..20_000 {
+            let record: csv::StringRecord = names
+                .iter()
+                .map(|_| {
+                    let len = rng.random_range(0..6);
+                    (0..len)
+                        .map(|_| pieces[rng.random_range(0..pieces.len())])
+                        .collect::<String>()
+                })
+                .collect();
+            let _ = prepare(
+                RowView {
+                    record: &record,
+                    layout: &layout,
+                },
+                2,
+                &rules(),
+                rng.random(),
+            );
+        }
+    }
+
     #[test]
     fn decimals_in_german_and_english_notation() {
         let d = |s: &str| parse_decimal(s).map(|d| d.to_string());

@@ -64,3 +64,32 @@ async fn a_missing_source_is_fatal() {
     run.expect_code(1);
     assert!(run.stderr.contains("nope.csv"), "{}", run.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_input_gets_an_error_not_a_panic() {
+    let dir = TestDir::new();
+    let cases: [(&str, &[u8]); 4] = [
+        ("empty.csv", b""),
+        ("binary.csv", b"\x00\xff\xfe;;\n\x01\x02\"unclosed\n"),
+        ("only-header.csv", b"number;amount\n"),
+        (
+            "ragged.csv",
+            b"number,date\n1\n2,01-01-2026,extra,fields\n\"3\",\"\"\"\n",
+        ),
+    ];
+    for (name, bytes) in cases {
+        let path = dir.write(name, bytes);
+        let run = kksync(
+            &["sync", "--source", &path.to_string_lossy(), "--dry-run"],
+            &[],
+        )
+        .await;
+        assert!(
+            [0, 1, 3].contains(&run.code),
+            "{name}: exit {}\n{}",
+            run.code,
+            run.stderr
+        );
+        assert!(!run.stderr.contains("panicked"), "{name}: {}", run.stderr);
+    }
+}
