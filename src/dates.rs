@@ -23,9 +23,52 @@ pub fn parse_api_date(text: &str) -> Option<Date> {
 /// Parses a date as shops export it: `dd-MM-yyyy`, ISO `yyyy-MM-dd`, or German `dd.MM.yyyy`.
 pub fn parse_shop_date(text: &str) -> Option<Date> {
     let text = text.trim();
+    if let Some(date) = parse_fixed_width(text.as_bytes()) {
+        return Some(date);
+    }
     [API_DATE, ISO_DATE, DOTTED_DATE]
         .iter()
         .find_map(|format| Date::parse(text, format).ok())
+}
+
+/// The common case without the general parser (it is on the path of every row): exactly ten
+/// bytes as `dd-MM-yyyy`, `yyyy-MM-dd` or `dd.MM.yyyy`. `None` sends the text on to the general
+/// parser, which also gives the final verdict on impossible dates.
+fn parse_fixed_width(text: &[u8]) -> Option<Date> {
+    let number = |range: std::ops::Range<usize>| -> Option<u16> {
+        text.get(range)?.iter().try_fold(0u16, |n, &b| {
+            b.is_ascii_digit().then(|| n * 10 + u16::from(b - b'0'))
+        })
+    };
+    let (day, month, year) = match text {
+        [_, _, b'-', _, _, b'-', _, _, _, _] | [_, _, b'.', _, _, b'.', _, _, _, _] => {
+            (number(0..2)?, number(3..5)?, number(6..10)?)
+        }
+        [_, _, _, _, b'-', _, _, b'-', _, _] => (number(8..10)?, number(5..7)?, number(0..4)?),
+        _ => return None,
+    };
+    let month = Month::try_from(u8::try_from(month).ok()?).ok()?;
+    Date::from_calendar_date(i32::from(year), month, u8::try_from(day).ok()?).ok()
+}
+
+/// Writes a date as the API expects it (`dd-MM-yyyy`) into a stack buffer; `None` for years
+/// outside 0..=9999, which [`format_api_date`] handles.
+pub fn api_date_bytes(date: Date) -> Option<[u8; 10]> {
+    let year = u16::try_from(date.year()).ok().filter(|y| *y <= 9999)?;
+    let (day, month) = (date.day(), u8::from(date.month()));
+    let digit = |n: u16| b'0' + (n % 10) as u8;
+    Some([
+        digit(u16::from(day) / 10),
+        digit(u16::from(day)),
+        b'-',
+        digit(u16::from(month) / 10),
+        digit(u16::from(month)),
+        b'-',
+        digit(year / 1000),
+        digit(year / 100),
+        digit(year / 10),
+        digit(year),
+    ])
 }
 
 /// Formats a date as the API expects it (`dd-MM-yyyy`).
@@ -97,6 +140,31 @@ mod tests {
         assert_eq!(parse_shop_date("31-02-2024"), None);
         assert_eq!(parse_api_date("2025-02-03"), None);
         assert_eq!(format_api_date(date!(2025 - 02 - 03)), "03-02-2025");
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_general_parser() {
+        for text in [
+            "03-02-2025",
+            "2025-02-03",
+            "03.02.2025",
+            "29-02-2024",
+            "29-02-2025",
+            "00-01-2025",
+            "31-04-2025",
+            "1-02-2025x",
+            "2025-13-01",
+        ] {
+            let general = [API_DATE, ISO_DATE, DOTTED_DATE]
+                .iter()
+                .find_map(|f| Date::parse(text, f).ok());
+            assert_eq!(parse_shop_date(text), general, "{text}");
+        }
+        let date = date!(2025 - 02 - 03);
+        assert_eq!(
+            api_date_bytes(date).map(|b| String::from_utf8_lossy(&b).into_owned()),
+            Some(format_api_date(date))
+        );
     }
 
     #[test]

@@ -626,7 +626,19 @@ struct Money(Decimal);
 
 impl Serialize for Money {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        raw_number(format!("{:.2}", self.0.round_dp(2)), serializer)
+        // Integer formatting of the cents is much cheaper than Decimal's Display, and this runs
+        // once per order.
+        let rounded = self.0.round_dp(2);
+        let mut cents = rounded;
+        cents.rescale(2);
+        if cents != rounded || cents.scale() != 2 {
+            // Near the top of Decimal's range two more digits do not fit; Display still works.
+            return raw_number(format!("{rounded:.2}"), serializer);
+        }
+        let mantissa = cents.mantissa();
+        let sign = if mantissa < 0 { "-" } else { "" };
+        let (units, fraction) = (mantissa.unsigned_abs() / 100, mantissa.unsigned_abs() % 100);
+        raw_number(format!("{sign}{units}.{fraction:02}"), serializer)
     }
 }
 
@@ -651,7 +663,12 @@ struct ApiDate(Date);
 
 impl Serialize for ApiDate {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&dates::format_api_date(self.0))
+        match dates::api_date_bytes(self.0) {
+            Some(bytes) => {
+                serializer.serialize_str(std::str::from_utf8(&bytes).unwrap_or_default())
+            }
+            None => serializer.serialize_str(&dates::format_api_date(self.0)),
+        }
     }
 }
 
@@ -946,6 +963,17 @@ mod tests {
                 rng.random(),
             );
         }
+    }
+
+    #[test]
+    fn money_has_exactly_two_decimals() {
+        let json = |text: &str| serde_json::to_string(&Money(Decimal::from_str(text).unwrap())).unwrap();
+        assert_eq!(json("0"), "0.00");
+        assert_eq!(json("12.3"), "12.30");
+        assert_eq!(json("149.90"), "149.90");
+        assert_eq!(json("1234567.891"), "1234567.89");
+        assert_eq!(json("-0.5"), "-0.50");
+        assert_eq!(json("79228162514264337593543950335"), "79228162514264337593543950335.00");
     }
 
     #[test]
