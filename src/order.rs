@@ -967,13 +967,17 @@ mod tests {
 
     #[test]
     fn money_has_exactly_two_decimals() {
-        let json = |text: &str| serde_json::to_string(&Money(Decimal::from_str(text).unwrap())).unwrap();
+        let json =
+            |text: &str| serde_json::to_string(&Money(Decimal::from_str(text).unwrap())).unwrap();
         assert_eq!(json("0"), "0.00");
         assert_eq!(json("12.3"), "12.30");
         assert_eq!(json("149.90"), "149.90");
         assert_eq!(json("1234567.891"), "1234567.89");
         assert_eq!(json("-0.5"), "-0.50");
-        assert_eq!(json("79228162514264337593543950335"), "79228162514264337593543950335.00");
+        assert_eq!(
+            json("79228162514264337593543950335"),
+            "79228162514264337593543950335.00"
+        );
     }
 
     #[test]

@@ -47,31 +47,10 @@ struct Processed {
 /// unreachable, write-back failed) are errors; everything acknowledged before them is still
 /// written back.
 pub async fn run(config: &SyncConfig) -> Result<Summary, Error> {
-    run_with_policy(config, RetryPolicy::default()).await
-}
-
-/// As [`run`], with a given backoff policy (tests use short delays).
-pub async fn run_with_policy(config: &SyncConfig, policy: RetryPolicy) -> Result<Summary, Error> {
     let started = Instant::now();
     let rules = Rules::for_today(crate::dates::berlin_today());
     let concurrency = config.send.concurrency;
-
-    let sender = match (&config.api, config.dry_run) {
-        (Some(api), false) => {
-            let client = ApiClient::new(api, concurrency).map_err(Error::UnexpectedApi)?;
-            let limiter = Arc::new(Limiter::new(config.send.rate_per_second, config.send.burst));
-            let counters = Arc::new(SendCounters::default());
-            Some(Arc::new(Sender::new(
-                client,
-                limiter,
-                policy,
-                config.send.deadline,
-                concurrency,
-                counters,
-            )))
-        }
-        _ => None,
-    };
+    let sender = build_sender(config)?;
 
     let settings = config.source.clone();
     let read_only = config.dry_run;
@@ -102,14 +81,11 @@ pub async fn run_with_policy(config: &SyncConfig, policy: RetryPolicy) -> Result
         ..Summary::default()
     };
     let mut changed = false;
-    let stdout = std::io::stdout();
     while let Some(batch) = processed.next().await {
-        if let Some(body) = &batch.dry_run_body {
-            let mut out = stdout.lock();
-            let printed = out.write_all(body).and_then(|()| out.write_all(b"\n"));
-            if printed.is_err() {
-                break; // Broken pipe: the reader of the preview has gone away.
-            }
+        if let Some(body) = &batch.dry_run_body
+            && print_line(body).is_err()
+        {
+            break; // Broken pipe: the reader of the preview has gone away.
         }
         changed |= batch.rows.iter().any(|r| r.result != RowResult::Untouched);
         tally(&mut summary, &batch);
@@ -131,40 +107,69 @@ pub async fn run_with_policy(config: &SyncConfig, policy: RetryPolicy) -> Result
         Some(writer) => Some(writer.await.map_err(|e| Error::Internal(e.to_string()))?),
         None => None,
     };
-    // Commit the write-back only if the whole source was read: a CSV cut short would lose rows.
-    let read_stats = match (read_stats, written) {
-        (Ok(stats), Some(Ok(sink))) => {
-            sink.finish(changed)?;
-            stats
-        }
-        (Ok(stats), None) => stats,
-        (Err(error), Some(Ok(sink))) => {
-            sink.finish(false)?;
-            return Err(error.into());
-        }
-        (Err(error), None) => return Err(error.into()),
-        (_, Some(Err(error))) => return Err(error.into()),
-    };
-
-    summary.rows_read = read_stats.rows;
-    summary.rows_valid = read_stats.valid;
-    summary.rejected += read_stats.rows - read_stats.valid;
-    for (reason, count) in read_stats.invalid_by_reason {
-        *summary.rejected_by_reason.entry(reason).or_default() += count;
-    }
+    let read_stats = complete_write_back(read_stats, written, changed)?;
+    summary.add_read_stats(read_stats);
     summary.wall_time = started.elapsed();
     if let Some(sender) = &sender {
-        let counters = sender.counters();
-        summary.requests = counters.requests.load(Ordering::Relaxed);
-        summary.retries = counters.retries.load(Ordering::Relaxed);
-        summary.chunks_ok = counters.chunks_ok.load(Ordering::Relaxed);
-        summary.chunks_gave_up = counters.chunks_gave_up.load(Ordering::Relaxed);
-        if let Some(error) = stop_error(sender.stop_reason(), counters) {
+        summary.add_send_counters(sender.counters());
+        if let Some(error) = stop_error(sender.stop_reason(), sender.counters()) {
             tracing::info!("{summary}");
             return Err(error);
         }
     }
     Ok(summary)
+}
+
+/// The sender, unless this is a dry run (which needs no API at all).
+fn build_sender(config: &SyncConfig) -> Result<Option<Arc<Sender>>, Error> {
+    let (Some(api), false) = (&config.api, config.dry_run) else {
+        return Ok(None);
+    };
+    let concurrency = config.send.concurrency;
+    let client = ApiClient::new(api, concurrency).map_err(Error::UnexpectedApi)?;
+    let limiter = Arc::new(Limiter::new(config.send.rate_per_second, config.send.burst));
+    let counters = Arc::new(SendCounters::default());
+    let policy = RetryPolicy::default();
+    Ok(Some(Arc::new(Sender::new(
+        client,
+        limiter,
+        policy,
+        config.send.deadline,
+        concurrency,
+        counters,
+    ))))
+}
+
+fn print_line(body: &[u8]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(body)?;
+    out.write_all(b"\n")
+}
+
+/// Commits the write-back only when the whole source was read: a CSV cut short would lose its
+/// remaining rows. Otherwise the source is left as it was.
+fn complete_write_back(
+    read: Result<read::ReadStats, SourceError>,
+    written: Option<Result<Box<dyn ResultSink>, SourceError>>,
+    changed: bool,
+) -> Result<read::ReadStats, Error> {
+    match (read, written) {
+        (_, Some(Err(error))) => Err(error.into()),
+        (Ok(stats), Some(Ok(sink))) if stats.complete => {
+            sink.finish(changed)?;
+            Ok(stats)
+        }
+        (Ok(stats), Some(Ok(sink))) => {
+            sink.finish(false)?;
+            Ok(stats)
+        }
+        (Ok(stats), None) => Ok(stats),
+        (Err(error), Some(Ok(sink))) => {
+            sink.finish(false)?;
+            Err(error.into())
+        }
+        (Err(error), None) => Err(error.into()),
+    }
 }
 
 fn write_back(

@@ -40,6 +40,8 @@ pub struct ReadStats {
     pub valid: u64,
     /// Rejected rows, grouped by reason.
     pub invalid_by_reason: BTreeMap<String, u64>,
+    /// Whether the whole source was read (not stopped because the receiver went away).
+    pub complete: bool,
 }
 
 /// Rows read before the source's size is estimated.
@@ -138,9 +140,10 @@ pub fn read_batches(
             return Ok(stats);
         }
     }
-    if !batch.rows.is_empty() {
-        let _ = batches.blocking_send(batch);
+    if !batch.rows.is_empty() && batches.blocking_send(batch).is_err() {
+        return Ok(stats);
     }
+    stats.complete = true;
     Ok(stats)
 }
 

@@ -49,6 +49,23 @@ impl Summary {
         }
     }
 
+    pub(crate) fn add_read_stats(&mut self, stats: super::read::ReadStats) {
+        self.rows_read = stats.rows;
+        self.rows_valid = stats.valid;
+        self.rejected += stats.rows - stats.valid;
+        for (reason, count) in stats.invalid_by_reason {
+            *self.rejected_by_reason.entry(reason).or_default() += count;
+        }
+    }
+
+    pub(crate) fn add_send_counters(&mut self, counters: &super::send::SendCounters) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.requests = counters.requests.load(Relaxed);
+        self.retries = counters.retries.load(Relaxed);
+        self.chunks_ok = counters.chunks_ok.load(Relaxed);
+        self.chunks_gave_up = counters.chunks_gave_up.load(Relaxed);
+    }
+
     pub(crate) fn reject(&mut self, reason: String) {
         self.rejected += 1;
         *self.rejected_by_reason.entry(reason).or_default() += 1;
