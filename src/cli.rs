@@ -86,6 +86,11 @@ pub struct SyncArgs {
     #[arg(long, default_value = "10m", value_name = "DURATION")]
     pub request_timeout: String,
 
+    /// After SIGTERM or SIGINT, how long requests in flight may take before they are abandoned
+    /// (keep it below systemd's TimeoutStopSec). A second signal abandons them at once.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub stop_timeout: String,
+
     /// Read and validate, print what would be sent; send nothing and write nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -94,6 +94,8 @@ pub struct SendSettings {
     pub concurrency: usize,
     /// Per-chunk retry budget.
     pub deadline: Duration,
+    /// After SIGTERM/SIGINT: how long requests in flight may take before they are abandoned.
+    pub stop_timeout: Duration,
 }
 
 /// Everything `kksync sync` needs, checked.
@@ -135,6 +137,7 @@ impl SyncConfig {
             chunk_size: check_range("chunk-size", args.chunk_size, 1, MAX_CHUNK_SIZE)?,
             concurrency: check_range("concurrency", args.concurrency, 1, 1024)?,
             deadline: parse_duration("deadline", &args.deadline)?,
+            stop_timeout: parse_duration("stop-timeout", &args.stop_timeout)?,
         };
         let request_timeout = parse_duration("request-timeout", &args.request_timeout)?;
         let base_url = parse_api_url(&args.api_url)?;

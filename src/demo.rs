@@ -106,6 +106,7 @@ fn demo_config(csv: &Path, base_url: &str) -> Result<SyncConfig, Error> {
             chunk_size: 100,
             concurrency: 4,
             deadline: Duration::from_secs(60),
+            stop_timeout: Duration::from_secs(5),
         },
         dry_run: false,
         progress: true,

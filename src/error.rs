@@ -13,6 +13,10 @@ pub mod exit_code {
     pub const USAGE: i32 = 2;
     /// The run finished, but some rows were rejected; each is recorded in the source.
     pub const ROWS_REJECTED: i32 = 3;
+    /// Another run holds the lock on this source; nothing was done.
+    pub const ALREADY_RUNNING: i32 = 4;
+    /// Stopped by SIGTERM/SIGINT; everything acknowledged was written back, a re-run continues.
+    pub const INTERRUPTED: i32 = 5;
 }
 
 /// Everything that can stop a command before it finishes its job.
@@ -41,6 +45,20 @@ pub enum Error {
         /// The last error seen.
         last_error: String,
     },
+    /// Another kksync run holds the lock on this source.
+    #[error("another kksync run is working on this source (lock held on {}); nothing was done", .path.display())]
+    AlreadyRunning {
+        /// The lock file.
+        path: std::path::PathBuf,
+    },
+    /// A signal stopped the run gracefully.
+    #[error(
+        "interrupted by {signal}: no further chunks were sent, every status the API acknowledged was written back; run kksync again to continue"
+    )]
+    Interrupted {
+        /// SIGTERM or SIGINT.
+        signal: &'static str,
+    },
     /// The sandbox failed to start or run.
     #[error(transparent)]
     Sandbox(#[from] crate::sandbox::SandboxError),
@@ -62,6 +80,8 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_) => exit_code::USAGE,
+            Error::AlreadyRunning { .. } => exit_code::ALREADY_RUNNING,
+            Error::Interrupted { .. } => exit_code::INTERRUPTED,
             _ => exit_code::FATAL,
         }
     }

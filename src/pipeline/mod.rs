@@ -50,7 +50,16 @@ pub async fn run(config: &SyncConfig) -> Result<Summary, Error> {
     let started = Instant::now();
     let rules = Rules::for_today(crate::dates::berlin_today());
     let concurrency = config.send.concurrency;
+    // A dry run writes nothing, so it does not need to keep other runs out.
+    let _lock = if config.dry_run {
+        None
+    } else {
+        Some(crate::run_lock::acquire(&config.source.path)?)
+    };
     let sender = build_sender(config)?;
+    let signals = sender
+        .clone()
+        .map(|sender| tokio::spawn(stop_on_signal(sender, config.send.stop_timeout)));
 
     let settings = config.source.clone();
     let read_only = config.dry_run;
@@ -101,6 +110,9 @@ pub async fn run(config: &SyncConfig) -> Result<Summary, Error> {
     drop(processed);
     drop(write_tx);
     progress.finish_and_clear();
+    if let Some(signals) = signals {
+        signals.abort();
+    }
 
     let read_stats = reader.await.map_err(|e| Error::Internal(e.to_string()))?;
     let written = match writer {
@@ -118,6 +130,52 @@ pub async fn run(config: &SyncConfig) -> Result<Summary, Error> {
         }
     }
     Ok(summary)
+}
+
+/// The first SIGTERM or SIGINT stops the run gracefully: no new chunk or retry starts, requests
+/// in flight get `grace` to finish, and what they acknowledge is written back. A second signal,
+/// or the end of the grace period, abandons them.
+async fn stop_on_signal(sender: Arc<Sender>, grace: std::time::Duration) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        // Both handlers are installed before the first signal can arrive.
+        let (Ok(mut term), Ok(mut interrupt)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::warn!(
+                "cannot install signal handlers; SIGTERM will end the run without a write-back"
+            );
+            return;
+        };
+        let first = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        tracing::warn!(
+            "{first}: stopping; requests in flight have {}s to finish",
+            grace.as_secs()
+        );
+        sender.interrupt(first);
+        tokio::select! {
+            () = tokio::time::sleep(grace) => {}
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        sender.interrupt("SIGINT");
+        tokio::select! {
+            () = tokio::time::sleep(grace) => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    sender.abort();
 }
 
 /// The sender, unless this is a dry run (which needs no API at all).
@@ -290,6 +348,7 @@ pub fn stop_error(reason: Option<StopReason>, counters: &SendCounters) -> Option
         Some(StopReason::Unauthorized(message)) => Some(Error::Unauthorized { message }),
         Some(StopReason::Unexpected(error)) => Some(Error::UnexpectedApi(error)),
         Some(StopReason::Unreachable(last_error)) => Some(Error::ApiUnreachable { last_error }),
+        Some(StopReason::Interrupted(signal)) => Some(Error::Interrupted { signal }),
         None => {
             let ok = counters.chunks_ok.load(Ordering::Relaxed);
             let gave_up = counters.chunks_gave_up.load(Ordering::Relaxed);

@@ -50,6 +50,8 @@ pub enum StopReason {
     Unexpected(ApiError),
     /// Chunk after chunk gave up because the service could not be reached.
     Unreachable(String),
+    /// A signal (SIGTERM, SIGINT) asked the run to stop.
+    Interrupted(&'static str),
 }
 
 /// Sends chunks; shared by every in-flight chunk.
@@ -59,6 +61,9 @@ pub struct Sender {
     policy: RetryPolicy,
     deadline: Duration,
     counters: Arc<SendCounters>,
+    /// No new attempt starts once this is cancelled; requests in flight may still finish.
+    draining: CancellationToken,
+    /// Requests in flight are abandoned once this is cancelled.
     stop: CancellationToken,
     stop_reason: Mutex<Option<StopReason>>,
     /// Chunks that may give up (unreachable) before any success, before the run stops.
@@ -92,6 +97,7 @@ impl Sender {
             policy,
             deadline,
             counters,
+            draining: CancellationToken::new(),
             stop: CancellationToken::new(),
             stop_reason: Mutex::new(None),
             unreachable_limit: concurrency.max(2) as u64,
@@ -108,12 +114,31 @@ impl Sender {
         self.stop_reason.lock().ok().and_then(|r| r.clone())
     }
 
-    fn stop_run(&self, reason: StopReason) {
+    fn record_reason(&self, reason: StopReason) {
         if let Ok(mut slot) = self.stop_reason.lock()
             && slot.is_none()
         {
             *slot = Some(reason);
         }
+    }
+
+    /// Stops at once: nothing new is sent and requests in flight are abandoned (401, ...).
+    fn stop_run(&self, reason: StopReason) {
+        self.record_reason(reason);
+        self.draining.cancel();
+        self.stop.cancel();
+    }
+
+    /// Stops gracefully: no new chunk or retry starts, requests in flight may finish until
+    /// [`Sender::abort`].
+    pub fn interrupt(&self, signal: &'static str) {
+        self.record_reason(StopReason::Interrupted(signal));
+        self.draining.cancel();
+    }
+
+    /// Abandons the requests still in flight (the grace period is over).
+    pub fn abort(&self) {
+        self.draining.cancel();
         self.stop.cancel();
     }
 
@@ -122,7 +147,7 @@ impl Sender {
         if orders.is_empty() {
             return Vec::new();
         }
-        if self.stop.is_cancelled() {
+        if self.draining.is_cancelled() {
             return vec![OrderOutcome::NotSent; orders.len()];
         }
         match self.send_with_retry(chunk_body(orders)).await {
@@ -182,12 +207,13 @@ impl Sender {
         let attempts = AtomicU64::new(0);
         let last_error: Mutex<Option<ApiError>> = Mutex::new(None);
         let attempt = || async {
-            if self.stop.is_cancelled() {
+            if self.draining.is_cancelled() {
                 return Err(None);
             }
-            self.limiter.until_ready().await;
-            if self.stop.is_cancelled() {
-                return Err(None);
+            // A chunk still waiting for its permit is not in flight: a stop ends the wait.
+            tokio::select! {
+                () = self.limiter.until_ready() => {}
+                () = self.draining.cancelled() => return Err(None),
             }
             if attempts.fetch_add(1, Ordering::Relaxed) > 0 {
                 self.counters.retries.fetch_add(1, Ordering::Relaxed);
@@ -202,9 +228,19 @@ impl Sender {
             }
             result.map_err(Some)
         };
+        let draining = self.draining.clone();
         let retrying = attempt
             .retry(self.policy.builder())
-            .sleep(tokio::time::sleep)
+            .sleep(move |delay| {
+                // A backoff pause is not a request in flight either: a stop ends it.
+                let draining = draining.clone();
+                async move {
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = draining.cancelled() => {}
+                    }
+                }
+            })
             .when(|error: &Option<ApiError>| error.as_ref().is_some_and(ApiError::is_retryable))
             .adjust(|error, delay| next_delay(error.as_ref(), delay));
         let outcome = tokio::select! {

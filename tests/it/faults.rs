@@ -219,7 +219,11 @@ async fn unauthorized_stops_at_once_and_leaves_the_source_byte_identical() {
         original.as_bytes(),
         "source byte-identical"
     );
-    assert_eq!(dir.files(), ["orders.csv"]);
+    assert_eq!(
+        dir.files(),
+        ["orders.csv", "orders.csv.kksync.lock"],
+        "no temporary file left"
+    );
     // The requests already in flight when the first 401 arrived may complete, but no new ones.
     let requests = sandbox.stats().requests_total;
     assert!((1..=4).contains(&requests), "{requests} requests");

@@ -3,5 +3,6 @@
 mod cli;
 mod csv_flow;
 mod faults;
+mod operations;
 mod sqlite_flow;
 mod util;

@@ -1,0 +1,109 @@
+//! Running unattended: one run per source, and a graceful stop on SIGTERM.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use kksync::sandbox::SandboxConfig;
+
+use crate::util::{KEY, TestDir, column, orders_csv, parse_csv, sandbox, sync};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_run_on_the_same_source_is_refused_at_once() {
+    let dir = TestDir::new();
+    let original = orders_csv(10, false);
+    let path = dir.write("orders.csv", &original);
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    // Another run holds the lock.
+    let _held = kksync::run_lock::acquire(&path).unwrap();
+
+    let run = sync(&path, &sandbox, &[]).await;
+    run.expect_code(4);
+
+    assert!(run.stderr.contains("another kksync run"), "{}", run.stderr);
+    assert_eq!(sandbox.stats().requests_total, 0);
+    assert_eq!(dir.read("orders.csv"), original);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_writes_back_what_was_acknowledged_and_a_rerun_completes() {
+    let dir = TestDir::new();
+    let path = dir.write("orders.csv", orders_csv(2000, true));
+    // Slow answers, so the run is still busy when the signal comes.
+    let sandbox = sandbox(SandboxConfig {
+        latency: Duration::from_millis(150),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let source = path.to_string_lossy().into_owned();
+    let url = sandbox.base_url();
+    let args = [
+        "sync",
+        "--source",
+        &source,
+        "--api-url",
+        &url,
+        "--rate",
+        "1000",
+        "--chunk-size",
+        "20",
+        "--concurrency",
+        "2",
+    ];
+    let child = Command::new(env!("CARGO_BIN_EXE_kksync"))
+        .args(args)
+        .env("KOMFORTKASSE_API_KEY", KEY)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while sandbox.order_count() < 200 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: sending a signal to our own child process, whose pid we hold.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("interrupted by SIGTERM") && stderr.contains("run kksync again"),
+        "{stderr}"
+    );
+
+    // Not torn: every row is there. Every status written back was acknowledged by the API, and
+    // every order the API stored before the stop has its status (nothing acknowledged is lost).
+    let (header, rows) = parse_csv(&dir.read("orders.csv"), b';');
+    assert_eq!(rows.len(), 2000);
+    let numbers = column(&header, &rows, "number");
+    let statuses = column(&header, &rows, "paymentStatus");
+    let written = statuses.iter().filter(|s| !s.is_empty()).count();
+    assert!((200..2000).contains(&written), "{written} statuses written");
+    for (number, status) in numbers.iter().zip(&statuses) {
+        let stored = sandbox.order_status(number);
+        if status.is_empty() {
+            assert_eq!(
+                stored, None,
+                "{number} was stored but its status is missing"
+            );
+        } else {
+            assert_eq!(stored.as_deref(), Some(status.as_str()), "{number}");
+        }
+    }
+
+    // The re-run completes.
+    sync(&path, &sandbox, &["--chunk-size", "100"])
+        .await
+        .expect_code(0);
+    let (header, rows) = parse_csv(&dir.read("orders.csv"), b';');
+    assert!(
+        column(&header, &rows, "paymentStatus")
+            .iter()
+            .all(|s| s == "UNPAID")
+    );
+    sandbox.shutdown().await;
+}
