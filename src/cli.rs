@@ -18,6 +18,33 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+
+    /// More log detail (-v debug, -vv trace). `RUST_LOG` overrides both -v and -q.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Less log detail (-q warnings only, -qq errors only).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub quiet: u8,
+
+    /// Log lines as human-readable text or as JSON objects (one per line, for log shippers).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        env = "KKSYNC_LOG_FORMAT",
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable; coloured only on a terminal.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The subcommands.
@@ -31,6 +58,13 @@ pub enum Command {
     Sandbox(crate::sandbox::SandboxArgs),
     /// Sync the bundled example orders against an in-process sandbox and show the result.
     Demo(DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout.
+    Man,
 }
 
 /// Where the orders come from.
@@ -102,6 +136,14 @@ pub struct SyncArgs {
     /// Show no progress bar, even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+
+    /// Write a JSON report of the run (options, counts, rejections by reason, timings) here.
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+
+    /// Write Prometheus metrics of the run here, for node_exporter's textfile collector.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 /// Options of `kksync init-db`.
@@ -118,4 +160,15 @@ pub struct DemoArgs {
     /// Folder to run the demo in (default: a new folder under the system's temp folder).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+}
+
+/// Writes a shell completion script for `kksync`.
+pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut command, "kksync", out);
+}
+
+/// Writes the man page (roff).
+pub fn write_man(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(out)
 }

@@ -336,6 +336,7 @@ mod tests {
         match crate::cli::Cli::try_parse_from(argv) {
             Ok(crate::cli::Cli {
                 command: crate::cli::Command::Sync(args),
+                ..
             }) => args,
             other => panic!("unexpected parse result: {other:?}"),
         }

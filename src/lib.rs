@@ -14,6 +14,7 @@ pub mod demo;
 pub mod error;
 pub mod order;
 pub mod pipeline;
+pub mod report;
 pub mod run_lock;
 pub mod sandbox;
 pub mod secret;

@@ -4,12 +4,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use kksync::cli::{Cli, Command};
+use kksync::cli::{Cli, Command, LogFormat, SyncArgs};
 use kksync::error::exit_code;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(&cli);
     // A sync keeps its CPU work on its reader and writer threads; running its async part (the
     // pipeline and the HTTP connections) on one thread saves cross-thread wake-ups per request.
     // The sandbox and the demo serve many connections: all cores.
@@ -36,12 +36,7 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<i32, kksync::Error> {
     match command {
-        Command::Sync(args) => {
-            let config = kksync::config::SyncConfig::from_args(&args)?;
-            let summary = kksync::pipeline::run(&config).await?;
-            eprint!("{summary}");
-            Ok(summary.exit_code())
-        }
+        Command::Sync(args) => sync(&args).await,
         Command::InitDb(args) => {
             kksync::source::init_db(&args.path)?;
             eprintln!("kksync: {} has the orders table", args.path.display());
@@ -52,17 +47,80 @@ async fn run(command: Command) -> Result<i32, kksync::Error> {
             Ok(exit_code::OK)
         }
         Command::Demo(args) => kksync::demo::run(args).await,
+        Command::Completions { shell } => {
+            kksync::cli::write_completions(shell, &mut std::io::stdout());
+            Ok(exit_code::OK)
+        }
+        Command::Man => {
+            kksync::cli::write_man(&mut std::io::stdout()).map_err(|source| kksync::Error::Io {
+                context: "writing the man page".into(),
+                source,
+            })?;
+            Ok(exit_code::OK)
+        }
     }
 }
 
-/// Logs go to stderr; `RUST_LOG` overrides the default level (info for kksync, warn for the rest).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,kksync=info"));
-    let _ = tracing_subscriber::fmt()
+/// A sync: the summary goes to stderr, and the report and metrics files are written for every
+/// run that got going, failed or not.
+async fn sync(args: &SyncArgs) -> Result<i32, kksync::Error> {
+    let config = kksync::config::SyncConfig::from_args(args)?;
+    let started_at = time::OffsetDateTime::now_utc();
+    let (summary, result) = kksync::pipeline::run_with_summary(&config).await;
+    if result.is_ok() || summary.rows_read > 0 {
+        eprint!("{summary}");
+    }
+    let (mut code, error) = match &result {
+        Ok(()) => (summary.exit_code(), None),
+        Err(error) => {
+            eprintln!("kksync: error: {error}");
+            (error.exit_code(), Some(error.to_string()))
+        }
+    };
+    let report = kksync::report::RunReport::new(&config, started_at, &summary, code, error);
+    let outputs = [(&args.report, true), (&args.metrics_textfile, false)];
+    for (path, json) in outputs {
+        let Some(path) = path else { continue };
+        let written = if json {
+            report.write_json(path)
+        } else {
+            report.write_metrics(path)
+        };
+        if let Err(error) = written {
+            eprintln!("kksync: error: {error}");
+            // Monitoring that silently lacks its data would hide the next failure.
+            if matches!(code, exit_code::OK | exit_code::ROWS_REJECTED) {
+                code = exit_code::FATAL;
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// Logs go to stderr: text (coloured only on a terminal) or JSON lines. `RUST_LOG` overrides
+/// the level chosen with -v/-q (default: info for kksync, warnings for its libraries).
+fn init_logging(cli: &Cli) {
+    let level = match i16::from(cli.verbose) - i16::from(cli.quiet) {
+        ..=-2 => "error",
+        -1 => "warn",
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let filter = from_env
+        .and_then(|directives| tracing_subscriber::EnvFilter::try_new(directives).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(format!("warn,kksync={level}")));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match cli.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
 }

@@ -47,7 +47,24 @@ struct Processed {
 /// unreachable, write-back failed) are errors; everything acknowledged before them is still
 /// written back.
 pub async fn run(config: &SyncConfig) -> Result<Summary, Error> {
+    let (summary, result) = run_with_summary(config).await;
+    result.map(|()| summary)
+}
+
+/// As [`run`], but the summary of what was done comes back with a fatal error too (for the run
+/// report and metrics of a failed run).
+pub async fn run_with_summary(config: &SyncConfig) -> (Summary, Result<(), Error>) {
     let started = Instant::now();
+    let mut summary = Summary {
+        dry_run: config.dry_run,
+        ..Summary::default()
+    };
+    let result = run_into(config, &mut summary).await;
+    summary.wall_time = started.elapsed();
+    (summary, result)
+}
+
+async fn run_into(config: &SyncConfig, summary: &mut Summary) -> Result<(), Error> {
     let rules = Rules::for_today(crate::dates::berlin_today());
     let concurrency = config.send.concurrency;
     // A dry run writes nothing, so it does not need to keep other runs out.
@@ -57,6 +74,16 @@ pub async fn run(config: &SyncConfig) -> Result<Summary, Error> {
         Some(crate::run_lock::acquire(&config.source.path)?)
     };
     let sender = build_sender(config)?;
+    tracing::info!(
+        source = %config.source.path.display(),
+        format = ?config.source.format,
+        api_url = config.api.as_ref().map(|api| api.base_url.as_str()).unwrap_or("-"),
+        dry_run = config.dry_run,
+        chunk_size = config.send.chunk_size,
+        rate = config.send.rate_per_second,
+        concurrency,
+        "sync started"
+    );
     let signals = sender
         .clone()
         .map(|sender| tokio::spawn(stop_on_signal(sender, config.send.stop_timeout)));
@@ -85,10 +112,7 @@ pub async fn run(config: &SyncConfig) -> Result<Summary, Error> {
     let mut processed = batches
         .map(|batch| process(sender.as_deref(), batch))
         .buffered(concurrency);
-    let mut summary = Summary {
-        dry_run: config.dry_run,
-        ..Summary::default()
-    };
+
     let mut changed = false;
     while let Some(batch) = processed.next().await {
         if let Some(body) = &batch.dry_run_body
@@ -97,7 +121,7 @@ pub async fn run(config: &SyncConfig) -> Result<Summary, Error> {
             break; // Broken pipe: the reader of the preview has gone away.
         }
         changed |= batch.rows.iter().any(|r| r.result != RowResult::Untouched);
-        tally(&mut summary, &batch);
+        tally(summary, &batch);
         progress.inc(batch.rows.len() as u64);
         progress.set_message(format!(
             "{} accepted, {} rejected",
@@ -121,15 +145,13 @@ pub async fn run(config: &SyncConfig) -> Result<Summary, Error> {
     };
     let read_stats = complete_write_back(read_stats, written, changed)?;
     summary.add_read_stats(read_stats);
-    summary.wall_time = started.elapsed();
     if let Some(sender) = &sender {
         summary.add_send_counters(sender.counters());
         if let Some(error) = stop_error(sender.stop_reason(), sender.counters()) {
-            tracing::info!("{summary}");
             return Err(error);
         }
     }
-    Ok(summary)
+    Ok(())
 }
 
 /// The first SIGTERM or SIGINT stops the run gracefully: no new chunk or retry starts, requests

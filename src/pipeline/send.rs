@@ -153,6 +153,7 @@ impl Sender {
         match self.send_with_retry(chunk_body(orders)).await {
             Ok(reply) => match reply.acks() {
                 Ok(acks) => {
+                    tracing::debug!(orders = orders.len(), stored = acks.len(), "chunk accepted");
                     self.counters.chunks_ok.fetch_add(1, Ordering::Relaxed);
                     match_acks(orders, &acks)
                 }
@@ -194,6 +195,7 @@ impl Sender {
                         self.stop_run(StopReason::Unreachable(last_error.clone()));
                     }
                 }
+                tracing::warn!(orders = orders.len(), attempts, %last_error, "chunk given up at its deadline");
                 let message = format!("gave up after {attempts} attempts: {last_error}");
                 vec![OrderOutcome::Failed(message); orders.len()]
             }

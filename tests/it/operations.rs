@@ -107,3 +107,104 @@ async fn sigterm_writes_back_what_was_acknowledged_and_a_rerun_completes() {
     );
     sandbox.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn report_and_metrics_describe_the_run_and_logs_can_be_json() {
+    let dir = TestDir::new();
+    let mut csv = orders_csv(30, false);
+    csv.push_str("BAD-1,31-02-2024,INVOICE,1.00,EUR,Schulz,DE,x\n");
+    let path = dir.write("orders.csv", csv);
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    let report = dir.path("report.json");
+    let metrics = dir.path("kksync.prom");
+    let (report_arg, metrics_arg) = (
+        report.to_string_lossy().into_owned(),
+        metrics.to_string_lossy().into_owned(),
+    );
+
+    let (source, url) = (path.to_string_lossy().into_owned(), sandbox.base_url());
+    let args = [
+        "sync",
+        "--source",
+        &source,
+        "--api-url",
+        &url,
+        "--report",
+        &report_arg,
+        "--metrics-textfile",
+        &metrics_arg,
+        "--log-format",
+        "json",
+        "-v",
+    ];
+    // No RUST_LOG: -v chooses the level.
+    let run = crate::util::kksync(&args, &[("KOMFORTKASSE_API_KEY", KEY), ("RUST_LOG", "")]).await;
+    run.expect_code(3);
+
+    let report: serde_json::Value = serde_json::from_str(&dir.read("report.json")).unwrap();
+    assert_eq!(report["exit_code"], 3);
+    assert_eq!(report["counts"]["rows_read"], 31);
+    assert_eq!(report["counts"]["accepted"], 30);
+    assert_eq!(report["counts"]["rejected"], 1);
+    assert_eq!(report["payment_statuses"]["UNPAID"], 30);
+    assert_eq!(
+        report["rejected_by_reason"]["date is not a valid date (use dd-MM-yyyy or yyyy-MM-dd)"],
+        1
+    );
+    assert_eq!(report["options"]["chunk_size"], 100);
+    assert!(
+        !dir.read("report.json").contains(KEY),
+        "no secret in the report"
+    );
+
+    let metrics = dir.read("kksync.prom");
+    for line in metrics.lines().filter(|l| !l.starts_with('#')) {
+        let (name, value) = line.rsplit_once(' ').unwrap();
+        assert!(name.starts_with("kksync_"), "{line}");
+        value.parse::<f64>().unwrap_or_else(|_| panic!("{line}"));
+    }
+    assert!(metrics.contains("kksync_last_run_exit_code 3"));
+    assert!(metrics.contains("kksync_last_run_rows{outcome=\"accepted\"} 30"));
+    assert!(
+        metrics.contains("kksync_last_run_orders_by_payment_status{payment_status=\"UNPAID\"} 30")
+    );
+    // Written atomically: no temporary file left beside them.
+    assert!(
+        dir.files().iter().all(|f| !f.ends_with(".tmp")),
+        "{:?}",
+        dir.files()
+    );
+
+    // With --log-format json every log line is a JSON object; the summary is plain text after
+    // them. Not a terminal, so no progress output either.
+    let log_lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .take_while(|l| l.starts_with('{'))
+        .collect();
+    assert!(!log_lines.is_empty(), "{}", run.stderr);
+    for line in log_lines {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+    assert!(
+        !run.stderr.contains("rows ("),
+        "no progress bar without a terminal: {}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains(KEY));
+    sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn completions_and_man_page_are_generated() {
+    let run = crate::util::kksync(&["completions", "bash"], &[]).await;
+    run.expect_code(0);
+    assert!(run.stdout.contains("kksync") && run.stdout.contains("--chunk-size"));
+    let run = crate::util::kksync(&["man"], &[]).await;
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains(".TH kksync"),
+        "{}",
+        &run.stdout[..run.stdout.len().min(200)]
+    );
+}
