@@ -208,3 +208,34 @@ async fn completions_and_man_page_are_generated() {
         &run.stdout[..run.stdout.len().min(200)]
     );
 }
+
+/// `systemd-analyze verify` on the shipped units, pointed at the binary under test. It needs
+/// systemd's tools; where they are missing the test says so and checks nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn systemd_units_verify() {
+    let Ok(probe) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("systemd-analyze not installed: unit files not verified");
+        return;
+    };
+    assert!(probe.status.success());
+    let dir = TestDir::new();
+    let units = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/systemd");
+    let service = std::fs::read_to_string(format!("{units}/kksync.service")).unwrap();
+    let service = service.replace("/usr/bin/kksync", env!("CARGO_BIN_EXE_kksync"));
+    dir.write("kksync.service", service);
+    dir.write(
+        "kksync.timer",
+        std::fs::read(format!("{units}/kksync.timer")).unwrap(),
+    );
+    let output = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(dir.path("kksync.service"))
+        .arg(dir.path("kksync.timer"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stderr.trim().is_empty(),
+        "{stderr}"
+    );
+}
