@@ -250,6 +250,7 @@ impl CsvSink {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        remove_stale_temp_files(&dir, &name);
         let mut temp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".kksync-tmp")
@@ -389,6 +390,29 @@ impl ResultSink for CsvSink {
     }
 }
 
+/// A run killed between creating and renaming its temporary file leaves it behind. The caller
+/// holds the source's run lock, so no other run is writing one now: they are all stale.
+fn remove_stale_temp_files(dir: &Path, source_name: &str) {
+    let prefix = format!(".{source_name}.");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&prefix) && name.ends_with(".kksync-tmp") {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(file = %entry.path().display(), "removed a temporary file left by an interrupted run")
+                }
+                Err(error) => {
+                    tracing::warn!(file = %entry.path().display(), %error, "cannot remove a stale temporary file")
+                }
+            }
+        }
+    }
+}
+
 /// After a rename, the folder entry itself must reach the disk for the new file to survive a
 /// crash.
 fn sync_parent_dir(path: &Path) -> std::io::Result<()> {
@@ -469,6 +493,22 @@ mod tests {
             "\u{feff}number;amount;notiz;paymentStatus;syncError\r\n1;2,50;mit; Semikolon;PAID;\r\n2;3;;;row 3: bad\r\n3;4;x;;;extra\r\n"
                 .replace("mit; Semikolon", "\"mit; Semikolon\"")
         );
+    }
+
+    #[test]
+    fn temporary_files_of_a_killed_run_are_cleaned_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "o.csv", b"number\n1\n");
+        write(dir.path(), ".o.csv.AbC123.kksync-tmp", b"number\n");
+        write(dir.path(), ".other.csv.AbC123.kksync-tmp", b"keep");
+        let (_, sink) = open(&path, None, false).unwrap();
+        Box::new(sink.unwrap()).finish(false).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, [".other.csv.AbC123.kksync-tmp", "o.csv"]);
     }
 
     #[test]
