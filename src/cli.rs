@@ -27,6 +27,11 @@ pub struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub quiet: u8,
 
+    /// Read options from this TOML file (default: /etc/kksync/kksync.toml if it exists).
+    /// Precedence: flags, then environment (KKSYNC_*), then this file, then defaults.
+    #[arg(long, env = "KKSYNC_CONFIG", value_name = "PATH", global = true)]
+    pub config: Option<PathBuf>,
+
     /// Log lines as human-readable text or as JSON objects (one per line, for log shippers).
     #[arg(
         long,
@@ -65,6 +70,19 @@ pub enum Command {
     },
     /// Print the man page (roff) to stdout.
     Man,
+    /// Inspect the configuration.
+    Config {
+        /// What to do.
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+/// `kksync config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Print the effective configuration of `kksync sync` with these options (secrets redacted).
+    Show(SyncArgs),
 }
 
 /// Where the orders come from.
@@ -80,11 +98,11 @@ pub enum SourceFormat {
 #[derive(Debug, Clone, Args)]
 pub struct SyncArgs {
     /// The orders: `*.csv` is read as CSV; `*.db`, `*.sqlite`, `*.sqlite3` as SQLite.
-    #[arg(long, value_name = "PATH")]
-    pub source: PathBuf,
+    #[arg(long, env = "KKSYNC_SOURCE", value_name = "PATH")]
+    pub source: Option<PathBuf>,
 
     /// Read the source as this format, whatever its file name.
-    #[arg(long, value_enum, value_name = "FORMAT")]
+    #[arg(long, value_enum, env = "KKSYNC_SOURCE_FORMAT", value_name = "FORMAT")]
     pub source_format: Option<SourceFormat>,
 
     /// Base URL of the Komfortkasse API. Plain http:// is accepted only for loopback hosts.
@@ -93,36 +111,61 @@ pub struct SyncArgs {
 
     /// Read the API key from this file (instead of KOMFORTKASSE_API_KEY or the systemd
     /// credential `komfortkasse-api-key`). The key is never accepted on the command line.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, env = "KKSYNC_API_KEY_FILE", value_name = "PATH")]
     pub api_key_file: Option<PathBuf>,
 
     /// Requests per second (a decimal, e.g. 0.5 or 2.5); every attempt counts, retries included.
-    #[arg(long, default_value = "2", value_name = "R")]
+    #[arg(long, env = "KKSYNC_RATE", default_value = "2", value_name = "R")]
     pub rate: String,
 
     /// How many requests may be sent at once before the rate applies.
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[arg(long, env = "KKSYNC_BURST", default_value_t = 1, value_name = "N")]
     pub burst: u32,
 
     /// Orders per `POST /orders` request (1..=100).
-    #[arg(long, default_value_t = 100, value_name = "N")]
+    #[arg(
+        long,
+        env = "KKSYNC_CHUNK_SIZE",
+        default_value_t = 100,
+        value_name = "N"
+    )]
     pub chunk_size: usize,
 
     /// Requests in flight at once.
-    #[arg(long, default_value_t = 4, value_name = "N")]
+    #[arg(
+        long,
+        env = "KKSYNC_CONCURRENCY",
+        default_value_t = 4,
+        value_name = "N"
+    )]
     pub concurrency: usize,
 
     /// How long one chunk may be retried before its rows are marked as failed (e.g. 90s, 10m).
-    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    #[arg(
+        long,
+        env = "KKSYNC_DEADLINE",
+        default_value = "10m",
+        value_name = "DURATION"
+    )]
     pub deadline: String,
 
     /// How long one request may take before it is abandoned and retried (e.g. 30s, 10m).
-    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    #[arg(
+        long,
+        env = "KKSYNC_REQUEST_TIMEOUT",
+        default_value = "10m",
+        value_name = "DURATION"
+    )]
     pub request_timeout: String,
 
     /// After SIGTERM or SIGINT, how long requests in flight may take before they are abandoned
     /// (keep it below systemd's TimeoutStopSec). A second signal abandons them at once.
-    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    #[arg(
+        long,
+        env = "KKSYNC_STOP_TIMEOUT",
+        default_value = "30s",
+        value_name = "DURATION"
+    )]
     pub stop_timeout: String,
 
     /// Read and validate, print what would be sent; send nothing and write nothing.
@@ -130,7 +173,7 @@ pub struct SyncArgs {
     pub dry_run: bool,
 
     /// CSV field delimiter (default: detected from the header, `,` or `;`).
-    #[arg(long, value_name = "CHAR")]
+    #[arg(long, env = "KKSYNC_DELIMITER", value_name = "CHAR")]
     pub delimiter: Option<char>,
 
     /// Show no progress bar, even on a terminal.
@@ -138,12 +181,20 @@ pub struct SyncArgs {
     pub no_progress: bool,
 
     /// Write a JSON report of the run (options, counts, rejections by reason, timings) here.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, env = "KKSYNC_REPORT", value_name = "PATH")]
     pub report: Option<PathBuf>,
 
     /// Write Prometheus metrics of the run here, for node_exporter's textfile collector.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, env = "KKSYNC_METRICS_TEXTFILE", value_name = "PATH")]
     pub metrics_textfile: Option<PathBuf>,
+
+    /// Column names that differ from the defaults (`[columns]` of the config file).
+    #[arg(skip)]
+    pub columns: crate::order::ColumnNames,
+
+    /// The config file these options were completed from, if any.
+    #[arg(skip)]
+    pub config_file: Option<PathBuf>,
 }
 
 /// Options of `kksync init-db`.

@@ -42,6 +42,19 @@ pub enum ConfigError {
         /// Why it is refused.
         reason: String,
     },
+    /// No source was given anywhere.
+    #[error(
+        "no source: pass --source PATH, set KKSYNC_SOURCE, or put `source = \"PATH\"` in the config file"
+    )]
+    MissingSource,
+    /// The config file cannot be read or has an unknown or unusable entry.
+    #[error("config file {path}: {reason}")]
+    ConfigFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The source kind cannot be told from the file name.
     #[error(
         "cannot tell the format of {0}: use a .csv, .db, .sqlite or .sqlite3 name, or --source-format csv|sqlite"
@@ -68,6 +81,8 @@ pub struct SourceSettings {
     pub format: SourceFormat,
     /// CSV delimiter override.
     pub delimiter: Option<u8>,
+    /// Column names that differ from the defaults.
+    pub columns: crate::order::ColumnNames,
 }
 
 /// How to reach the API.
@@ -125,9 +140,11 @@ impl SyncConfig {
         args: &SyncArgs,
         env: &dyn Fn(&str) -> Option<PathBuf>,
     ) -> Result<Self, ConfigError> {
+        let path = args.source.clone().ok_or(ConfigError::MissingSource)?;
         let source = SourceSettings {
-            path: args.source.clone(),
-            format: resolve_format(&args.source, args.source_format)?,
+            format: resolve_format(&path, args.source_format)?,
+            path,
+            columns: args.columns.clone(),
             delimiter: args.delimiter.map(delimiter_byte).transpose()?,
         };
         let send = SendSettings {
@@ -142,7 +159,7 @@ impl SyncConfig {
         let request_timeout = parse_duration("request-timeout", &args.request_timeout)?;
         let base_url = parse_api_url(&args.api_url)?;
         let api = match load_api_key(args.api_key_file.as_deref(), env) {
-            Ok(api_key) => Some(ApiSettings {
+            Ok((api_key, _origin)) => Some(ApiSettings {
                 base_url,
                 api_key,
                 request_timeout,
@@ -290,23 +307,30 @@ fn is_loopback(url: &Url) -> bool {
 }
 
 /// Finds the API key: `--api-key-file`, else `KOMFORTKASSE_API_KEY`, else the systemd credential.
-fn load_api_key(
+/// Also says where it came from (never what it is).
+pub fn load_api_key(
     file: Option<&Path>,
     env: &dyn Fn(&str) -> Option<PathBuf>,
-) -> Result<Secret, ConfigError> {
+) -> Result<(Secret, String), ConfigError> {
     if let Some(path) = file {
-        return read_key_file(path);
+        return Ok((read_key_file(path)?, format!("file {}", path.display())));
     }
     if let Some(value) = env(API_KEY_ENV) {
         let key = value.to_string_lossy().trim().to_string();
         if !key.is_empty() {
-            return Ok(Secret::new(key));
+            return Ok((
+                Secret::new(key),
+                format!("environment variable {API_KEY_ENV}"),
+            ));
         }
     }
     if let Some(dir) = env("CREDENTIALS_DIRECTORY") {
         let path = dir.join(API_KEY_CREDENTIAL);
         if path.exists() {
-            return read_key_file(&path);
+            return Ok((
+                read_key_file(&path)?,
+                format!("systemd credential {API_KEY_CREDENTIAL}"),
+            ));
         }
     }
     Err(ConfigError::MissingApiKey)

@@ -94,6 +94,7 @@ fn demo_config(csv: &Path, base_url: &str) -> Result<SyncConfig, Error> {
             path: csv.to_path_buf(),
             format: SourceFormat::Csv,
             delimiter: None,
+            columns: crate::order::ColumnNames::default(),
         },
         api: Some(ApiSettings {
             base_url,

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod config_file;
 pub mod dates;
 pub mod demo;
 pub mod error;

@@ -3,12 +3,19 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use kksync::cli::{Cli, Command, LogFormat, SyncArgs};
+use kksync::cli::{Cli, Command, ConfigAction, LogFormat, SyncArgs};
+use kksync::config_file::CliFailure;
 use kksync::error::exit_code;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match kksync::config_file::parse_cli(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(CliFailure::Clap(error)) => error.exit(),
+        Err(CliFailure::Config(error)) => {
+            eprintln!("kksync: error: {error}");
+            return ExitCode::from(exit_code::USAGE as u8);
+        }
+    };
     init_logging(&cli);
     // A sync keeps its CPU work on its reader and writer threads; running its async part (the
     // pipeline and the HTTP connections) on one thread saves cross-thread wake-ups per request.
@@ -49,6 +56,12 @@ async fn run(command: Command) -> Result<i32, kksync::Error> {
         Command::Demo(args) => kksync::demo::run(args).await,
         Command::Completions { shell } => {
             kksync::cli::write_completions(shell, &mut std::io::stdout());
+            Ok(exit_code::OK)
+        }
+        Command::Config {
+            action: ConfigAction::Show(args),
+        } => {
+            print!("{}", kksync::config_file::show(&args));
             Ok(exit_code::OK)
         }
         Command::Man => {

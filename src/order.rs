@@ -103,6 +103,52 @@ const SHIPPING: [Field; 9] = [
     Field::ShippingPhone,
 ];
 
+/// Column names of a source that differ from kksync's defaults (`[columns]` in the config
+/// file), by the API's field name: real shop exports do not use our names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ColumnNames {
+    renamed: std::collections::BTreeMap<&'static str, String>,
+}
+
+impl ColumnNames {
+    /// Builds the mapping from `field = "column"` pairs; the field may be given by its API name
+    /// (`billing.countryCode`) or its SQLite name (`billing_country_code`).
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Result<Self, String> {
+        let mut renamed = std::collections::BTreeMap::new();
+        for (field, column) in pairs {
+            let known = Field::ALL
+                .iter()
+                .find(|f| f.csv_name() == field || f.sql_name() == field);
+            let Some(known) = known else {
+                return Err(format!("unknown order field `{field}` in [columns]"));
+            };
+            renamed.insert(known.csv_name(), column);
+        }
+        Ok(ColumnNames { renamed })
+    }
+
+    /// The CSV header naming this field.
+    pub fn csv(&self, field: Field) -> &str {
+        self.renamed
+            .get(field.csv_name())
+            .map_or(field.csv_name(), String::as_str)
+    }
+
+    /// The SQLite column holding this field.
+    pub fn sql(&self, field: Field) -> &str {
+        self.renamed
+            .get(field.csv_name())
+            .map_or(field.sql_name(), String::as_str)
+    }
+
+    /// The renamed fields, as `(API field, column)`.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.renamed
+            .iter()
+            .map(|(field, column)| (*field, column.as_str()))
+    }
+}
+
 /// Which column of a source row holds which field.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -111,9 +157,9 @@ pub struct Layout {
 
 impl Layout {
     /// Builds the layout from column names, matching each field by `name_of(field)`.
-    pub fn from_columns<'a>(
+    pub fn from_columns<'a, 'n>(
         columns: impl IntoIterator<Item = &'a str> + Clone,
-        name_of: impl Fn(Field) -> &'static str,
+        name_of: impl Fn(Field) -> &'n str,
     ) -> Self {
         let columns = Field::ALL
             .iter()

@@ -9,7 +9,7 @@ use csv::{ByteRecord, StringRecord, Terminator};
 use tempfile::NamedTempFile;
 
 use super::{FinishedRow, OrderSource, ResultSink, RowResult, SourceError, SourceRow};
-use crate::order::{Field, Layout};
+use crate::order::{ColumnNames, Field, Layout};
 
 /// Result column with the payment status.
 pub const STATUS_COLUMN: &str = "paymentStatus";
@@ -58,6 +58,7 @@ enum ResultColumn {
 pub(super) fn open(
     path: &Path,
     delimiter: Option<u8>,
+    column_names: &ColumnNames,
     read_only: bool,
 ) -> Result<(CsvSource, Option<CsvSink>), SourceError> {
     let io = |action| {
@@ -90,12 +91,13 @@ pub(super) fn open(
             message: "the file has no header row".into(),
         });
     }
-    let layout = Layout::from_columns(names.iter().map(String::as_str), Field::csv_name);
+    let layout = Layout::from_columns(names.iter().map(String::as_str), |f| column_names.csv(f));
     if !layout.has(Field::Number) {
         return Err(SourceError::Unusable {
             path: path.to_path_buf(),
             message: format!(
-                "no `number` column in the header (found: {}); columns must be named like the API's order fields",
+                "no `{}` column in the header (found: {}); name the columns like the API's order fields, or map yours in the config file's [columns]",
+                column_names.csv(Field::Number),
                 names.join(", ")
             ),
         });
@@ -460,7 +462,7 @@ mod tests {
         let original =
             "\u{feff}number;amount;notiz\r\n1;2,50;\"mit; Semikolon\"\r\n2;3\r\n3;4;x;extra\r\n";
         let path = write(dir.path(), "o.csv", original.as_bytes());
-        let (mut source, sink) = open(&path, None, false).unwrap();
+        let (mut source, sink) = open(&path, None, &ColumnNames::default(), false).unwrap();
         let mut sink = sink.unwrap();
         let mut rows = Vec::new();
         while let Some(row) = source.next_row().unwrap() {
@@ -501,7 +503,7 @@ mod tests {
         let path = write(dir.path(), "o.csv", b"number\n1\n");
         write(dir.path(), ".o.csv.AbC123.kksync-tmp", b"number\n");
         write(dir.path(), ".other.csv.AbC123.kksync-tmp", b"keep");
-        let (_, sink) = open(&path, None, false).unwrap();
+        let (_, sink) = open(&path, None, &ColumnNames::default(), false).unwrap();
         Box::new(sink.unwrap()).finish(false).unwrap();
         let mut names: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -515,7 +517,7 @@ mod tests {
     fn unchanged_run_leaves_the_file_byte_identical_and_no_temp_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(dir.path(), "o.csv", b"number,amount\n1,2\n");
-        let (_, sink) = open(&path, None, false).unwrap();
+        let (_, sink) = open(&path, None, &ColumnNames::default(), false).unwrap();
         Box::new(sink.unwrap()).finish(false).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"number,amount\n1,2\n");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
@@ -525,7 +527,7 @@ mod tests {
     fn latin1_rows_are_decoded_for_validation_and_written_back_as_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(dir.path(), "o.csv", b"number,city\n1,K\xF6ln\n");
-        let (mut source, sink) = open(&path, None, false).unwrap();
+        let (mut source, sink) = open(&path, None, &ColumnNames::default(), false).unwrap();
         let row = source.next_row().unwrap().unwrap();
         assert_eq!(row.record.get(1), Some("Köln"));
         let mut sink = sink.unwrap();
@@ -550,7 +552,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = write(dir.path(), "o.csv", b"number\n1\n");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let (_, sink) = open(&path, None, false).unwrap();
+        let (_, sink) = open(&path, None, &ColumnNames::default(), false).unwrap();
         Box::new(sink.unwrap()).finish(true).unwrap();
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
@@ -562,7 +564,10 @@ mod tests {
     fn a_file_without_number_column_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(dir.path(), "o.csv", b"id,amount\n1,2\n");
-        let error = open(&path, None, true).err().unwrap().to_string();
+        let error = open(&path, None, &ColumnNames::default(), true)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(error.contains("no `number` column"), "{error}");
     }
 }

@@ -129,14 +129,19 @@ pub type Opened = (Box<dyn OrderSource>, Option<Box<dyn ResultSink>>);
 pub fn open(settings: &SourceSettings, read_only: bool) -> Result<Opened, SourceError> {
     match settings.format {
         SourceFormat::Csv => {
-            let (source, sink) = self::csv::open(&settings.path, settings.delimiter, read_only)?;
+            let (source, sink) = self::csv::open(
+                &settings.path,
+                settings.delimiter,
+                &settings.columns,
+                read_only,
+            )?;
             Ok((
                 Box::new(source),
                 sink.map(|s| Box::new(s) as Box<dyn ResultSink>),
             ))
         }
         SourceFormat::Sqlite => {
-            let (source, sink) = self::sqlite::open(&settings.path, read_only)?;
+            let (source, sink) = self::sqlite::open(&settings.path, &settings.columns, read_only)?;
             Ok((
                 Box::new(source),
                 sink.map(|s| Box::new(s) as Box<dyn ResultSink>),

@@ -11,7 +11,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
 use super::{FinishedRow, OrderSource, ResultSink, RowResult, SourceError, SourceRow};
-use crate::order::{Field, Layout};
+use crate::order::{ColumnNames, Field, Layout};
 
 /// The schema `kksync init-db` creates.
 pub const SCHEMA: &str = include_str!("../../sql/schema.sql");
@@ -99,6 +99,7 @@ fn add_result_columns(path: &Path, connection: &Connection) -> Result<(), Source
 
 pub(super) fn open(
     path: &Path,
+    column_names: &ColumnNames,
     read_only: bool,
 ) -> Result<(SqliteSource, Option<SqliteSink>), SourceError> {
     if !path.exists() {
@@ -131,13 +132,14 @@ pub(super) fn open(
     // Select the known fields that exist, plus the stored status; other columns are the shop's.
     let mut selected: Vec<&str> = Field::ALL
         .iter()
-        .map(|f| f.sql_name())
+        .map(|&f| column_names.sql(f))
         .filter(|name| columns.iter().any(|c| c.eq_ignore_ascii_case(name)))
         .collect();
-    if !selected.contains(&"number") {
+    let number_column = column_names.sql(Field::Number);
+    if !selected.contains(&number_column) {
         return Err(SourceError::Unusable {
             path: path.to_path_buf(),
-            message: "the orders table has no `number` column".into(),
+            message: format!("the orders table has no `{number_column}` column"),
         });
     }
     let status_index = columns
@@ -147,12 +149,12 @@ pub(super) fn open(
             selected.push("payment_status");
             selected.len() - 1
         });
-    let layout = Layout::from_columns(selected.iter().copied(), Field::sql_name);
+    let layout = Layout::from_columns(selected.iter().copied(), |f| column_names.sql(f));
     let query = format!(
         "SELECT rowid, {} FROM {TABLE} WHERE rowid > ?1 ORDER BY rowid LIMIT {PAGE_ROWS}",
         selected
             .iter()
-            .map(|c| format!("\"{c}\""))
+            .map(|c| format!("\"{}\"", c.replace('"', "\"\"")))
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -318,7 +320,7 @@ mod tests {
                 )
                 .unwrap();
         }
-        let (mut source, sink) = open(&path, false).unwrap();
+        let (mut source, sink) = open(&path, &ColumnNames::default(), false).unwrap();
         let mut rows = Vec::new();
         while let Some(row) = source.next_row().unwrap() {
             rows.push(row);

@@ -93,3 +93,104 @@ async fn garbage_input_gets_an_error_not_a_panic() {
         assert!(!run.stderr.contains("panicked"), "{name}: {}", run.stderr);
     }
 }
+
+/// A shop export with its own column names, mapped in the config file; chunk size from the
+/// file, the environment and a flag, in that rising order of precedence.
+#[tokio::test(flavor = "multi_thread")]
+async fn config_file_columns_and_precedence() {
+    use kksync::sandbox::SandboxConfig;
+    let dir = TestDir::new();
+    let date = crate::util::recent_date(2);
+    let mut csv = String::from("Bestellnummer;Datum;Zahlart;Betrag;Waehrung;Land;Notiz\n");
+    for i in 0..60 {
+        csv.push_str(&format!("B{i};{date};prepayment;{i},99;EUR;DE;n{i}\n"));
+    }
+    let source = dir.write("export.csv", csv);
+    let sandbox = crate::util::sandbox(SandboxConfig::default()).await;
+    let config = dir.write(
+        "kksync.toml",
+        format!(
+            "source = {source:?}\napi-url = {url:?}\nrate = 1000\nchunk-size = 10\n\n[columns]\nnumber = \"Bestellnummer\"\ndate = \"Datum\"\ntype = \"Zahlart\"\namount = \"Betrag\"\ncurrency = \"Waehrung\"\n\"billing.countryCode\" = \"Land\"\n",
+            source = source.to_string_lossy(),
+            url = sandbox.base_url()
+        ),
+    );
+    let config_arg = config.to_string_lossy().into_owned();
+    let key = ("KOMFORTKASSE_API_KEY", crate::util::KEY);
+    let chunk_sizes = |sandbox: &kksync::sandbox::SandboxHandle| {
+        let stats = sandbox.stats();
+        stats
+            .post_orders
+            .iter()
+            .map(|p| p.orders)
+            .collect::<Vec<u64>>()
+    };
+
+    kksync(&["--config", &config_arg, "sync"], &[key])
+        .await
+        .expect_code(0);
+    assert_eq!(
+        chunk_sizes(&sandbox),
+        vec![10; 6],
+        "chunk size from the file"
+    );
+    assert_eq!(sandbox.order_status("B59").as_deref(), Some("UNPAID"));
+    let written = dir.read("export.csv");
+    assert!(
+        written.starts_with(
+            "Bestellnummer;Datum;Zahlart;Betrag;Waehrung;Land;Notiz;paymentStatus;syncError\n"
+        ),
+        "{written}"
+    );
+
+    kksync(
+        &["--config", &config_arg, "sync"],
+        &[key, ("KKSYNC_CHUNK_SIZE", "20")],
+    )
+    .await
+    .expect_code(0);
+    assert_eq!(
+        chunk_sizes(&sandbox)[6..],
+        [20, 20, 20],
+        "the environment beats the file"
+    );
+
+    kksync(
+        &["--config", &config_arg, "sync", "--chunk-size", "30"],
+        &[key, ("KKSYNC_CHUNK_SIZE", "20")],
+    )
+    .await
+    .expect_code(0);
+    assert_eq!(
+        chunk_sizes(&sandbox)[9..],
+        [30, 30],
+        "a flag beats the environment"
+    );
+
+    let shown = kksync(&["--config", &config_arg, "config", "show"], &[key]).await;
+    shown.expect_code(0);
+    assert!(shown.stdout.contains("chunk-size = 10"), "{}", shown.stdout);
+    assert!(
+        shown
+            .stdout
+            .contains("<redacted>, from environment variable KOMFORTKASSE_API_KEY"),
+        "{}",
+        shown.stdout
+    );
+    assert!(!shown.stdout.contains(crate::util::KEY), "{}", shown.stdout);
+    assert!(
+        shown.stdout.contains("\"billing.countryCode\" = \"Land\""),
+        "{}",
+        shown.stdout
+    );
+
+    let broken = dir.write("broken.toml", "chunk-sise = 5\n");
+    let run = kksync(&["--config", &broken.to_string_lossy(), "sync"], &[key]).await;
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("unknown option `chunk-sise`"),
+        "{}",
+        run.stderr
+    );
+    sandbox.shutdown().await;
+}

@@ -86,6 +86,11 @@ pub async fn kksync(args: &[&str], env: &[(&str, &str)]) -> Run {
         .env_remove("KOMFORTKASSE_API_KEY")
         .env_remove("KKSYNC_API_URL")
         .env_remove("CREDENTIALS_DIRECTORY");
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("KKSYNC_") {
+            command.env_remove(name);
+        }
+    }
     command.env("RUST_LOG", "warn");
     for (name, value) in env {
         command.env(name, value);
