@@ -41,6 +41,7 @@ struct Processed {
     statuses: BTreeMap<String, u64>,
     failures: Vec<String>,
     dry_run_body: Option<Bytes>,
+    estimated_rows: Option<u64>,
 }
 
 /// Runs `kksync sync` and returns its summary. Fatal problems (source unreadable, 401, API
@@ -114,6 +115,7 @@ async fn run_into(config: &SyncConfig, summary: &mut Summary) -> Result<(), Erro
         .buffered(concurrency);
 
     let mut changed = false;
+    let mut chunks = 0u64;
     while let Some(batch) = processed.next().await {
         if let Some(body) = &batch.dry_run_body
             && print_line(body).is_err()
@@ -122,11 +124,20 @@ async fn run_into(config: &SyncConfig, summary: &mut Summary) -> Result<(), Erro
         }
         changed |= batch.rows.iter().any(|r| r.result != RowResult::Untouched);
         tally(summary, &batch);
+        chunks += u64::from(!batch.rows.is_empty());
+        if let Some(total) = batch.estimated_rows
+            && progress.length().is_none()
+            && !progress.is_hidden()
+        {
+            progress.set_length(total);
+            if let Ok(style) = ProgressStyle::with_template(
+                "{bar:20} {human_pos}/~{human_len} rows, ETA {eta} {msg}",
+            ) {
+                progress.set_style(style);
+            }
+        }
         progress.inc(batch.rows.len() as u64);
-        progress.set_message(format!(
-            "{} accepted, {} rejected",
-            summary.accepted, summary.rejected
-        ));
+        progress.set_message(format!("{chunks} chunks, {} rejected", summary.rejected));
         if writer.is_some() && write_tx.send(batch.rows).await.is_err() {
             break; // The writer failed; its error is reported below.
         }
@@ -267,9 +278,8 @@ fn progress_bar(wanted: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} {human_pos} rows ({per_sec}) {msg} [{elapsed_precise}]",
-    ) {
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {human_pos} rows {msg} [{elapsed}]")
+    {
         bar.set_style(style);
     }
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
@@ -294,6 +304,7 @@ async fn process(sender: Option<&Sender>, batch: Batch) -> Processed {
         statuses: BTreeMap::new(),
         failures: Vec::new(),
         dry_run_body,
+        estimated_rows: batch.estimated_rows,
     };
     for ((index, _), outcome) in batch.orders.iter().zip(outcomes) {
         let result = match outcome {

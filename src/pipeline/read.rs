@@ -19,6 +19,8 @@ pub struct Batch {
     pub results: Vec<Option<RowResult>>,
     /// The orders to send, with the index of their row in `rows`.
     pub orders: Vec<(usize, PreparedOrder)>,
+    /// The source's estimated total of rows, once known (for the progress bar's ETA).
+    pub estimated_rows: Option<u64>,
 }
 
 impl Batch {
@@ -27,6 +29,7 @@ impl Batch {
             rows: Vec::with_capacity(orders),
             results: Vec::with_capacity(orders),
             orders: Vec::with_capacity(orders),
+            estimated_rows: None,
         }
     }
 }
@@ -127,6 +130,9 @@ pub fn read_batches(
             }
         }
         batch.rows.push(row);
+        if stats.rows >= SIZE_SAMPLE_ROWS && batch.rows.len() == 1 {
+            batch.estimated_rows = source.estimated_rows(stats.rows);
+        }
         let full = batch.orders.len() >= chunk_size
             || batch.rows.len() >= chunk_size * MAX_ROWS_PER_ORDER_SLOT;
         if full
