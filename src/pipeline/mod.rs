@@ -131,7 +131,7 @@ async fn run_into(config: &SyncConfig, summary: &mut Summary) -> Result<(), Erro
         {
             progress.set_length(total);
             if let Ok(style) = ProgressStyle::with_template(
-                "{bar:20} {human_pos}/~{human_len} rows, ETA {eta} {msg}",
+                "{bar:20} {human_pos}/~{human_len} rows {per_sec} ETA {eta} {msg}",
             ) {
                 progress.set_style(style);
             }
