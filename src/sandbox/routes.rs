@@ -49,10 +49,16 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let api = Router::new()
         .route("/api/v2/orders", get(get_orders).post(post_orders))
         .route("/api/v2/order/{number}", get(get_order).post(post_order))
-        .route("/api/v2/order/remove/{number}", post(remove_order))
-        .route("/api/v2/order/{number}/cancel", post(cancel_order))
-        .route("/api/v2/order/{number}/setpaid", post(set_paid))
-        .route("/api/v2/order/{number}/setunpaid", post(set_unpaid))
+        .route("/api/v2/order/remove/{number}", status_route(remove_rule))
+        .route("/api/v2/order/{number}/cancel", status_route(cancel_rule))
+        .route(
+            "/api/v2/order/{number}/setpaid",
+            status_route(set_paid_rule),
+        )
+        .route(
+            "/api/v2/order/{number}/setunpaid",
+            status_route(set_unpaid_rule),
+        )
         .route("/api/v2/order/{number}/refund", post(create_refund))
         .route(
             "/api/v2/order/{number}/invoice/{invoice}",
@@ -411,77 +417,55 @@ async fn change_status(
     Ok(json_response(out))
 }
 
-async fn remove_order(
-    State(shared): State<Arc<Shared>>,
-    Extension(latency): Extension<Latency>,
-    path: Result<Path<String>, PathRejection>,
-    query: Params,
-) -> Api {
-    let number = path_number(path)?;
-    let include = Include::from_query(&params(query)?);
-    change_status(&shared, latency, &number, include, |r| {
-        r.status = PaymentStatus::Disappeared;
-        Ok(())
-    })
-    .await
+/// What one of the status endpoints does to a stored order.
+type StatusRule = fn(&mut store::Record) -> Result<(), ApiError>;
+
+/// `POST /order/remove/{n}`, `/cancel`, `/setpaid`, `/setunpaid`: the same request handling,
+/// each with its own rule.
+fn status_route(rule: StatusRule) -> axum::routing::MethodRouter<Arc<Shared>> {
+    post(
+        move |State(shared): State<Arc<Shared>>,
+              Extension(latency): Extension<Latency>,
+              path: Result<Path<String>, PathRejection>,
+              query: Params| async move {
+            let number = path_number(path)?;
+            let include = Include::from_query(&params(query)?);
+            change_status(&shared, latency, &number, include, rule).await
+        },
+    )
 }
 
-async fn cancel_order(
-    State(shared): State<Arc<Shared>>,
-    Extension(latency): Extension<Latency>,
-    path: Result<Path<String>, PathRejection>,
-    query: Params,
-) -> Api {
-    let number = path_number(path)?;
-    let include = Include::from_query(&params(query)?);
-    change_status(&shared, latency, &number, include, |r| {
-        r.status = PaymentStatus::Cancelled;
-        Ok(())
-    })
-    .await
+fn remove_rule(record: &mut store::Record) -> Result<(), ApiError> {
+    record.status = PaymentStatus::Disappeared;
+    Ok(())
 }
 
-async fn set_paid(
-    State(shared): State<Arc<Shared>>,
-    Extension(latency): Extension<Latency>,
-    path: Result<Path<String>, PathRejection>,
-    query: Params,
-) -> Api {
-    let number = path_number(path)?;
-    let include = Include::from_query(&params(query)?);
-    change_status(&shared, latency, &number, include, |r| {
-        if r.status == PaymentStatus::Paid {
-            return Err(ApiError::bad_request("Order already in paymentStatus PAID"));
-        }
-        r.status = PaymentStatus::Paid;
-        r.manual_paid = true;
-        Ok(())
-    })
-    .await
+fn cancel_rule(record: &mut store::Record) -> Result<(), ApiError> {
+    record.status = PaymentStatus::Cancelled;
+    Ok(())
 }
 
-async fn set_unpaid(
-    State(shared): State<Arc<Shared>>,
-    Extension(latency): Extension<Latency>,
-    path: Result<Path<String>, PathRejection>,
-    query: Params,
-) -> Api {
-    let number = path_number(path)?;
-    let include = Include::from_query(&params(query)?);
-    change_status(&shared, latency, &number, include, |r| {
-        if r.status != PaymentStatus::Paid {
-            return Err(ApiError::bad_request("Order must have paymentStatus PAID"));
-        }
-        if !r.manual_paid {
-            return Err(ApiError::bad_request(
-                "Order must have manual paymentStatus",
-            ));
-        }
-        r.manual_paid = false;
-        r.status = r.computed_status();
-        Ok(())
-    })
-    .await
+fn set_paid_rule(record: &mut store::Record) -> Result<(), ApiError> {
+    if record.status == PaymentStatus::Paid {
+        return Err(ApiError::bad_request("Order already in paymentStatus PAID"));
+    }
+    record.status = PaymentStatus::Paid;
+    record.manual_paid = true;
+    Ok(())
+}
+
+fn set_unpaid_rule(record: &mut store::Record) -> Result<(), ApiError> {
+    if record.status != PaymentStatus::Paid {
+        return Err(ApiError::bad_request("Order must have paymentStatus PAID"));
+    }
+    if !record.manual_paid {
+        return Err(ApiError::bad_request(
+            "Order must have manual paymentStatus",
+        ));
+    }
+    record.manual_paid = false;
+    record.status = record.computed_status();
+    Ok(())
 }
 
 async fn create_refund(
