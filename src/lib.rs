@@ -20,5 +20,6 @@ pub mod run_lock;
 pub mod sandbox;
 pub mod secret;
 pub mod source;
+pub mod state;
 
 pub use error::Error;

@@ -1,0 +1,274 @@
+//! The state store: what kksync knows between runs, in SQLite.
+//!
+//! Per order, the fingerprint of the payload the API last accepted, the last known
+//! `paymentStatus` and the last error ([`orders`]); per run, when, what and how it ended
+//! ([`runs`]). Statuses the API returns are committed here *before* they are written back into
+//! the source, so a run killed at any moment loses nothing: the next run writes them back.
+//!
+//! For a SQLite source the tables live in the shop's database (prefixed `kksync_`); for a CSV
+//! source in a sidecar file beside it (`orders.csv.kksync.db`), unless `--state` says otherwise.
+//! The schema is created and upgraded by the numbered migrations in `sql/state/`.
+
+pub mod orders;
+pub mod runs;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use crate::cli::SourceFormat;
+
+/// The migrations, in order. A migration is applied once, in its own transaction, and recorded
+/// in `kksync_migrations`; never edit one that has shipped, add a new one.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../sql/state/0001_orders_and_runs.sql"))];
+
+/// How long to wait for another writer (the shop, or a concurrent reader's lock).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The state store could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("state store {}: {action}: {source}", .path.display())]
+pub struct StateError {
+    /// The database file.
+    pub path: PathBuf,
+    /// What was being done.
+    pub action: &'static str,
+    /// The underlying error.
+    pub source: rusqlite::Error,
+}
+
+/// Where the state of a source lives when `--state` does not say: in the database itself for
+/// SQLite, beside the file for CSV.
+pub fn default_path(source: &Path, format: SourceFormat) -> PathBuf {
+    match format {
+        SourceFormat::Sqlite => source.to_path_buf(),
+        SourceFormat::Csv => {
+            let mut name = source.as_os_str().to_owned();
+            name.push(".kksync.db");
+            PathBuf::from(name)
+        }
+    }
+}
+
+/// An open state store.
+pub struct StateDb {
+    path: PathBuf,
+    connection: Connection,
+}
+
+impl std::fmt::Debug for StateDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateDb").field("path", &self.path).finish()
+    }
+}
+
+impl StateDb {
+    /// Opens (creating if needed) the state store at `path` and brings its schema up to date.
+    ///
+    /// `shared` says the file is the shop's own database: its journal mode is then left as the
+    /// shop set it. A sidecar file of kksync's own uses WAL with full sync, so a committed
+    /// journal entry survives a crash and readers do not block the writer.
+    pub fn open(path: &Path, shared: bool) -> Result<Self, StateError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection =
+            Connection::open_with_flags(path, flags).map_err(error(path, "opening"))?;
+        let db = StateDb {
+            path: path.to_path_buf(),
+            connection,
+        };
+        db.connection
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(db.error("setting the busy timeout"))?;
+        if !shared {
+            db.connection
+                .pragma_update(None, "journal_mode", "WAL")
+                .map_err(db.error("switching to WAL"))?;
+        }
+        db.connection
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(db.error("setting synchronous=FULL"))?;
+        db.migrate()?;
+        Ok(db)
+    }
+
+    /// Opens an existing state store for reading only (dry runs, `kksync runs`); `None` when
+    /// there is none yet. Nothing is created or migrated.
+    pub fn open_existing_read_only(path: &Path) -> Result<Option<Self>, StateError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection =
+            Connection::open_with_flags(path, flags).map_err(error(path, "opening read-only"))?;
+        let db = StateDb {
+            path: path.to_path_buf(),
+            connection,
+        };
+        db.connection
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(db.error("setting the busy timeout"))?;
+        if db.applied_version()? == 0 {
+            return Ok(None);
+        }
+        Ok(Some(db))
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The connection, for the modules that own the tables.
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    /// The connection, mutably (transactions).
+    pub(crate) fn connection_mut(&mut self) -> &mut Connection {
+        &mut self.connection
+    }
+
+    /// Maps a SQLite error to a [`StateError`] saying what was being done.
+    pub(crate) fn error(
+        &self,
+        action: &'static str,
+    ) -> impl FnOnce(rusqlite::Error) -> StateError + use<> {
+        error(&self.path, action)
+    }
+
+    fn applied_version(&self) -> Result<i64, StateError> {
+        let exists: bool = self
+            .connection
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'kksync_migrations')",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(self.error("reading the schema"))?;
+        if !exists {
+            return Ok(0);
+        }
+        self.connection
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM kksync_migrations",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(self.error("reading the schema version"))
+    }
+
+    fn migrate(&self) -> Result<(), StateError> {
+        self.connection
+            .execute_batch(
+                "CREATE TABLE IF NOT EXISTS kksync_migrations (
+                     version    INTEGER PRIMARY KEY,
+                     applied_at TEXT NOT NULL
+                 )",
+            )
+            .map_err(self.error("creating kksync_migrations"))?;
+        for &(version, sql) in MIGRATIONS {
+            // The check is repeated inside the transaction: two runs may start at once.
+            let mut connection = Connection::open_with_flags(
+                &self.path,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(self.error("opening for a migration"))?;
+            connection
+                .busy_timeout(BUSY_TIMEOUT)
+                .map_err(self.error("setting the busy timeout"))?;
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(self.error("starting a migration"))?;
+            let applied: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM kksync_migrations WHERE version = ?1)",
+                    [version],
+                    |row| row.get(0),
+                )
+                .map_err(self.error("reading the schema version"))?;
+            if applied {
+                continue;
+            }
+            tx.execute_batch(sql)
+                .map_err(self.error("applying a migration"))?;
+            tx.execute(
+                "INSERT INTO kksync_migrations (version, applied_at) VALUES (?1, ?2)",
+                rusqlite::params![version, now_rfc3339()],
+            )
+            .map_err(self.error("recording a migration"))?;
+            tx.commit().map_err(self.error("committing a migration"))?;
+            tracing::debug!(version, path = %self.path.display(), "state store migrated");
+        }
+        Ok(())
+    }
+}
+
+fn error(path: &Path, action: &'static str) -> impl FnOnce(rusqlite::Error) -> StateError + use<> {
+    let path = path.to_path_buf();
+    move |source| StateError {
+        path,
+        action,
+        source,
+    }
+}
+
+/// The current time as RFC 3339 (UTC, seconds), as stored in the state tables.
+pub fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    now.format(&format).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_state_lives_beside_the_file_and_sqlite_state_inside_it() {
+        assert_eq!(
+            default_path(Path::new("/srv/shop/orders.csv"), SourceFormat::Csv),
+            PathBuf::from("/srv/shop/orders.csv.kksync.db")
+        );
+        assert_eq!(
+            default_path(Path::new("/srv/shop/shop.db"), SourceFormat::Sqlite),
+            PathBuf::from("/srv/shop/shop.db")
+        );
+    }
+
+    #[test]
+    fn migrations_apply_once_and_reopening_keeps_the_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let db = StateDb::open(&path, false).unwrap();
+        db.connection()
+            .execute(
+                "INSERT INTO kksync_order_state (number, payment_status) VALUES ('A1', 'PAID')",
+                [],
+            )
+            .unwrap();
+        drop(db);
+        let db = StateDb::open(&path, false).unwrap();
+        let status: String = db
+            .connection()
+            .query_row(
+                "SELECT payment_status FROM kksync_order_state WHERE number = 'A1'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(status, "PAID");
+        assert_eq!(db.applied_version().unwrap(), MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn read_only_open_of_a_missing_store_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("none.db");
+        assert!(StateDb::open_existing_read_only(&path).unwrap().is_none());
+        assert!(!path.exists());
+    }
+}

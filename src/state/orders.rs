@@ -1,0 +1,1 @@
+//! Per-order state: fingerprints, statuses, errors.
