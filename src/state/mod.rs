@@ -122,12 +122,12 @@ impl StateDb {
     }
 
     /// The connection, for the modules that own the tables.
-    pub(crate) fn connection(&self) -> &Connection {
+    pub fn connection(&self) -> &Connection {
         &self.connection
     }
 
     /// The connection, mutably (transactions).
-    pub(crate) fn connection_mut(&mut self) -> &mut Connection {
+    pub fn connection_mut(&mut self) -> &mut Connection {
         &mut self.connection
     }
 
