@@ -75,7 +75,7 @@ impl StateDb {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let connection =
             Connection::open_with_flags(path, flags).map_err(error(path, "opening"))?;
-        let db = StateDb {
+        let mut db = StateDb {
             path: path.to_path_buf(),
             connection,
         };
@@ -90,6 +90,15 @@ impl StateDb {
         db.connection
             .pragma_update(None, "synchronous", "FULL")
             .map_err(db.error("setting synchronous=FULL"))?;
+        db.migrate()?;
+        Ok(db)
+    }
+
+    /// A throw-away store in memory, for a dry run of a source that has no state yet.
+    pub fn in_memory() -> Result<Self, StateError> {
+        let path = PathBuf::from(":memory:");
+        let connection = Connection::open_in_memory().map_err(error(&path, "opening"))?;
+        let mut db = StateDb { path, connection };
         db.migrate()?;
         Ok(db)
     }
@@ -160,7 +169,7 @@ impl StateDb {
             .map_err(self.error("reading the schema version"))
     }
 
-    fn migrate(&self) -> Result<(), StateError> {
+    fn migrate(&mut self) -> Result<(), StateError> {
         self.connection
             .execute_batch(
                 "CREATE TABLE IF NOT EXISTS kksync_migrations (
@@ -169,38 +178,33 @@ impl StateDb {
                  )",
             )
             .map_err(self.error("creating kksync_migrations"))?;
+        let path = self.path.clone();
         for &(version, sql) in MIGRATIONS {
             // The check is repeated inside the transaction: two runs may start at once.
-            let mut connection = Connection::open_with_flags(
-                &self.path,
-                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .map_err(self.error("opening for a migration"))?;
-            connection
-                .busy_timeout(BUSY_TIMEOUT)
-                .map_err(self.error("setting the busy timeout"))?;
-            let tx = connection
+            let tx = self
+                .connection
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(self.error("starting a migration"))?;
+                .map_err(error(&path, "starting a migration"))?;
             let applied: bool = tx
                 .query_row(
                     "SELECT EXISTS (SELECT 1 FROM kksync_migrations WHERE version = ?1)",
                     [version],
                     |row| row.get(0),
                 )
-                .map_err(self.error("reading the schema version"))?;
+                .map_err(error(&path, "reading the schema version"))?;
             if applied {
                 continue;
             }
             tx.execute_batch(sql)
-                .map_err(self.error("applying a migration"))?;
+                .map_err(error(&path, "applying a migration"))?;
             tx.execute(
                 "INSERT INTO kksync_migrations (version, applied_at) VALUES (?1, ?2)",
                 rusqlite::params![version, now_rfc3339()],
             )
-            .map_err(self.error("recording a migration"))?;
-            tx.commit().map_err(self.error("committing a migration"))?;
-            tracing::debug!(version, path = %self.path.display(), "state store migrated");
+            .map_err(error(&path, "recording a migration"))?;
+            tx.commit()
+                .map_err(error(&path, "committing a migration"))?;
+            tracing::debug!(version, path = %path.display(), "state store migrated");
         }
         Ok(())
     }

@@ -1,1 +1,397 @@
-//! Per-order state: fingerprints, statuses, errors.
+//! Per-order state (`kksync_order_state`): the fingerprint of the payload the API last
+//! accepted, the last known `paymentStatus` and the last error; and, for one run, the rows that
+//! failed validation (a temporary table, so their number does not cost memory).
+
+use rusqlite::{OptionalExtension, params};
+use time::Date;
+
+use super::{StateDb, StateError, now_rfc3339};
+
+/// Statuses after which the payment status no longer changes by itself, so the read-back does
+/// not ask for them. `PAID` is final for the payment; a refund changes it, and the refund run
+/// records that itself. Everything else, including values newer than this client, is open.
+pub const FINAL_STATUSES: &[&str] = &["PAID", "CANCELLED", "REFUNDED", "DISAPPEARED", "LEGACY"];
+
+/// Statuses Komfortkasse counts as open for `/ordersync` (the vendor is silent; these are the
+/// ones that are still being worked on).
+pub const OPEN_FOR_ORDERSYNC: &[&str] = &["UNPAID", "PAID_PARTIAL", "COLLECTION"];
+
+/// Whether a status no longer changes by itself.
+pub fn is_final(status: &str) -> bool {
+    FINAL_STATUSES.contains(&status)
+}
+
+/// What the store knows about one order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Known {
+    /// Fingerprint of the payload the API last accepted.
+    pub accepted_fingerprint: Option<u64>,
+    /// When that was (RFC 3339, UTC).
+    pub accepted_at: Option<String>,
+    /// The last known `paymentStatus`.
+    pub payment_status: Option<String>,
+    /// The last failure, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// The payload that failure concerned.
+    pub error_fingerprint: Option<u64>,
+    /// Whether that failure was transient (resend) or final (resend only once changed).
+    pub error_transient: bool,
+}
+
+/// What one send taught about one order, to be committed before the write-back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JournalEntry {
+    /// The API stored the payload and reported this status.
+    Accepted {
+        /// Order number.
+        number: String,
+        /// Fingerprint of the payload sent.
+        fingerprint: u64,
+        /// The order's date.
+        date: Date,
+        /// `paymentStatus` from the reply.
+        status: String,
+    },
+    /// The API rejected the payload, or the chunk was given up on.
+    Failed {
+        /// Order number.
+        number: String,
+        /// Fingerprint of the payload sent.
+        fingerprint: u64,
+        /// The text for `syncError`.
+        error: String,
+        /// Whether a resend of the same payload may succeed.
+        transient: bool,
+    },
+}
+
+/// Fingerprints stored as SQLite integers (the same 64 bits, reinterpreted).
+fn to_sql(fingerprint: u64) -> i64 {
+    i64::from_ne_bytes(fingerprint.to_ne_bytes())
+}
+
+fn from_sql(value: i64) -> u64 {
+    u64::from_ne_bytes(value.to_ne_bytes())
+}
+
+impl StateDb {
+    /// What is known about `number`, if anything.
+    pub fn known(&self, number: &str) -> Result<Option<Known>, StateError> {
+        let mut statement = self
+            .connection()
+            .prepare_cached(
+                "SELECT accepted_fingerprint, accepted_at, payment_status, last_error,
+                        error_fingerprint, error_transient
+                 FROM kksync_order_state WHERE number = ?1",
+            )
+            .map_err(self.error("looking up an order"))?;
+        statement
+            .query_row([number], |row| {
+                Ok(Known {
+                    accepted_fingerprint: row.get::<_, Option<i64>>(0)?.map(from_sql),
+                    accepted_at: row.get(1)?,
+                    payment_status: row.get(2)?,
+                    last_error: row.get(3)?,
+                    error_fingerprint: row.get::<_, Option<i64>>(4)?.map(from_sql),
+                    error_transient: row.get::<_, i64>(5)? != 0,
+                })
+            })
+            .optional()
+            .map_err(self.error("looking up an order"))
+    }
+
+    /// Commits what one chunk's send taught, in one transaction.
+    pub fn journal(&mut self, run: i64, entries: &[JournalEntry]) -> Result<(), StateError> {
+        let path = self.path().to_path_buf();
+        let fail = |action| super::error(&path, action);
+        let now = now_rfc3339();
+        let tx = self
+            .connection_mut()
+            .transaction()
+            .map_err(fail("starting the journal transaction"))?;
+        {
+            let mut accepted = tx
+                .prepare_cached(
+                    "INSERT INTO kksync_order_state
+                         (number, accepted_fingerprint, accepted_at, order_date, payment_status,
+                          status_at, last_error, error_fingerprint, error_transient, attempts, last_run)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?3, NULL, NULL, 0, 0, ?6)
+                     ON CONFLICT (number) DO UPDATE SET
+                         accepted_fingerprint = excluded.accepted_fingerprint,
+                         accepted_at = excluded.accepted_at,
+                         order_date = excluded.order_date,
+                         payment_status = excluded.payment_status,
+                         status_at = excluded.status_at,
+                         last_error = NULL, error_fingerprint = NULL, error_transient = 0,
+                         attempts = 0, last_run = excluded.last_run",
+                )
+                .map_err(fail("journaling"))?;
+            let mut failed = tx
+                .prepare_cached(
+                    "INSERT INTO kksync_order_state
+                         (number, last_error, error_fingerprint, error_transient, attempts, last_run)
+                     VALUES (?1, ?2, ?3, ?4, 1, ?5)
+                     ON CONFLICT (number) DO UPDATE SET
+                         last_error = excluded.last_error,
+                         error_fingerprint = excluded.error_fingerprint,
+                         error_transient = excluded.error_transient,
+                         attempts = attempts + 1, last_run = excluded.last_run",
+                )
+                .map_err(fail("journaling"))?;
+            for entry in entries {
+                match entry {
+                    JournalEntry::Accepted {
+                        number,
+                        fingerprint,
+                        date,
+                        status,
+                    } => accepted.execute(params![
+                        number,
+                        to_sql(*fingerprint),
+                        now,
+                        date.to_string(),
+                        status,
+                        run
+                    ]),
+                    JournalEntry::Failed {
+                        number,
+                        fingerprint,
+                        error,
+                        transient,
+                    } => failed.execute(params![
+                        number,
+                        error,
+                        to_sql(*fingerprint),
+                        i64::from(*transient),
+                        run
+                    ]),
+                }
+                .map_err(fail("journaling"))?;
+            }
+        }
+        tx.commit().map_err(fail("committing the journal"))
+    }
+
+    /// Forgets an order's last error: its current payload is the one the API accepted earlier
+    /// (the row was changed back after a rejected edit).
+    pub fn clear_error(&self, number: &str) -> Result<(), StateError> {
+        self.connection()
+            .prepare_cached(
+                "UPDATE kksync_order_state
+                 SET last_error = NULL, error_fingerprint = NULL, error_transient = 0, attempts = 0
+                 WHERE number = ?1",
+            )
+            .and_then(|mut s| s.execute([number]))
+            .map_err(self.error("clearing an error"))?;
+        Ok(())
+    }
+
+    /// The date of the oldest order whose status may still change by itself (for `maxAge` of
+    /// the read-back); `None` when there is none.
+    pub fn oldest_open_order(&self) -> Result<Option<Date>, StateError> {
+        let placeholders = FINAL_STATUSES
+            .iter()
+            .map(|s| format!("'{s}'"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let sql = format!(
+            "SELECT MIN(order_date) FROM kksync_order_state
+             WHERE payment_status IS NOT NULL AND payment_status NOT IN ({placeholders})
+               AND order_date IS NOT NULL"
+        );
+        let oldest: Option<String> = self
+            .connection()
+            .query_row(&sql, [], |row| row.get(0))
+            .map_err(self.error("finding the oldest open order"))?;
+        let format = time::macros::format_description!("[year]-[month]-[day]");
+        Ok(oldest.and_then(|d| Date::parse(&d, &format).ok()))
+    }
+
+    /// Applies statuses read back from the API, in one transaction; only orders the store
+    /// knows are updated, and only when the status differs. Returns how many changed.
+    pub fn apply_read_back<'a>(
+        &mut self,
+        statuses: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<u64, StateError> {
+        let path = self.path().to_path_buf();
+        let fail = |action| super::error(&path, action);
+        let now = now_rfc3339();
+        let tx = self
+            .connection_mut()
+            .transaction()
+            .map_err(fail("starting the read-back transaction"))?;
+        let mut changed = 0u64;
+        {
+            let mut update = tx
+                .prepare_cached(
+                    "UPDATE kksync_order_state SET payment_status = ?2, status_at = ?3
+                     WHERE number = ?1 AND payment_status IS NOT ?2",
+                )
+                .map_err(fail("applying the read-back"))?;
+            for (number, status) in statuses {
+                changed += update
+                    .execute(params![number, status, now])
+                    .map_err(fail("applying the read-back"))? as u64;
+            }
+        }
+        tx.commit().map_err(fail("committing the read-back"))?;
+        Ok(changed)
+    }
+
+    /// Starts this run's list of rows that failed validation (empty).
+    pub fn reset_row_errors(&self) -> Result<(), StateError> {
+        self.connection()
+            .execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS kksync_row_errors (
+                     row INTEGER PRIMARY KEY, error TEXT NOT NULL, reason TEXT NOT NULL
+                 );
+                 DELETE FROM temp.kksync_row_errors;",
+            )
+            .map_err(self.error("preparing the row errors"))
+    }
+
+    /// Records rows that failed validation: (row, error text, reason for the summary).
+    pub fn add_row_errors(&mut self, rows: &[(u64, String, String)]) -> Result<(), StateError> {
+        let path = self.path().to_path_buf();
+        let fail = |action| super::error(&path, action);
+        let tx = self
+            .connection_mut()
+            .transaction()
+            .map_err(fail("recording row errors"))?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO temp.kksync_row_errors (row, error, reason) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(fail("recording row errors"))?;
+            for (row, error, reason) in rows {
+                let row = i64::try_from(*row).unwrap_or(i64::MAX);
+                insert
+                    .execute(params![row, error, reason])
+                    .map_err(fail("recording row errors"))?;
+            }
+        }
+        tx.commit().map_err(fail("recording row errors"))
+    }
+
+    /// The validation error recorded for `row` in this run: (error, reason).
+    pub fn row_error(&self, row: u64) -> Result<Option<(String, String)>, StateError> {
+        let row = i64::try_from(row).unwrap_or(i64::MAX);
+        self.connection()
+            .prepare_cached("SELECT error, reason FROM temp.kksync_row_errors WHERE row = ?1")
+            .and_then(|mut s| {
+                s.query_row([row], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(self.error("reading row errors"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::date;
+
+    fn store() -> (tempfile::TempDir, StateDb) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(&dir.path().join("s.db"), false).unwrap();
+        (dir, db)
+    }
+
+    fn accepted(number: &str, fingerprint: u64, status: &str) -> JournalEntry {
+        JournalEntry::Accepted {
+            number: number.into(),
+            fingerprint,
+            date: date!(2026 - 10 - 01),
+            status: status.into(),
+        }
+    }
+
+    #[test]
+    fn an_accepted_order_is_known_with_its_fingerprint_and_status() {
+        let (_dir, mut db) = store();
+        assert_eq!(db.known("A1").unwrap(), None);
+        db.journal(1, &[accepted("A1", u64::MAX - 3, "UNPAID")])
+            .unwrap();
+        let known = db.known("A1").unwrap().unwrap();
+        assert_eq!(known.accepted_fingerprint, Some(u64::MAX - 3));
+        assert_eq!(known.payment_status.as_deref(), Some("UNPAID"));
+        assert_eq!(known.last_error, None);
+    }
+
+    #[test]
+    fn a_failure_keeps_the_last_accepted_payload_and_a_success_clears_the_error() {
+        let (_dir, mut db) = store();
+        db.journal(1, &[accepted("A1", 1, "UNPAID")]).unwrap();
+        let failed = JournalEntry::Failed {
+            number: "A1".into(),
+            fingerprint: 2,
+            error: "rejected by the API: Invalid request".into(),
+            transient: false,
+        };
+        db.journal(2, &[failed]).unwrap();
+        let known = db.known("A1").unwrap().unwrap();
+        assert_eq!(known.accepted_fingerprint, Some(1));
+        assert_eq!(known.error_fingerprint, Some(2));
+        assert!(!known.error_transient);
+        db.journal(3, &[accepted("A1", 3, "PAID")]).unwrap();
+        let known = db.known("A1").unwrap().unwrap();
+        assert_eq!(known.last_error, None);
+        assert_eq!(known.accepted_fingerprint, Some(3));
+    }
+
+    #[test]
+    fn read_back_updates_only_known_orders_whose_status_changed() {
+        let (_dir, mut db) = store();
+        db.journal(
+            1,
+            &[accepted("A1", 1, "UNPAID"), accepted("A2", 2, "UNPAID")],
+        )
+        .unwrap();
+        let changed = db
+            .apply_read_back([("A1", "PAID"), ("A2", "UNPAID"), ("ZZ", "PAID")])
+            .unwrap();
+        assert_eq!(changed, 1);
+        assert_eq!(
+            db.known("A1").unwrap().unwrap().payment_status.as_deref(),
+            Some("PAID")
+        );
+        assert_eq!(db.known("ZZ").unwrap(), None);
+    }
+
+    #[test]
+    fn the_oldest_open_order_ignores_final_statuses() {
+        let (_dir, mut db) = store();
+        assert_eq!(db.oldest_open_order().unwrap(), None);
+        let entry = |n: &str, d: Date, s: &str| JournalEntry::Accepted {
+            number: n.into(),
+            fingerprint: 1,
+            date: d,
+            status: s.into(),
+        };
+        db.journal(
+            1,
+            &[
+                entry("old-paid", date!(2020 - 01 - 01), "PAID"),
+                entry("open", date!(2026 - 03 - 05), "UNPAID"),
+                entry("newer", date!(2026 - 09 - 05), "PAID_PARTIAL"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(db.oldest_open_order().unwrap(), Some(date!(2026 - 03 - 05)));
+    }
+
+    #[test]
+    fn row_errors_are_per_run() {
+        let (_dir, mut db) = store();
+        db.reset_row_errors().unwrap();
+        db.add_row_errors(&[(7, "row 7: bad".into(), "date invalid".into())])
+            .unwrap();
+        assert_eq!(
+            db.row_error(7).unwrap(),
+            Some(("row 7: bad".into(), "date invalid".into()))
+        );
+        db.reset_row_errors().unwrap();
+        assert_eq!(db.row_error(7).unwrap(), None);
+    }
+}
