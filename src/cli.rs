@@ -172,6 +172,21 @@ pub struct SyncArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// Send every valid order, not only new and changed ones (migrations, or after the
+    /// state store was lost).
+    #[arg(long)]
+    pub full: bool,
+
+    /// Also resend orders that are still open once their last accepted send is this old
+    /// (e.g. 7d; the vendor advises resending open orders now and then).
+    #[arg(long, env = "KKSYNC_RESEND_OPEN_AFTER", value_name = "DURATION")]
+    pub resend_open_after: Option<String>,
+
+    /// The state store (default: the SQLite source itself, or `<source>.kksync.db` beside a
+    /// CSV source).
+    #[arg(long, env = "KKSYNC_STATE", value_name = "PATH")]
+    pub state: Option<PathBuf>,
+
     /// CSV field delimiter (default: detected from the header, `,` or `;`).
     #[arg(long, env = "KKSYNC_DELIMITER", value_name = "CHAR")]
     pub delimiter: Option<char>,

@@ -113,6 +113,27 @@ pub struct SendSettings {
     pub stop_timeout: Duration,
 }
 
+/// Where the state store is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateSettings {
+    /// The SQLite file.
+    pub path: PathBuf,
+    /// Whether it is the shop's own database (the SQLite source itself).
+    pub shared: bool,
+}
+
+impl StateSettings {
+    /// The state store of `source`: `--state` if given, else beside or inside the source.
+    pub fn for_source(source: &SourceSettings, state: Option<&Path>) -> Self {
+        let path = state.map_or_else(
+            || crate::state::default_path(&source.path, source.format),
+            Path::to_path_buf,
+        );
+        let shared = source.format == SourceFormat::Sqlite && path == source.path;
+        StateSettings { path, shared }
+    }
+}
+
 /// Everything `kksync sync` needs, checked.
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
@@ -124,6 +145,10 @@ pub struct SyncConfig {
     pub send: SendSettings,
     /// Read and validate only.
     pub dry_run: bool,
+    /// What to send.
+    pub incremental: crate::pipeline::plan::Incremental,
+    /// Where the state store is.
+    pub state: StateSettings,
     /// Show a progress bar (only honoured on a terminal).
     pub progress: bool,
 }
@@ -168,11 +193,21 @@ impl SyncConfig {
             Err(ConfigError::MissingApiKey) if args.dry_run => None,
             Err(error) => return Err(error),
         };
+        let state = StateSettings::for_source(&source, args.state.as_deref());
         Ok(SyncConfig {
             source,
             api,
             send,
             dry_run: args.dry_run,
+            incremental: crate::pipeline::plan::Incremental {
+                full: args.full,
+                resend_open_after: args
+                    .resend_open_after
+                    .as_deref()
+                    .map(|d| parse_duration("resend-open-after", d))
+                    .transpose()?,
+            },
+            state,
             progress: !args.no_progress,
         })
     }

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cli::{DemoArgs, SourceFormat};
-use crate::config::{ApiSettings, SendSettings, SourceSettings, SyncConfig, parse_api_url};
+use crate::config::{
+    ApiSettings, SendSettings, SourceSettings, StateSettings, SyncConfig, parse_api_url,
+};
 use crate::error::{Error, exit_code};
 use crate::sandbox::{SandboxConfig, serve};
 use crate::secret::Secret;
@@ -89,13 +91,16 @@ fn demo_dir(given: Option<PathBuf>) -> Result<PathBuf, Error> {
 
 fn demo_config(csv: &Path, base_url: &str) -> Result<SyncConfig, Error> {
     let base_url = parse_api_url(base_url)?;
+    let source = SourceSettings {
+        path: csv.to_path_buf(),
+        format: SourceFormat::Csv,
+        delimiter: None,
+        columns: crate::order::ColumnNames::default(),
+    };
     Ok(SyncConfig {
-        source: SourceSettings {
-            path: csv.to_path_buf(),
-            format: SourceFormat::Csv,
-            delimiter: None,
-            columns: crate::order::ColumnNames::default(),
-        },
+        state: StateSettings::for_source(&source, None),
+        incremental: Default::default(),
+        source,
         api: Some(ApiSettings {
             base_url,
             api_key: Secret::new(DEMO_KEY),

@@ -59,6 +59,17 @@ pub enum Error {
         /// SIGTERM or SIGINT.
         signal: &'static str,
     },
+    /// The state store could not be used.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    /// The status read-back failed past its deadline; everything else was done.
+    #[error(
+        "statuses could not be read back from the API ({last_error}); sent orders were written back, a re-run reads back again"
+    )]
+    ReadBackFailed {
+        /// The last error seen.
+        last_error: String,
+    },
     /// The sandbox failed to start or run.
     #[error(transparent)]
     Sandbox(#[from] crate::sandbox::SandboxError),

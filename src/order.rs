@@ -340,6 +340,11 @@ pub struct PreparedOrder {
     pub number: String,
     /// The order as a JSON object.
     pub json: Vec<u8>,
+    /// The order's date (for choosing `maxAge` when statuses are read back).
+    pub date: Date,
+    /// xxh3-64 of the payload as an update sends it (without `initialDunningLevel`, which
+    /// only a creation carries), so the first send and later unchanged ones compare equal.
+    pub fingerprint: u64,
 }
 
 /// Validates one row and serializes it as the API's `Order` JSON.
@@ -361,13 +366,27 @@ pub fn prepare(
             let mut json = Vec::with_capacity(view.record.as_slice().len() + 384);
             // Serializing borrowed strings and pre-formatted numbers into memory cannot fail;
             // should it ever, the row is reported rather than the run stopped.
-            serde_json::to_writer(&mut json, &payload).map_err(|_| RowError {
+            let not_serializable = |_| RowError {
                 row,
                 problems: vec![Problem::new(Field::Amount, None, Issue::NotANumber)],
-            })?;
+            };
+            serde_json::to_writer(&mut json, &payload).map_err(not_serializable)?;
+            let fingerprint = if payload.initial_dunning_level.is_some() {
+                let mut update = Vec::with_capacity(json.len());
+                let payload = OrderPayload {
+                    initial_dunning_level: None,
+                    ..payload
+                };
+                serde_json::to_writer(&mut update, &payload).map_err(not_serializable)?;
+                xxhash_rust::xxh3::xxh3_64(&update)
+            } else {
+                xxhash_rust::xxh3::xxh3_64(&json)
+            };
             Ok(PreparedOrder {
                 number: payload.number.to_string(),
                 json,
+                date: payload.date.0,
+                fingerprint,
             })
         }
         _ => Err(RowError { row, problems }),

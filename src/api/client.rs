@@ -50,6 +50,7 @@ pub struct ApiClient {
     http: reqwest::Client,
     orders_url: Url,
     api_key: HeaderValue,
+    request_timeout: Duration,
 }
 
 impl std::fmt::Debug for ApiClient {
@@ -91,21 +92,67 @@ impl ApiClient {
             http,
             orders_url,
             api_key,
+            request_timeout: settings.request_timeout,
         })
     }
 
     /// `POST /orders` with a JSON array body; returns the stored orders as the API re-read them.
     pub async fn submit_orders(&self, body: Bytes) -> Result<Reply, ApiError> {
-        let response = self
+        let request = self
             .http
             .post(self.orders_url.clone())
-            .header(super::client::API_KEY_HEADER, self.api_key.clone())
             .header(CONTENT_TYPE, "application/json")
-            .body(body)
+            .body(body);
+        let response = self.send(request).await?;
+        let body = response.bytes().await.map_err(transport_error)?;
+        Ok(Reply { body })
+    }
+
+    /// `GET /orders` with these query parameters; the answer is returned unread, so a large
+    /// list can be read as a stream ([`super::stream`]).
+    pub async fn get_orders(
+        &self,
+        query: &[(&str, String)],
+    ) -> Result<reqwest::Response, ApiError> {
+        self.send(self.http.get(self.orders_url.clone()).query(query))
+            .await
+    }
+
+    /// `POST /ordersync` with the JSON array of open order numbers; returns how many orders
+    /// became `LEGACY`. The vendor asks for a timeout of at least ten minutes.
+    pub async fn order_sync(&self, body: Bytes) -> Result<u64, ApiError> {
+        let url = self
+            .orders_url
+            .join("ordersync")
+            .map_err(|e| ApiError::Unexpected(format!("cannot build the ordersync URL: {e}")))?;
+        let request = self
+            .http
+            .post(url)
+            .timeout(self.request_timeout.max(ORDERSYNC_MIN_TIMEOUT))
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
+        let response = self.send(request).await?;
+        let body = response.bytes().await.map_err(transport_error)?;
+        serde_json::from_slice::<u64>(&body).map_err(|_| {
+            ApiError::Unexpected(format!(
+                "POST /ordersync answered {:?} instead of a number",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            ))
+        })
+    }
+
+    /// Sends a request with the API key; a 200 answer is returned, anything else becomes an
+    /// [`ApiError`].
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, ApiError> {
+        let response = request
+            .header(super::client::API_KEY_HEADER, self.api_key.clone())
             .send()
             .await
             .map_err(transport_error)?;
         let status = response.status();
+        if status == StatusCode::OK {
+            return Ok(response);
+        }
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
@@ -121,12 +168,12 @@ impl ApiClient {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("json"));
         let body = response.bytes().await.map_err(transport_error)?;
-        if status == StatusCode::OK {
-            return Ok(Reply { body });
-        }
         Err(status_error(status, &body, is_json, retry_after, location))
     }
 }
+
+/// `/ordersync` may take long on the vendor's side (reference §3.10).
+const ORDERSYNC_MIN_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn transport_error(error: reqwest::Error) -> ApiError {
     let error = error.without_url();

@@ -3,6 +3,7 @@
 
 mod client;
 mod error;
+pub mod stream;
 
 pub use client::{Ack, ApiClient, Reply};
 pub use error::{ApiError, RetryClass};

@@ -1,48 +1,49 @@
-//! One sync run: read → validate → chunk → rate limit → send with retries → write back.
+//! One sync run, in three phases, each with memory that does not grow with the source:
 //!
-//! The stages are connected by bounded channels, so memory stays flat whatever the size of the
-//! source: the reader runs on a blocking thread, at most `concurrency` chunks are in flight, and
-//! results are written back in source order as soon as their chunk is done.
+//! 0. **read-back**: open orders the state store knows get their current `paymentStatus` from
+//!    `GET /orders`, streamed into the store ([`readback`]);
+//! 1. **send**: the source is read and validated on a blocking thread; orders that are new,
+//!    changed or failed transiently ([`plan`]) go out in chunks, `concurrency` at a time, and
+//!    every chunk's answer is committed to the state store (the journal) as soon as it arrives;
+//! 2. **write-back**: the source is read again and every row gets its result from the store
+//!    ([`writeback`]).
+//!
+//! Because the journal is committed before the write-back, a run killed at any moment loses
+//! nothing: the next run finds the statuses in the store, does not resend what was
+//! acknowledged, and writes everything back.
 
 pub mod limit;
+pub mod plan;
 pub mod read;
+pub mod readback;
 pub mod retry;
 pub mod send;
 pub mod summary;
+pub mod writeback;
 
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use bytes::Bytes;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 
 use self::limit::Limiter;
-use self::read::{Batch, read_batches};
+use self::read::{Chunk, ReadContext, ReadError, read_chunks};
+use self::readback::{ReadBackError, read_back};
 use self::retry::RetryPolicy;
 use self::send::{OrderOutcome, SendCounters, Sender, StopReason, chunk_body};
 pub use self::summary::Summary;
+use self::writeback::{WriteBackError, write_back};
 use crate::api::ApiClient;
 use crate::config::SyncConfig;
 use crate::error::Error;
 use crate::order::{PreparedOrder, Rules};
-use crate::source::{self, FinishedRow, ResultSink, RowResult, SourceError};
-
-/// What one batch came to.
-struct Processed {
-    rows: Vec<FinishedRow>,
-    sent: u64,
-    accepted: u64,
-    not_sent: u64,
-    statuses: BTreeMap<String, u64>,
-    failures: Vec<String>,
-    dry_run_body: Option<Bytes>,
-    estimated_rows: Option<u64>,
-}
+use crate::source;
+use crate::state::orders::JournalEntry;
+use crate::state::{StateDb, StateError};
 
 /// Runs `kksync sync` and returns its summary. Fatal problems (source unreadable, 401, API
 /// unreachable, write-back failed) are errors; everything acknowledged before them is still
@@ -60,14 +61,16 @@ pub async fn run_with_summary(config: &SyncConfig) -> (Summary, Result<(), Error
         dry_run: config.dry_run,
         ..Summary::default()
     };
-    let result = run_into(config, &mut summary).await;
+    let result = run_into(config, &mut summary, started).await;
     summary.wall_time = started.elapsed();
     (summary, result)
 }
 
-async fn run_into(config: &SyncConfig, summary: &mut Summary) -> Result<(), Error> {
-    let rules = Rules::for_today(crate::dates::berlin_today());
-    let concurrency = config.send.concurrency;
+async fn run_into(
+    config: &SyncConfig,
+    summary: &mut Summary,
+    started: Instant,
+) -> Result<(), Error> {
     // A dry run writes nothing, so it does not need to keep other runs out.
     let _lock = if config.dry_run {
         None
@@ -78,91 +81,270 @@ async fn run_into(config: &SyncConfig, summary: &mut Summary) -> Result<(), Erro
     tracing::info!(
         source = %config.source.path.display(),
         format = ?config.source.format,
+        state = %config.state.path.display(),
         api_url = config.api.as_ref().map(|api| api.base_url.as_str()).unwrap_or("-"),
         dry_run = config.dry_run,
+        full = config.incremental.full,
         chunk_size = config.send.chunk_size,
         rate = config.send.rate_per_second,
-        concurrency,
+        concurrency = config.send.concurrency,
         "sync started"
     );
+    let state = open_state(config).await?;
+    let run_id = match config.dry_run {
+        true => None,
+        false => Some(blocking(&state, |db| {
+            db.begin_run(
+                "sync",
+                &config.source.path.display().to_string(),
+                &options_json(config),
+            )
+        })?),
+    };
     let signals = sender
         .clone()
         .map(|sender| tokio::spawn(stop_on_signal(sender, config.send.stop_timeout)));
+    let result = phases(config, summary, sender.as_ref(), &state, run_id).await;
+    if let Some(signals) = signals {
+        signals.abort();
+    }
+    if let Some(id) = run_id {
+        summary.wall_time = started.elapsed();
+        let exit_code = match &result {
+            Ok(()) => summary.exit_code(),
+            Err(error) => error.exit_code(),
+        };
+        let counts = summary.counts_json();
+        if let Err(error) = blocking(&state, |db| db.finish_run(id, &counts, exit_code)) {
+            tracing::warn!(%error, "could not record the end of the run");
+        }
+    }
+    result
+}
 
+/// Opens the state store: for writing, or for a dry run read-only (or, when there is none
+/// yet, a throw-away one in memory, so a dry run creates no file).
+async fn open_state(config: &SyncConfig) -> Result<Arc<Mutex<StateDb>>, Error> {
+    let settings = config.state.clone();
+    let dry_run = config.dry_run;
+    let db = tokio::task::spawn_blocking(move || {
+        if dry_run {
+            match StateDb::open_existing_read_only(&settings.path)? {
+                Some(db) => Ok(db),
+                None => StateDb::in_memory(),
+            }
+        } else {
+            StateDb::open(&settings.path, settings.shared)
+        }
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))??;
+    Ok(Arc::new(Mutex::new(db)))
+}
+
+/// Runs `f` on the state store, on this thread (short operations only).
+fn blocking<T>(
+    state: &Mutex<StateDb>,
+    f: impl FnOnce(&mut StateDb) -> Result<T, StateError>,
+) -> Result<T, Error> {
+    let mut db = state.lock().map_err(|_| {
+        Error::Internal("the state store is unusable after an internal error".into())
+    })?;
+    Ok(f(&mut db)?)
+}
+
+/// The options worth keeping in the run history (no secrets).
+fn options_json(config: &SyncConfig) -> serde_json::Value {
+    serde_json::json!({
+        "source": config.source.path.display().to_string(),
+        "format": format!("{:?}", config.source.format).to_lowercase(),
+        "state": config.state.path.display().to_string(),
+        "api_url": config.api.as_ref().map(|api| api.base_url.to_string()),
+        "full": config.incremental.full,
+        "resend_open_after_seconds": config.incremental.resend_open_after.map(|d| d.as_secs()),
+        "chunk_size": config.send.chunk_size,
+        "rate": config.send.rate_per_second,
+        "concurrency": config.send.concurrency,
+        "deadline_seconds": config.send.deadline.as_secs(),
+    })
+}
+
+async fn phases(
+    config: &SyncConfig,
+    summary: &mut Summary,
+    sender: Option<&Arc<Sender>>,
+    state: &Arc<Mutex<StateDb>>,
+    run_id: Option<i64>,
+) -> Result<(), Error> {
+    let today = crate::dates::berlin_today();
+    let rules = Rules::for_today(today);
+    let progress = progress_bar(config.progress);
+
+    // Phase 0: read back the statuses of open orders.
+    let mut read_back_failure = None;
+    if let Some(sender) = sender {
+        progress.set_message("reading back statuses");
+        match read_back(sender, state, today).await {
+            Ok(read_back) => {
+                summary.read_back_orders = read_back.orders_seen;
+                summary.refreshed = read_back.refreshed;
+            }
+            Err(ReadBackError::State(error)) => return Err(error.into()),
+            Err(ReadBackError::Api(message)) => {
+                tracing::error!(%message, "statuses could not be read back; the run goes on");
+                read_back_failure = Some(message);
+            }
+        }
+    }
+
+    // Phase 1: send what needs sending, journaling every answer.
+    if run_id.is_some() {
+        blocking(state, |db| db.reset_row_errors())?;
+    }
+    let sent = send_phase(
+        config,
+        summary,
+        sender.map(Arc::as_ref),
+        state,
+        run_id,
+        &rules,
+        &progress,
+    )
+    .await;
+    if let Some(sender) = sender {
+        summary.add_send_counters(sender.counters());
+    }
+    let read_stats = sent?;
+    summary.add_read_stats(&read_stats);
+
+    // Phase 2: write every row's result back; not after a 401 or an answer that was not the
+    // API's, which stop the run at once (the journal keeps what was learnt for the next run).
+    let stopped_at_once = sender.is_some_and(|s| {
+        matches!(
+            s.stop_reason(),
+            Some(StopReason::Unauthorized(_) | StopReason::Unexpected(_))
+        )
+    });
+    if run_id.is_some() && read_stats.complete && !stopped_at_once {
+        crate::pause::point("before-write-back");
+        progress.set_position(0);
+        progress.set_message("writing back");
+        let settings = config.source.clone();
+        let store = Arc::clone(state);
+        let bar = progress.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            write_back(&settings, &store, &|rows| bar.inc(rows))
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        let written = written.map_err(|error| match error {
+            WriteBackError::Source(e) => Error::Source(e),
+            WriteBackError::State(e) => Error::State(e),
+            WriteBackError::Poisoned => Error::Internal(error.to_string()),
+        })?;
+        summary.add_write_back(written);
+    }
+    progress.finish_and_clear();
+
+    if let Some(sender) = sender
+        && let Some(error) = stop_error(sender.stop_reason(), sender.counters())
+    {
+        return Err(error);
+    }
+    match read_back_failure {
+        Some(last_error) => Err(Error::ReadBackFailed { last_error }),
+        None => Ok(()),
+    }
+}
+
+/// Phase 1: reads the source, sends the orders that need it and journals every answer.
+async fn send_phase(
+    config: &SyncConfig,
+    summary: &mut Summary,
+    sender: Option<&Sender>,
+    state: &Arc<Mutex<StateDb>>,
+    run_id: Option<i64>,
+    rules: &Rules,
+    progress: &ProgressBar,
+) -> Result<read::ReadStats, Error> {
     let settings = config.source.clone();
-    let read_only = config.dry_run;
-    let (mut source, sink) =
-        tokio::task::spawn_blocking(move || source::open(&settings, read_only))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??;
-
-    // Stage 1: read and validate on a blocking thread.
-    let (batch_tx, mut batch_rx) = mpsc::channel::<Batch>(concurrency + 1);
-    let chunk_size = config.send.chunk_size;
+    let (mut source, _) = tokio::task::spawn_blocking(move || source::open(&settings, true))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+    let concurrency = config.send.concurrency;
+    let (chunk_tx, mut chunk_rx) = mpsc::channel::<Chunk>(concurrency + 1);
+    let reader_state = Arc::clone(state);
+    let (rules, chunk_size, policy) = (*rules, config.send.chunk_size, config.incremental);
+    let record_invalid = run_id.is_some();
     let reader = tokio::task::spawn_blocking(move || {
-        read_batches(source.as_mut(), &rules, chunk_size, &batch_tx)
+        let context = ReadContext {
+            rules: &rules,
+            chunk_size,
+            policy,
+            state: &reader_state,
+            record_invalid,
+        };
+        read_chunks(source.as_mut(), &context, &chunk_tx)
     });
 
-    // Stage 3: write back on a blocking thread, in source order.
-    let (write_tx, write_rx) = mpsc::channel::<Vec<FinishedRow>>(2);
-    let writer = sink.map(|sink| tokio::task::spawn_blocking(move || write_back(sink, write_rx)));
-
-    // Stage 2: send, `concurrency` chunks at a time; `buffered` yields them in source order.
-    let progress = progress_bar(config.progress);
-    let batches = futures::stream::poll_fn(move |cx| batch_rx.poll_recv(cx));
-    let mut processed = batches
-        .map(|batch| process(sender.as_deref(), batch))
+    let chunks = futures::stream::poll_fn(move |cx| chunk_rx.poll_recv(cx));
+    let first_journaled = AtomicBool::new(false);
+    let mut processed = chunks
+        .map(|chunk| process(sender, state, run_id, chunk, &first_journaled))
         .buffered(concurrency);
-
-    let mut changed = false;
-    let mut chunks = 0u64;
-    while let Some(batch) = processed.next().await {
-        if let Some(body) = &batch.dry_run_body
+    let mut failure = None;
+    let mut chunks_done = 0u64;
+    while let Some(done) = processed.next().await {
+        let done = match done {
+            Ok(done) => done,
+            Err(error) => {
+                // The journal failed: nothing more may be sent, since its answer could not be
+                // kept.
+                if let Some(sender) = sender {
+                    sender.abort();
+                }
+                failure = Some(error);
+                break;
+            }
+        };
+        if let Some(body) = &done.dry_run_body
             && print_line(body).is_err()
         {
             break; // Broken pipe: the reader of the preview has gone away.
         }
-        changed |= batch.rows.iter().any(|r| r.result != RowResult::Untouched);
-        tally(summary, &batch);
-        chunks += u64::from(!batch.rows.is_empty());
-        if let Some(total) = batch.estimated_rows
-            && progress.length().is_none()
-            && !progress.is_hidden()
-        {
-            progress.set_length(total);
-            if let Ok(style) = ProgressStyle::with_template(
-                "{bar:20} {human_pos}/~{human_len} rows {per_sec} ETA {eta} {msg}",
-            ) {
-                progress.set_style(style);
-            }
-        }
-        progress.inc(batch.rows.len() as u64);
-        progress.set_message(format!("{chunks} chunks, {} rejected", summary.rejected));
-        if writer.is_some() && write_tx.send(batch.rows).await.is_err() {
-            break; // The writer failed; its error is reported below.
-        }
+        summary.orders_sent += done.sent;
+        summary.accepted += done.accepted;
+        summary.api_failed += done.failed;
+        summary.not_sent += done.not_sent;
+        chunks_done += u64::from(done.orders > 0);
+        update_progress(progress, &done, chunks_done);
     }
     drop(processed);
-    drop(write_tx);
-    progress.finish_and_clear();
-    if let Some(signals) = signals {
-        signals.abort();
+    let read = reader.await.map_err(|e| Error::Internal(e.to_string()))?;
+    if let Some(error) = failure {
+        return Err(error);
     }
+    read.map_err(|error| match error {
+        ReadError::Source(e) => Error::Source(e),
+        ReadError::State(e) => Error::State(e),
+        ReadError::Poisoned => Error::Internal(error.to_string()),
+    })
+}
 
-    let read_stats = reader.await.map_err(|e| Error::Internal(e.to_string()))?;
-    let written = match writer {
-        Some(writer) => Some(writer.await.map_err(|e| Error::Internal(e.to_string()))?),
-        None => None,
-    };
-    let read_stats = complete_write_back(read_stats, written, changed)?;
-    summary.add_read_stats(read_stats);
-    if let Some(sender) = &sender {
-        summary.add_send_counters(sender.counters());
-        if let Some(error) = stop_error(sender.stop_reason(), sender.counters()) {
-            return Err(error);
+fn update_progress(progress: &ProgressBar, done: &Processed, chunks: u64) {
+    if let Some(total) = done.estimated_rows
+        && progress.length().is_none()
+        && !progress.is_hidden()
+    {
+        progress.set_length(total);
+        if let Ok(style) = ProgressStyle::with_template(
+            "{bar:20} {human_pos}/~{human_len} rows {per_sec} ETA {eta} {msg}",
+        ) {
+            progress.set_style(style);
         }
     }
-    Ok(())
+    progress.set_position(done.rows_read.max(progress.position()));
+    progress.set_message(format!("{chunks} chunks sent"));
 }
 
 /// The first SIGTERM or SIGINT stops the run gracefully: no new chunk or retry starts, requests
@@ -237,42 +419,6 @@ fn print_line(body: &[u8]) -> std::io::Result<()> {
     out.write_all(b"\n")
 }
 
-/// Commits the write-back only when the whole source was read: a CSV cut short would lose its
-/// remaining rows. Otherwise the source is left as it was.
-fn complete_write_back(
-    read: Result<read::ReadStats, SourceError>,
-    written: Option<Result<Box<dyn ResultSink>, SourceError>>,
-    changed: bool,
-) -> Result<read::ReadStats, Error> {
-    match (read, written) {
-        (_, Some(Err(error))) => Err(error.into()),
-        (Ok(stats), Some(Ok(sink))) if stats.complete => {
-            sink.finish(changed)?;
-            Ok(stats)
-        }
-        (Ok(stats), Some(Ok(sink))) => {
-            sink.finish(false)?;
-            Ok(stats)
-        }
-        (Ok(stats), None) => Ok(stats),
-        (Err(error), Some(Ok(sink))) => {
-            sink.finish(false)?;
-            Err(error.into())
-        }
-        (Err(error), None) => Err(error.into()),
-    }
-}
-
-fn write_back(
-    mut sink: Box<dyn ResultSink>,
-    mut rows: mpsc::Receiver<Vec<FinishedRow>>,
-) -> Result<Box<dyn ResultSink>, SourceError> {
-    while let Some(batch) = rows.blocking_recv() {
-        sink.write(&batch)?;
-    }
-    Ok(sink)
-}
-
 fn progress_bar(wanted: bool) -> ProgressBar {
     if !wanted || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
@@ -286,93 +432,83 @@ fn progress_bar(wanted: bool) -> ProgressBar {
     bar
 }
 
-async fn process(sender: Option<&Sender>, batch: Batch) -> Processed {
-    let orders: Vec<&PreparedOrder> = batch.orders.iter().map(|(_, order)| order).collect();
-    let (outcomes, dry_run_body) = match sender {
-        Some(sender) => (sender.send_chunk(&orders).await, None),
-        None => (
-            vec![OrderOutcome::NotSent; orders.len()],
-            (!orders.is_empty()).then(|| chunk_body(&orders)),
-        ),
-    };
-    let mut results = batch.results;
+/// What one chunk came to.
+struct Processed {
+    orders: usize,
+    sent: u64,
+    accepted: u64,
+    failed: u64,
+    not_sent: u64,
+    rows_read: u64,
+    estimated_rows: Option<u64>,
+    dry_run_body: Option<bytes::Bytes>,
+}
+
+/// Sends one chunk (or, in a dry run, serializes it) and journals the answers.
+async fn process(
+    sender: Option<&Sender>,
+    state: &Arc<Mutex<StateDb>>,
+    run_id: Option<i64>,
+    chunk: Chunk,
+    first_journaled: &AtomicBool,
+) -> Result<Processed, Error> {
+    let orders: Vec<&PreparedOrder> = chunk.orders.iter().collect();
     let mut processed = Processed {
-        rows: Vec::new(),
+        orders: orders.len(),
         sent: 0,
         accepted: 0,
+        failed: 0,
         not_sent: 0,
-        statuses: BTreeMap::new(),
-        failures: Vec::new(),
-        dry_run_body,
-        estimated_rows: batch.estimated_rows,
+        rows_read: chunk.rows_read,
+        estimated_rows: chunk.estimated_rows,
+        dry_run_body: None,
     };
-    for ((index, _), outcome) in batch.orders.iter().zip(outcomes) {
-        let result = match outcome {
+    let (Some(sender), Some(run_id)) = (sender, run_id) else {
+        processed.dry_run_body = (!orders.is_empty()).then(|| chunk_body(&orders));
+        return Ok(processed);
+    };
+    let outcomes = sender.send_chunk(&orders).await;
+    let mut entries = Vec::with_capacity(orders.len());
+    for (order, outcome) in chunk.orders.into_iter().zip(outcomes) {
+        match outcome {
             OrderOutcome::Stored(status) => {
                 processed.sent += 1;
                 processed.accepted += 1;
-                count_status(&mut processed.statuses, &status);
-                RowResult::Synced { status }
+                entries.push(JournalEntry::Accepted {
+                    number: order.number,
+                    fingerprint: order.fingerprint,
+                    date: order.date,
+                    status,
+                });
             }
-            OrderOutcome::Failed(error) => {
+            OrderOutcome::Failed { error, transient } => {
                 processed.sent += 1;
-                processed.failures.push(reason_of(&error));
-                RowResult::Failed { error }
+                processed.failed += 1;
+                entries.push(JournalEntry::Failed {
+                    number: order.number,
+                    fingerprint: order.fingerprint,
+                    error,
+                    transient,
+                });
             }
-            OrderOutcome::NotSent => {
-                if sender.is_some() {
-                    processed.not_sent += 1;
-                }
-                RowResult::Untouched
-            }
-        };
-        if let Some(slot) = results.get_mut(*index) {
-            *slot = Some(result);
+            OrderOutcome::NotSent => processed.not_sent += 1,
         }
     }
-    processed.rows = batch
-        .rows
-        .into_iter()
-        .zip(results)
-        .map(|(source, result)| FinishedRow {
-            source,
-            result: result.unwrap_or(RowResult::Untouched),
-        })
-        .collect();
-    processed
-}
-
-/// Counts a status, allocating its name only the first time it is seen.
-fn count_status(counts: &mut BTreeMap<String, u64>, status: &str) {
-    match counts.get_mut(status) {
-        Some(count) => *count += 1,
-        None => {
-            counts.insert(status.to_string(), 1);
+    if entries.is_empty() {
+        return Ok(processed);
+    }
+    let store = Arc::clone(state);
+    let first = !first_journaled.swap(true, Ordering::Relaxed);
+    tokio::task::spawn_blocking(move || {
+        blocking(&store, |db| db.journal(run_id, &entries))?;
+        if first {
+            crate::pause::point("journaled");
         }
-    }
-}
-
-/// Groups API failures: the attempt count of "gave up after N attempts" would split groups.
-fn reason_of(error: &str) -> String {
-    match error
-        .strip_prefix("gave up after ")
-        .and_then(|rest| rest.split_once(": "))
-    {
-        Some((_, last_error)) => format!("gave up: {last_error}"),
-        None => error.to_string(),
-    }
-}
-
-fn tally(summary: &mut Summary, batch: &Processed) {
-    summary.orders_sent += batch.sent;
-    summary.accepted += batch.accepted;
-    summary.not_sent += batch.not_sent;
-    for (status, count) in &batch.statuses {
-        *summary.statuses.entry(status.clone()).or_default() += count;
-    }
-    for reason in &batch.failures {
-        summary.reject(reason.clone());
-    }
+        Ok::<(), Error>(())
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))??;
+    Ok(processed)
 }
 
 /// Turns the sender's state at the end of a run into the run's error, if it must fail.

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::limit::Limiter;
 use super::retry::RetryPolicy;
-use crate::api::{Ack, ApiClient, ApiError, Reply, RetryClass};
+use crate::api::{Ack, ApiClient, ApiError, RetryClass};
 use crate::order::PreparedOrder;
 
 /// What became of one order of a chunk.
@@ -21,7 +21,12 @@ pub enum OrderOutcome {
     /// Stored; the API reported this payment status.
     Stored(String),
     /// Rejected by the API, or given up on; the text goes to `syncError`.
-    Failed(String),
+    Failed {
+        /// The text for `syncError`.
+        error: String,
+        /// Whether sending the same payload again may succeed (given up, unconfirmed).
+        transient: bool,
+    },
     /// Not sent because the run is stopping.
     NotSent,
 }
@@ -68,6 +73,17 @@ pub struct Sender {
     stop_reason: Mutex<Option<StopReason>>,
     /// Chunks that may give up (unreachable) before any success, before the run stops.
     unreachable_limit: u64,
+}
+
+/// A request sent with [`Sender::call`] that did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallFailure {
+    /// Retried until the deadline without success.
+    GaveUp(String),
+    /// Refused by the API for good (its message).
+    Rejected(String),
+    /// The run is stopping (signal, 401, ...); see [`Sender::stop_reason`].
+    Stopped,
 }
 
 /// A request that did not succeed.
@@ -142,6 +158,30 @@ impl Sender {
         self.stop.cancel();
     }
 
+    /// The API client.
+    pub fn client(&self) -> &ApiClient {
+        &self.client
+    }
+
+    /// Any other request, with the same permits, retries and deadline as a chunk: `op` is
+    /// called once per attempt. A 401 or an answer from something that is not the API stops
+    /// the run as it does for chunks.
+    pub async fn call<T, F, Fut>(&self, op: F) -> Result<T, CallFailure>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ApiError>>,
+    {
+        self.with_retry(op).await.map_err(|failure| match failure {
+            Failure::GaveUp {
+                attempts,
+                last_error,
+                ..
+            } => CallFailure::GaveUp(format!("gave up after {attempts} attempts: {last_error}")),
+            Failure::Rejected(message) => CallFailure::Rejected(message),
+            Failure::Stop => CallFailure::Stopped,
+        })
+    }
+
     /// Sends one chunk and returns an outcome per order, in the chunk's order.
     pub async fn send_chunk(&self, orders: &[&PreparedOrder]) -> Vec<OrderOutcome> {
         if orders.is_empty() {
@@ -150,7 +190,11 @@ impl Sender {
         if self.draining.is_cancelled() {
             return vec![OrderOutcome::NotSent; orders.len()];
         }
-        match self.send_with_retry(chunk_body(orders)).await {
+        let body = chunk_body(orders);
+        match self
+            .with_retry(|| self.client.submit_orders(body.clone()))
+            .await
+        {
             Ok(reply) => match reply.acks() {
                 Ok(acks) => {
                     tracing::debug!(orders = orders.len(), stored = acks.len(), "chunk accepted");
@@ -164,9 +208,10 @@ impl Sender {
                 }
             },
             Err(Failure::Rejected(message)) if orders.len() == 1 => {
-                vec![OrderOutcome::Failed(format!(
-                    "rejected by the API: {message}"
-                ))]
+                vec![OrderOutcome::Failed {
+                    error: format!("rejected by the API: {message}"),
+                    transient: false,
+                }]
             }
             Err(Failure::Rejected(_)) => {
                 // One bad order makes the API refuse the whole chunk: resend the halves until
@@ -196,8 +241,14 @@ impl Sender {
                     }
                 }
                 tracing::warn!(orders = orders.len(), attempts, %last_error, "chunk given up at its deadline");
-                let message = format!("gave up after {attempts} attempts: {last_error}");
-                vec![OrderOutcome::Failed(message); orders.len()]
+                let error = format!("gave up after {attempts} attempts: {last_error}");
+                vec![
+                    OrderOutcome::Failed {
+                        error,
+                        transient: true
+                    };
+                    orders.len()
+                ]
             }
             Err(Failure::Stop) => vec![OrderOutcome::NotSent; orders.len()],
         }
@@ -205,7 +256,11 @@ impl Sender {
 
     /// One request with retries: a limiter permit per attempt, backoff with jitter between
     /// attempts (at least `Retry-After` when the server sends one), until the deadline.
-    async fn send_with_retry(&self, body: Bytes) -> Result<Reply, Failure> {
+    async fn with_retry<T, F, Fut>(&self, op: F) -> Result<T, Failure>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ApiError>>,
+    {
         let attempts = AtomicU64::new(0);
         let last_error: Mutex<Option<ApiError>> = Mutex::new(None);
         let attempt = || async {
@@ -221,9 +276,9 @@ impl Sender {
                 self.counters.retries.fetch_add(1, Ordering::Relaxed);
             }
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
-            let result = self.client.submit_orders(body.clone()).await;
+            let result = op().await;
             if let Err(error) = &result {
-                tracing::debug!(%error, "POST /orders failed");
+                tracing::debug!(%error, "request failed");
                 if let Ok(mut last) = last_error.lock() {
                     *last = Some(error.clone());
                 }
@@ -321,12 +376,14 @@ fn match_acks(orders: &[&PreparedOrder], acks: &[Ack<'_>]) -> Vec<OrderOutcome> 
         Some(Ack {
             payment_status: None,
             ..
-        }) => OrderOutcome::Failed(
-            "not confirmed by the API: the reply has no paymentStatus for this order".into(),
-        ),
-        None => OrderOutcome::Failed(
-            "not confirmed by the API: the order is missing from its reply".into(),
-        ),
+        }) => OrderOutcome::Failed {
+            error: "not confirmed by the API: the reply has no paymentStatus for this order".into(),
+            transient: true,
+        },
+        None => OrderOutcome::Failed {
+            error: "not confirmed by the API: the order is missing from its reply".into(),
+            transient: true,
+        },
     };
     // The API answers in the order it was sent; check that cheaply before building a map.
     let same_order = acks.len() == orders.len()
@@ -352,6 +409,8 @@ mod tests {
         PreparedOrder {
             number: number.into(),
             json: format!(r#"{{"number":"{number}"}}"#).into_bytes(),
+            date: time::macros::date!(2026 - 01 - 01),
+            fingerprint: 0,
         }
     }
 
@@ -409,7 +468,7 @@ mod tests {
         let outcomes = match_acks(&[&a, &b], &acks);
         assert_eq!(outcomes[0], OrderOutcome::Stored("PAID".into()));
         assert!(
-            matches!(&outcomes[1], OrderOutcome::Failed(m) if m.starts_with("not confirmed by the API"))
+            matches!(&outcomes[1], OrderOutcome::Failed { error, transient: true } if error.starts_with("not confirmed by the API"))
         );
     }
 }

@@ -32,6 +32,7 @@ pub struct CsvSource {
     layout: Layout,
     header_len: usize,
     status_index: Option<usize>,
+    error_index: Option<usize>,
     next_row: u64,
     /// Size of the previous row, so each new record is allocated once at the right size.
     last_bytes: usize,
@@ -110,6 +111,7 @@ pub(super) fn open(
         layout,
         header_len: headers.len(),
         status_index,
+        error_index,
         next_row: 2,
         last_bytes: 256,
         file_bytes: file_len,
@@ -182,6 +184,11 @@ impl OrderSource for CsvSource {
     fn previous_status<'r>(&self, record: &'r StringRecord) -> Option<&'r str> {
         let status = record.get(self.status_index?)?.trim();
         (!status.is_empty()).then_some(status)
+    }
+
+    fn previous_error<'r>(&self, record: &'r StringRecord) -> Option<&'r str> {
+        let error = record.get(self.error_index?)?.trim();
+        (!error.is_empty()).then_some(error)
     }
 
     fn estimated_rows(&self, rows_read: u64) -> Option<u64> {

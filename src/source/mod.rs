@@ -104,6 +104,8 @@ pub trait OrderSource: Send {
     fn layout(&self) -> &Layout;
     /// The payment status already recorded for this row by an earlier run, if any.
     fn previous_status<'r>(&self, record: &'r StringRecord) -> Option<&'r str>;
+    /// The `syncError` already recorded for this row, if any.
+    fn previous_error<'r>(&self, record: &'r StringRecord) -> Option<&'r str>;
     /// The next row, or `None` at the end.
     fn next_row(&mut self) -> Result<Option<SourceRow>, SourceError>;
     /// A guess at the total number of rows, once some have been read (for sizing memory once

@@ -28,6 +28,7 @@ pub struct SqliteSource {
     query: String,
     layout: Layout,
     status_index: Option<usize>,
+    error_index: Option<usize>,
     column_count: usize,
     last_rowid: i64,
     page: VecDeque<SourceRow>,
@@ -149,6 +150,13 @@ pub(super) fn open(
             selected.push("payment_status");
             selected.len() - 1
         });
+    let error_index = columns
+        .iter()
+        .any(|c| c.eq_ignore_ascii_case("sync_error"))
+        .then(|| {
+            selected.push("sync_error");
+            selected.len() - 1
+        });
     let layout = Layout::from_columns(selected.iter().copied(), |f| column_names.sql(f));
     let query = format!(
         "SELECT rowid, {} FROM {TABLE} WHERE rowid > ?1 ORDER BY rowid LIMIT {PAGE_ROWS}",
@@ -164,6 +172,7 @@ pub(super) fn open(
         query,
         layout,
         status_index,
+        error_index,
         column_count: selected.len(),
         last_rowid: 0,
         page: VecDeque::with_capacity(PAGE_ROWS),
@@ -233,6 +242,11 @@ impl OrderSource for SqliteSource {
     fn previous_status<'r>(&self, record: &'r StringRecord) -> Option<&'r str> {
         let status = record.get(self.status_index?)?.trim();
         (!status.is_empty()).then_some(status)
+    }
+
+    fn previous_error<'r>(&self, record: &'r StringRecord) -> Option<&'r str> {
+        let error = record.get(self.error_index?)?.trim();
+        (!error.is_empty()).then_some(error)
     }
 
     fn next_row(&mut self) -> Result<Option<SourceRow>, SourceError> {

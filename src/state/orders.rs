@@ -274,6 +274,34 @@ impl StateDb {
         tx.commit().map_err(fail("recording row errors"))
     }
 
+    /// Up to `limit` validation errors of this run after row `after`, in row order:
+    /// (row, error, reasons separated by newlines).
+    pub fn row_errors_after(
+        &self,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<(u64, String, String)>, StateError> {
+        let after = after.map_or(-1, |r| i64::try_from(r).unwrap_or(i64::MAX));
+        let mut statement = self
+            .connection()
+            .prepare_cached(
+                "SELECT row, error, reason FROM temp.kksync_row_errors
+                 WHERE row > ?1 ORDER BY row LIMIT ?2",
+            )
+            .map_err(self.error("reading row errors"))?;
+        let rows = statement
+            .query_map(params![after, limit], |r| {
+                Ok((
+                    u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                    r.get(1)?,
+                    r.get(2)?,
+                ))
+            })
+            .map_err(self.error("reading row errors"))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(self.error("reading row errors"))
+    }
+
     /// The validation error recorded for `row` in this run: (error, reason).
     pub fn row_error(&self, row: u64) -> Result<Option<(String, String)>, StateError> {
         let row = i64::try_from(row).unwrap_or(i64::MAX);

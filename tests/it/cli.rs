@@ -143,8 +143,9 @@ async fn config_file_columns_and_precedence() {
         "{written}"
     );
 
+    // --full: the second and third runs would otherwise send nothing (nothing changed).
     kksync(
-        &["--config", &config_arg, "sync"],
+        &["--config", &config_arg, "sync", "--full"],
         &[key, ("KKSYNC_CHUNK_SIZE", "20")],
     )
     .await
@@ -156,7 +157,14 @@ async fn config_file_columns_and_precedence() {
     );
 
     kksync(
-        &["--config", &config_arg, "sync", "--chunk-size", "30"],
+        &[
+            "--config",
+            &config_arg,
+            "sync",
+            "--full",
+            "--chunk-size",
+            "30",
+        ],
         &[key, ("KKSYNC_CHUNK_SIZE", "20")],
     )
     .await

@@ -221,7 +221,11 @@ async fn unauthorized_stops_at_once_and_leaves_the_source_byte_identical() {
     );
     assert_eq!(
         dir.files(),
-        ["orders.csv", "orders.csv.kksync.lock"],
+        [
+            "orders.csv",
+            "orders.csv.kksync.db",
+            "orders.csv.kksync.lock"
+        ],
         "no temporary file left"
     );
     // The requests already in flight when the first 401 arrived may complete, but no new ones.

@@ -1,0 +1,18 @@
+//! A test hook: `KKSYNC_TEST_PAUSE_AT=<point>` makes kksync stop at that point of a run (it
+//! sleeps there, after printing `kksync: paused at <point>` on stderr), so the crash tests can
+//! SIGKILL it at an exact moment: after a chunk's statuses were journaled, before the
+//! write-back, in the middle of the write-back. Without the variable it does nothing.
+
+use std::time::Duration;
+
+/// The environment variable naming the point to pause at.
+pub const VARIABLE: &str = "KKSYNC_TEST_PAUSE_AT";
+
+/// Pauses here if the environment asks for this point. Blocks the calling thread: call it
+/// from a blocking thread, and only at rare moments (it reads the environment).
+pub fn point(name: &str) {
+    if std::env::var(VARIABLE).is_ok_and(|wanted| wanted == name) {
+        eprintln!("kksync: paused at {name}");
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
