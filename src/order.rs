@@ -892,6 +892,25 @@ mod tests {
     }
 
     #[test]
+    fn the_fingerprint_ignores_the_creation_only_field_and_sees_every_change() {
+        let prepared = |pairs: &[(&str, &str)], created_before: bool| {
+            let (record, layout) = row(pairs);
+            let view = RowView {
+                record: &record,
+                layout: &layout,
+            };
+            prepare(view, 2, &rules(), created_before).unwrap()
+        };
+        let first = prepared(&valid(), false);
+        let later = prepared(&valid(), true);
+        assert_ne!(first.json, later.json, "the creation carries initialDunningLevel");
+        assert_eq!(first.fingerprint, later.fingerprint);
+        let mut changed = valid();
+        changed[3].1 = "1234,51";
+        assert_ne!(prepared(&changed, true).fingerprint, later.fingerprint);
+    }
+
+    #[test]
     fn every_problem_of_a_row_is_reported_with_row_field_and_value() {
         let mut pairs = valid();
         pairs[1].1 = "31-02-2024";

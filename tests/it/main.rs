@@ -3,6 +3,7 @@
 mod cli;
 mod csv_flow;
 mod faults;
+mod incremental;
 mod operations;
 mod sqlite_flow;
 mod util;

@@ -1,0 +1,257 @@
+//! Incremental sync, status read-back and crash safety (issue 4).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use kksync::sandbox::{SandboxConfig, SandboxHandle};
+use serde_json::json;
+
+use crate::util::{KEY, TestDir, column, control, orders_csv, parse_csv, sandbox, sync};
+
+fn orders_received(sandbox: &SandboxHandle) -> u64 {
+    sandbox.stats().orders_received
+}
+
+fn route_count(sandbox: &SandboxHandle, route: &str) -> u64 {
+    sandbox
+        .stats()
+        .requests_by_route
+        .get(route)
+        .copied()
+        .unwrap_or(0)
+}
+
+async fn reset_stats(sandbox: &SandboxHandle) {
+    control(sandbox, "stats/reset", json!({})).await;
+}
+
+fn statuses(text: &str) -> Vec<String> {
+    let (header, rows) = parse_csv(text, b',');
+    column(&header, &rows, "paymentStatus")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_run_without_changes_sends_nothing_but_refreshes_statuses() {
+    let dir = TestDir::new();
+    let source = dir.write("orders.csv", orders_csv(250, false));
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    sync(&source, &sandbox, &[]).await.expect_code(0);
+    assert_eq!(orders_received(&sandbox), 250);
+
+    // During the day: one customer pays in full, one in part, one order is cancelled.
+    control(&sandbox, "pay/T-00003", json!({"amount": "13.03"})).await;
+    control(&sandbox, "pay/T-00007", json!({"amount": "1.00"})).await;
+    reset_stats(&sandbox).await;
+    let cancel = reqwest::Client::new()
+        .post(format!("{}/order/T-00011/cancel", sandbox.base_url()))
+        .header("X-Komfortkasse-API-Key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert!(cancel.status().is_success());
+
+    let run = sync(&source, &sandbox, &[]).await;
+    run.expect_code(0);
+    assert_eq!(route_count(&sandbox, "POST /orders"), 0, "{}", run.stderr);
+    assert_eq!(orders_received(&sandbox), 0);
+    assert_eq!(route_count(&sandbox, "GET /orders"), 1);
+    let statuses = statuses(&dir.read("orders.csv"));
+    assert_eq!(statuses[3], "PAID");
+    assert_eq!(statuses[7], "PAID_PARTIAL");
+    assert_eq!(statuses[11], "CANCELLED");
+    assert_eq!(statuses.iter().filter(|s| *s == "UNPAID").count(), 247);
+    assert!(run.stderr.contains("3 statuses changed"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_amount_resends_only_that_order_and_full_resends_all() {
+    let dir = TestDir::new();
+    let source = dir.write("orders.csv", orders_csv(120, false));
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    sync(&source, &sandbox, &[]).await.expect_code(0);
+    reset_stats(&sandbox).await;
+
+    let text = dir.read("orders.csv").replace(",57.47,", ",99.00,");
+    std::fs::write(&source, text).unwrap();
+    sync(&source, &sandbox, &[]).await.expect_code(0);
+    assert_eq!(orders_received(&sandbox), 1);
+    assert_eq!(route_count(&sandbox, "POST /orders"), 1);
+
+    reset_stats(&sandbox).await;
+    sync(&source, &sandbox, &["--full"]).await.expect_code(0);
+    assert_eq!(orders_received(&sandbox), 120);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_row_rejected_by_validation_is_sent_once_it_is_fixed() {
+    let dir = TestDir::new();
+    let good = orders_csv(30, false);
+    let date = crate::util::recent_date(3);
+    // Row 6 (T-00004) gets an impossible date.
+    let broken = good.replace(&format!("T-00004,{date},"), "T-00004,31-02-2024,");
+    assert_ne!(broken, good);
+    let source = dir.write("orders.csv", &broken);
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    sync(&source, &sandbox, &[]).await.expect_code(3);
+    assert_eq!(orders_received(&sandbox), 29);
+    let text = dir.read("orders.csv");
+    let (header, rows) = parse_csv(&text, b',');
+    let errors = column(&header, &rows, "syncError");
+    assert!(errors[4].starts_with("row 6: date"), "{:?}", errors[4]);
+
+    // Unchanged: still rejected, nothing sent.
+    reset_stats(&sandbox).await;
+    sync(&source, &sandbox, &[]).await.expect_code(3);
+    assert_eq!(orders_received(&sandbox), 0);
+
+    // Fixed: sent, and the error is gone.
+    std::fs::write(&source, text.replace("31-02-2024", &date)).unwrap();
+    let run = sync(&source, &sandbox, &[]).await;
+    run.expect_code(0);
+    assert_eq!(orders_received(&sandbox), 1);
+    let text = dir.read("orders.csv");
+    let (header, rows) = parse_csv(&text, b',');
+    assert_eq!(column(&header, &rows, "syncError")[4], "");
+    assert_eq!(column(&header, &rows, "paymentStatus")[4], "UNPAID");
+}
+
+/// Starts `kksync sync` paused at `point` and kills it (SIGKILL) once it is there.
+fn run_and_kill_at(source: &Path, base_url: &str, point: &str, extra: &[&str]) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kksync"))
+        .args(["sync", "--source"])
+        .arg(source)
+        .args(["--api-url", base_url, "--rate", "1000", "--burst", "10"])
+        .args(extra)
+        .env("KOMFORTKASSE_API_KEY", KEY)
+        .env("KKSYNC_TEST_PAUSE_AT", point)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kksync starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut seen = String::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.expect("stderr line");
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(&format!("paused at {point}")) {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reaped");
+            return;
+        }
+    }
+    panic!("kksync ended without pausing at {point}:\n{seen}");
+}
+
+async fn killed_then_rerun(point: &str, extra: &[&str]) -> (TestDir, SandboxHandle, u64, u64) {
+    let dir = TestDir::new();
+    let original = orders_csv(2500, false);
+    let source = dir.write("orders.csv", &original);
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    let (path, handle) = (source.clone(), sandbox.base_url());
+    let (point_owned, extra_owned): (String, Vec<String>) =
+        (point.into(), extra.iter().map(|s| s.to_string()).collect());
+    tokio::task::spawn_blocking(move || {
+        let extra: Vec<&str> = extra_owned.iter().map(String::as_str).collect();
+        run_and_kill_at(&path, &handle, &point_owned, &extra)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        dir.read("orders.csv"),
+        original,
+        "killed: the source is old or new, never torn"
+    );
+    let first = orders_received(&sandbox);
+    reset_stats(&sandbox).await;
+    sync(&source, &sandbox, &[]).await.expect_code(0);
+    let second = orders_received(&sandbox);
+    let text = dir.read("orders.csv");
+    let statuses = statuses(&text);
+    assert_eq!(statuses.len(), 2500);
+    assert!(
+        statuses.iter().all(|s| s == "UNPAID"),
+        "every status written back"
+    );
+    assert_eq!(
+        dir.files(),
+        [
+            "orders.csv",
+            "orders.csv.kksync.db",
+            "orders.csv.kksync.db-shm",
+            "orders.csv.kksync.db-wal",
+            "orders.csv.kksync.lock"
+        ]
+        .iter()
+        .filter(|f| dir.path(f).exists())
+        .map(|f| f.to_string())
+        .collect::<Vec<_>>(),
+        "no temporary file left"
+    );
+    (dir, sandbox, first, second)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_after_a_chunk_was_acknowledged_the_rerun_does_not_resend_it() {
+    let (_dir, _sandbox, first, second) =
+        killed_then_rerun("journaled", &["--chunk-size", "50", "--concurrency", "1"]).await;
+    assert_eq!(first, 50, "one chunk was sent before the kill");
+    assert_eq!(second, 2450, "the acknowledged chunk is not resent");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_between_replies_and_write_back_the_rerun_only_writes_back() {
+    let (_dir, _sandbox, first, second) = killed_then_rerun("before-write-back", &[]).await;
+    assert_eq!(first, 2500);
+    assert_eq!(second, 0, "everything was acknowledged: nothing is resent");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_during_the_write_back_the_rerun_completes_it() {
+    let (_dir, _sandbox, first, second) = killed_then_rerun("writing-back", &[]).await;
+    assert_eq!(first, 2500);
+    assert_eq!(second, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_killed_during_the_write_back_the_rerun_completes_it() {
+    let dir = TestDir::new();
+    let db = dir.path("shop.db");
+    kksync::source::init_db(&db).unwrap();
+    let connection = rusqlite::Connection::open(&db).unwrap();
+    let date = crate::util::recent_date(2);
+    for i in 0..2500 {
+        connection
+            .execute(
+                "INSERT INTO orders (number, date, type, amount, currency, billing_country_code) VALUES (?1, ?2, 'INVOICE', '19.99', 'EUR', 'DE')",
+                rusqlite::params![format!("S-{i}"), date],
+            )
+            .unwrap();
+    }
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    let (path, handle) = (db.clone(), sandbox.base_url());
+    tokio::task::spawn_blocking(move || run_and_kill_at(&path, &handle, "writing-back", &[]))
+        .await
+        .unwrap();
+    let written: i64 = connection
+        .query_row(
+            "SELECT COUNT(*) FROM orders WHERE payment_status IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(written > 0 && written < 2500, "killed halfway: {written}");
+    reset_stats(&sandbox).await;
+    sync(&db, &sandbox, &[]).await.expect_code(0);
+    assert_eq!(orders_received(&sandbox), 0);
+    let written: i64 = connection
+        .query_row(
+            "SELECT COUNT(*) FROM orders WHERE payment_status = 'UNPAID' AND sync_error IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(written, 2500);
+}
