@@ -142,7 +142,8 @@ fn run_and_kill_at(source: &Path, base_url: &str, point: &str, extra: &[&str]) {
             return;
         }
     }
-    panic!("kksync ended without pausing at {point}:\n{seen}");
+    let status = child.wait().expect("reaped");
+    panic!("kksync ended ({status}) without pausing at {point}:\n{seen}");
 }
 
 async fn killed_then_rerun(point: &str, extra: &[&str]) -> (TestDir, SandboxHandle, u64, u64) {
