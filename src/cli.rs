@@ -57,6 +57,12 @@ pub enum LogFormat {
 pub enum Command {
     /// Send orders to Komfortkasse and write the payment statuses back into the source.
     Sync(SyncArgs),
+    /// Tell Komfortkasse which orders are still open (`POST /ordersync`). Destructive: open
+    /// orders missing from the list become LEGACY, so it refuses a partial read, an empty list
+    /// and a list that shrank by more than --max-shrink since the last time (unless --force).
+    Ordersync(OrdersyncArgs),
+    /// List past runs recorded in the state store (newest first).
+    Runs(RunsArgs),
     /// Create the `orders` table (sql/schema.sql) in a SQLite database; safe to run again.
     InitDb(InitDbArgs),
     /// Run the local imitation of the Komfortkasse API (for demos, tests and dry runs).
@@ -210,6 +216,53 @@ pub struct SyncArgs {
     /// The config file these options were completed from, if any.
     #[arg(skip)]
     pub config_file: Option<PathBuf>,
+}
+
+/// Options of `kksync ordersync`.
+#[derive(Debug, Clone, Args)]
+pub struct OrdersyncArgs {
+    /// The same source, API and state options as `kksync sync` (`--dry-run` shows how many
+    /// orders would become LEGACY, from `GET /orders`, and sends nothing).
+    #[command(flatten)]
+    pub sync: SyncArgs,
+
+    /// Refuse when the list is this many percent shorter than at the last ordersync.
+    #[arg(
+        long,
+        env = "KKSYNC_MAX_SHRINK",
+        default_value = "10",
+        value_name = "PERCENT"
+    )]
+    pub max_shrink: String,
+
+    /// Send even when the source had unreadable rows or the list shrank too much (never an
+    /// empty list).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Options of `kksync runs`.
+#[derive(Debug, Clone, Args)]
+pub struct RunsArgs {
+    /// The source whose runs to list (its state store is found as `kksync sync` finds it).
+    #[arg(long, env = "KKSYNC_SOURCE", value_name = "PATH")]
+    pub source: Option<PathBuf>,
+
+    /// Read the source as this format, whatever its file name.
+    #[arg(long, value_enum, env = "KKSYNC_SOURCE_FORMAT", value_name = "FORMAT")]
+    pub source_format: Option<SourceFormat>,
+
+    /// The state store, if not the default one of the source.
+    #[arg(long, env = "KKSYNC_STATE", value_name = "PATH")]
+    pub state: Option<PathBuf>,
+
+    /// How many runs to list.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub limit: u32,
+
+    /// One JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `kksync init-db`.

@@ -213,6 +213,19 @@ impl SyncConfig {
     }
 }
 
+/// A percentage such as `10` or `10%` (0 to 100), as a share (0.10).
+pub fn parse_percent(option: &'static str, value: &str) -> Result<f64, ConfigError> {
+    let number = value.trim().trim_end_matches('%').trim();
+    match number.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p / 100.0),
+        _ => Err(option_error(
+            option,
+            value,
+            "must be a percentage from 0 to 100",
+        )),
+    }
+}
+
 fn option_error(option: &'static str, value: &str, reason: &str) -> ConfigError {
     ConfigError::Option {
         option,
@@ -221,7 +234,11 @@ fn option_error(option: &'static str, value: &str, reason: &str) -> ConfigError 
     }
 }
 
-fn resolve_format(path: &Path, given: Option<SourceFormat>) -> Result<SourceFormat, ConfigError> {
+/// The source format: as given, or from the file extension.
+pub fn resolve_format(
+    path: &Path,
+    given: Option<SourceFormat>,
+) -> Result<SourceFormat, ConfigError> {
     if let Some(format) = given {
         return Ok(format);
     }

@@ -89,7 +89,8 @@ pub fn parse_cli_with_default(argv: Vec<OsString>, default_path: &Path) -> Resul
         Some(_) => return Err(fail("`columns` must be a table: [columns]".into())),
     };
     let mut argv = argv;
-    argv.extend(file_arguments(&table, sync_matches).map_err(fail)?);
+    let running = matches.subcommand_name().unwrap_or("sync");
+    argv.extend(file_arguments(&table, running, sync_matches).map_err(fail)?);
     let matches = command
         .try_get_matches_from(&argv)
         .map_err(CliFailure::Clap)?;
@@ -104,7 +105,7 @@ pub fn parse_cli_with_default(argv: Vec<OsString>, default_path: &Path) -> Resul
 /// The matches of the subcommand that takes sync options, if that is what runs.
 fn sync_matches(matches: &ArgMatches) -> Option<&ArgMatches> {
     match matches.subcommand()? {
-        ("sync", sync) => Some(sync),
+        ("sync" | "ordersync" | "runs", matches) => Some(matches),
         ("config", config) => match config.subcommand()? {
             ("show", show) => Some(show),
             _ => None,
@@ -119,27 +120,46 @@ fn sync_args_mut(command: &mut Command) -> Option<&mut SyncArgs> {
         | Command::Config {
             action: ConfigAction::Show(args),
         } => Some(args),
+        Command::Ordersync(args) => Some(&mut args.sync),
         _ => None,
     }
 }
 
 /// `--option=value` for every file entry that neither a flag nor the environment has set.
-fn file_arguments(table: &toml::Table, given: &ArgMatches) -> Result<Vec<OsString>, String> {
-    let sync = Cli::command();
-    let sync = sync
-        .find_subcommand("sync")
-        .ok_or("internal: no sync command")?
-        .clone();
+/// One file serves every command: entries the running command does not take (e.g.
+/// `max-shrink` for `sync`) are skipped; entries no command takes are an error.
+fn file_arguments(
+    table: &toml::Table,
+    running: &str,
+    given: &ArgMatches,
+) -> Result<Vec<OsString>, String> {
+    let cli = Cli::command();
+    let find = |name: &str| {
+        let name = if name == "config" { "sync" } else { name };
+        cli.find_subcommand(name)
+            .cloned()
+            .ok_or_else(|| format!("internal: no {name} command"))
+    };
+    let sync = find(running)?;
+    let all = [find("sync")?, find("ordersync")?, find("runs")?];
     let mut extra = Vec::new();
     for (key, value) in table {
         if key == "api-key" || key == "api_key" {
             return Err("the API key is never read from the config file; use api-key-file, KOMFORTKASSE_API_KEY or a systemd credential".into());
         }
         let long = key.replace('_', "-");
+        let takes = |command: &clap::Command| {
+            command
+                .get_arguments()
+                .any(|a| a.get_long() == Some(long.as_str()))
+        };
         let Some(arg) = sync
             .get_arguments()
             .find(|a| a.get_long() == Some(long.as_str()))
         else {
+            if all.iter().any(takes) {
+                continue;
+            }
             return Err(format!("unknown option `{key}`"));
         };
         if matches!(

@@ -17,6 +17,8 @@ pub mod exit_code {
     pub const ALREADY_RUNNING: i32 = 4;
     /// Stopped by SIGTERM/SIGINT; everything acknowledged was written back, a re-run continues.
     pub const INTERRUPTED: i32 = 5;
+    /// `ordersync` refused to send a list that could mark open orders LEGACY by mistake.
+    pub const REFUSED: i32 = 6;
 }
 
 /// Everything that can stop a command before it finishes its job.
@@ -59,6 +61,9 @@ pub enum Error {
         /// SIGTERM or SIGINT.
         signal: &'static str,
     },
+    /// `ordersync` refused to send its list (a safety guard).
+    #[error("ordersync refused: {0}; nothing was sent")]
+    OrderSyncRefused(#[from] crate::ordersync::Refusal),
     /// The state store could not be used.
     #[error(transparent)]
     State(#[from] crate::state::StateError),
@@ -93,6 +98,7 @@ impl Error {
             Error::Config(_) => exit_code::USAGE,
             Error::AlreadyRunning { .. } => exit_code::ALREADY_RUNNING,
             Error::Interrupted { .. } => exit_code::INTERRUPTED,
+            Error::OrderSyncRefused(_) => exit_code::REFUSED,
             _ => exit_code::FATAL,
         }
     }

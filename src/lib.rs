@@ -14,6 +14,7 @@ pub mod dates;
 pub mod demo;
 pub mod error;
 pub mod order;
+pub mod ordersync;
 pub mod pause;
 pub mod pipeline;
 pub mod report;

@@ -1,9 +1,10 @@
 //! The `kksync` binary: parse the command line, run the library, turn the outcome into a
 //! message and an exit code.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
-use kksync::cli::{Cli, Command, ConfigAction, LogFormat, SyncArgs};
+use kksync::cli::{Cli, Command, ConfigAction, LogFormat, OrdersyncArgs, RunsArgs, SyncArgs};
 use kksync::config_file::CliFailure;
 use kksync::error::exit_code;
 
@@ -44,6 +45,8 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> Result<i32, kksync::Error> {
     match command {
         Command::Sync(args) => sync(&args).await,
+        Command::Ordersync(args) => ordersync(&args).await,
+        Command::Runs(args) => runs(&args),
         Command::InitDb(args) => {
             kksync::source::init_db(&args.path)?;
             eprintln!("kksync: {} has the orders table", args.path.display());
@@ -108,6 +111,99 @@ async fn sync(args: &SyncArgs) -> Result<i32, kksync::Error> {
         }
     }
     Ok(code)
+}
+
+/// `kksync ordersync`: the outcome on stderr.
+async fn ordersync(args: &OrdersyncArgs) -> Result<i32, kksync::Error> {
+    let sync = kksync::config::SyncConfig::from_args(&args.sync)?;
+    if sync.api.is_none() {
+        // Even a dry run asks the API which orders would become LEGACY.
+        return Err(kksync::config::ConfigError::MissingApiKey.into());
+    }
+    let config = kksync::ordersync::OrderSyncConfig {
+        sync,
+        max_shrink: kksync::config::parse_percent("max-shrink", &args.max_shrink)?,
+        force: args.force,
+    };
+    let outcome = kksync::ordersync::run(&config).await?;
+    if outcome.dry_run {
+        eprintln!(
+            "kksync ordersync dry run: {} rows read, {} open orders in the list; {} open order(s) at Komfortkasse would become LEGACY",
+            outcome.rows, outcome.numbers, outcome.legacy
+        );
+    } else {
+        eprintln!(
+            "kksync ordersync: {} rows read, {} open orders sent; {} order(s) became LEGACY",
+            outcome.rows, outcome.numbers, outcome.legacy
+        );
+    }
+    Ok(exit_code::OK)
+}
+
+/// `kksync runs`: the run history, as a table or JSON.
+fn runs(args: &RunsArgs) -> Result<i32, kksync::Error> {
+    let source = args
+        .source
+        .clone()
+        .ok_or(kksync::config::ConfigError::MissingSource)?;
+    let format = kksync::config::resolve_format(&source, args.source_format)?;
+    let path = args
+        .state
+        .clone()
+        .unwrap_or_else(|| kksync::state::default_path(&source, format));
+    let runs = match kksync::state::StateDb::open_existing_read_only(&path)? {
+        Some(db) => db.runs(args.limit)?,
+        None => Vec::new(),
+    };
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        serde_json::to_writer_pretty(&mut out, &runs)
+            .map_err(std::io::Error::other)
+            .and_then(|()| writeln!(out))
+    } else {
+        write_runs_table(&mut out, &runs)
+    };
+    written.map_err(|source| kksync::Error::Io {
+        context: "writing the run list".into(),
+        source,
+    })?;
+    Ok(exit_code::OK)
+}
+
+fn write_runs_table(
+    out: &mut dyn std::io::Write,
+    runs: &[kksync::state::runs::RunRecord],
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:>5}  {:<10} {:<20}  {:<20}  {:>4}  counts",
+        "id", "command", "started (UTC)", "ended (UTC)", "exit"
+    )?;
+    for run in runs {
+        let ended = run.ended_at.as_deref().unwrap_or("unfinished (killed?)");
+        let exit = run.exit_code.map_or("-".to_string(), |c| c.to_string());
+        let counts = run.counts.as_ref().map_or(String::new(), |c| {
+            let pick = [
+                "rows_read",
+                "orders_sent",
+                "accepted",
+                "rejected",
+                "refreshed",
+                "numbers",
+                "legacy",
+            ];
+            pick.iter()
+                .filter_map(|k| c.get(k).map(|v| format!("{k}={v}")))
+                .collect::<Vec<_>>()
+                .join(" ")
+        });
+        writeln!(
+            out,
+            "{:>5}  {:<10} {:<20}  {:<20}  {:>4}  {}",
+            run.id, run.command, run.started_at, ended, exit, counts
+        )?;
+    }
+    Ok(())
 }
 
 /// Logs go to stderr: text (coloured only on a terminal) or JSON lines. `RUST_LOG` overrides

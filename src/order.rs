@@ -903,7 +903,10 @@ mod tests {
         };
         let first = prepared(&valid(), false);
         let later = prepared(&valid(), true);
-        assert_ne!(first.json, later.json, "the creation carries initialDunningLevel");
+        assert_ne!(
+            first.json, later.json,
+            "the creation carries initialDunningLevel"
+        );
         assert_eq!(first.fingerprint, later.fingerprint);
         let mut changed = valid();
         changed[3].1 = "1234,51";

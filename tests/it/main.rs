@@ -5,5 +5,6 @@ mod csv_flow;
 mod faults;
 mod incremental;
 mod operations;
+mod ordersync;
 mod sqlite_flow;
 mod util;
