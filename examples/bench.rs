@@ -20,6 +20,12 @@
 //!    `wait4`),
 //! 4. kills the sandbox.
 //!
+//! With `--incremental PERCENT` it then changes the amount of that share of the rows (evenly
+//! spread), lets the sandbox pay some orders (`POST /_sandbox/tick`, `--pay-rate 0.05`), and
+//! measures a second, incremental `kksync sync` of the same file: it reads back all N statuses
+//! with `GET /orders` and sends only the changed orders. The extra table row `N incr` shows its
+//! figures plus the `POST /orders` requests and orders the sandbox received.
+//!
 //! It prints one table row per N (rows, wall s, orders/s, client CPU µs/order, peak RSS MiB)
 //! and exits non-zero as soon as a sync exits with anything but 0, after printing the end of its
 //! output. The logs of both processes (`sandbox-N.*.log`, `sync-N.*.log`) and the CSV files stay
@@ -65,6 +71,10 @@ struct Args {
     #[arg(long)]
     kksync: Option<PathBuf>,
 
+    /// After each full run, change this percentage of the rows and measure an incremental run.
+    #[arg(long, value_name = "PERCENT")]
+    incremental: Option<f64>,
+
     /// Extra arguments appended to the `kksync sync` command line (after `--`).
     #[arg(last = true)]
     sync_args: Vec<String>,
@@ -77,9 +87,12 @@ struct Usage {
 }
 
 struct Measurement {
+    label: String,
     rows: u64,
     wall: Duration,
     usage: Option<Usage>,
+    /// For an incremental run: `POST /orders` requests and orders the sandbox received.
+    sent: Option<(u64, u64)>,
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -128,7 +141,15 @@ fn run_all(args: &Args, kksync: &Path, dir: &Path) -> Result<(), Box<dyn Error>>
         "rows", "wall s", "orders/s", "client CPU µs/order", "peak RSS MiB"
     );
     for &rows in &args.rows {
-        let m = run_one(args, kksync, dir, rows)?;
+        for m in run_one(args, kksync, dir, rows)? {
+            print_row(&m);
+        }
+    }
+    Ok(())
+}
+
+fn print_row(m: &Measurement) {
+    {
         let wall = m.wall.as_secs_f64();
         let per_second = if wall > 0.0 {
             m.rows as f64 / wall
@@ -145,12 +166,14 @@ fn run_all(args: &Args, kksync: &Path, dir: &Path) -> Result<(), Box<dyn Error>>
             ),
             None => ("n/a".to_owned(), "n/a".to_owned()),
         };
+        let sent = m.sent.map_or(String::new(), |(requests, orders)| {
+            format!("  POST /orders: {requests} requests, {orders} orders")
+        });
         println!(
-            "{:>10}  {:>9.2}  {:>10.0}  {:>19}  {:>13}",
-            m.rows, wall, per_second, cpu, rss
+            "{:>10}  {:>9.2}  {:>10.0}  {:>19}  {:>13}{sent}",
+            m.label, wall, per_second, cpu, rss
         );
     }
-    Ok(())
 }
 
 fn run_one(
@@ -158,7 +181,7 @@ fn run_one(
     kksync: &Path,
     dir: &Path,
     rows: u64,
-) -> Result<Measurement, Box<dyn Error>> {
+) -> Result<Vec<Measurement>, Box<dyn Error>> {
     // 1. The input file.
     let source = dir.join(format!("orders-{rows}.csv"));
     let config = order_gen::Config {
@@ -191,13 +214,56 @@ fn run_one(
     let sandbox = Sandbox::start(kksync, &addr, dir, rows)?;
 
     // 3. The measured sync.
-    let stdout_log = dir.join(format!("sync-{rows}.stdout.log"));
-    let stderr_log = dir.join(format!("sync-{rows}.stderr.log"));
+    let full = measured_sync(args, kksync, dir, &source, &addr, &format!("{rows}"))?;
+    let mut measurements = vec![Measurement {
+        label: rows.to_string(),
+        rows,
+        wall: full.0,
+        usage: full.1,
+        sent: None,
+    }];
+
+    // 3b. A day later: some orders changed, some were paid.
+    if let Some(percent) = args.incremental {
+        let every = (100.0 / percent).round().max(1.0) as u64;
+        let changed = change_amounts(&source, every)?;
+        let paid = http(&addr, "POST", "/_sandbox/tick")?;
+        http(&addr, "POST", "/_sandbox/stats/reset")?;
+        eprintln!("changed {changed} orders; sandbox tick: {}", paid.trim());
+        let incremental = measured_sync(args, kksync, dir, &source, &addr, &format!("{rows}-incr"))?;
+        let stats: serde_json::Value = serde_json::from_str(&http(&addr, "GET", "/_sandbox/stats")?)?;
+        let requests = stats["requests_by_route"]["POST /orders"].as_u64().unwrap_or(0);
+        let orders = stats["orders_received"].as_u64().unwrap_or(0);
+        measurements.push(Measurement {
+            label: format!("{rows} incr"),
+            rows,
+            wall: incremental.0,
+            usage: incremental.1,
+            sent: Some((requests, orders)),
+        });
+    }
+
+    // 4. Stop the sandbox.
+    drop(sandbox);
+    Ok(measurements)
+}
+
+/// Runs `kksync sync` on `source` and measures it; an exit code other than 0 is an error.
+fn measured_sync(
+    args: &Args,
+    kksync: &Path,
+    dir: &Path,
+    source: &Path,
+    addr: &str,
+    label: &str,
+) -> Result<(Duration, Option<Usage>), Box<dyn Error>> {
+    let stdout_log = dir.join(format!("sync-{label}.stdout.log"));
+    let stderr_log = dir.join(format!("sync-{label}.stderr.log"));
     let mut command = Command::new(kksync);
     command
         .arg("sync")
         .arg("--source")
-        .arg(&source)
+        .arg(source)
         .arg("--api-url")
         .arg(format!("http://{addr}/api/v2"))
         .args(["--rate", "1000000", "--burst", "1000", "--concurrency"])
@@ -215,15 +281,74 @@ fn run_one(
         .map_err(|e| format!("cannot start {}: {e}", kksync.display()))?;
     let (status, usage) = wait_measured(child)?;
     let wall = started.elapsed();
-
-    // 4. Stop the sandbox before judging the result.
-    drop(sandbox);
     if !status.success() {
         print_tail("sync stdout", &stdout_log);
         print_tail("sync stderr", &stderr_log);
-        return Err(format!("`kksync sync` exited with {status} for {rows} rows").into());
+        return Err(format!("`kksync sync` exited with {status} ({label})").into());
     }
-    Ok(Measurement { rows, wall, usage })
+    print_tail("sync summary", &stderr_log);
+    Ok((wall, usage))
+}
+
+/// Adds 1.00 to the amount of every `every`-th row (rewriting the file); returns how many.
+fn change_amounts(source: &Path, every: u64) -> Result<u64, Box<dyn Error>> {
+    let changed_path = source.with_extension("changed.csv");
+    let mut reader = csv::Reader::from_path(source)?;
+    let header = reader.headers()?.clone();
+    let amount = header
+        .iter()
+        .position(|h| h == "amount")
+        .ok_or("no amount column")?;
+    let mut writer = csv::Writer::from_path(&changed_path)?;
+    writer.write_record(&header)?;
+    let mut changed = 0;
+    for (i, record) in reader.records().enumerate() {
+        let mut record = record?;
+        if i as u64 % every == 0 {
+            let value: rust_decimal::Decimal = record.get(amount).unwrap_or("0").parse()?;
+            let new = (value + rust_decimal::Decimal::ONE).to_string();
+            record = record
+                .iter()
+                .enumerate()
+                .map(|(j, field)| if j == amount { new.as_str() } else { field })
+                .collect();
+            changed += 1;
+        }
+        writer.write_record(&record)?;
+    }
+    writer.flush()?;
+    std::fs::rename(&changed_path, source)?;
+    Ok(changed)
+}
+
+/// One plain HTTP/1.1 request to the sandbox; returns the body.
+fn http(addr: &str, method: &str, path: &str) -> Result<String, Box<dyn Error>> {
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").ok_or("no HTTP answer")?;
+    if !head.starts_with("HTTP/1.1 2") {
+        return Err(format!("{method} {path}: {head}").into());
+    }
+    // The sandbox may answer chunked; its control answers are small enough for one chunk.
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let mut text = String::new();
+        let mut rest = body;
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let size = usize::from_str_radix(size.trim(), 16)?;
+            if size == 0 {
+                break;
+            }
+            text.push_str(tail.get(..size).ok_or("short chunk")?);
+            rest = tail.get(size + 2..).unwrap_or("");
+        }
+        return Ok(text);
+    }
+    Ok(body.to_string())
 }
 
 /// A port that was free a moment ago (the listener is dropped before the sandbox binds it).
@@ -241,7 +366,7 @@ struct Sandbox {
 impl Sandbox {
     fn start(kksync: &Path, addr: &str, dir: &Path, rows: u64) -> Result<Sandbox, Box<dyn Error>> {
         let mut child = Command::new(kksync)
-            .args(["sandbox", "--listen", addr, "--api-key", API_KEY])
+            .args(["sandbox", "--listen", addr, "--api-key", API_KEY, "--pay-rate", "0.05"])
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -182,6 +182,7 @@ async fn phases(
 
     // Phase 0: read back the statuses of open orders.
     let mut read_back_failure = None;
+    let phase_started = Instant::now();
     if let Some(sender) = sender {
         progress.set_message("reading back statuses");
         match read_back(sender, state, today).await {
@@ -196,6 +197,9 @@ async fn phases(
             }
         }
     }
+
+    tracing::debug!(elapsed_ms = phase_started.elapsed().as_millis() as u64, "read-back done");
+    let phase_started = Instant::now();
 
     // Phase 1: send what needs sending, journaling every answer.
     if run_id.is_some() {
@@ -216,6 +220,8 @@ async fn phases(
     }
     let read_stats = sent?;
     summary.add_read_stats(&read_stats);
+    tracing::debug!(elapsed_ms = phase_started.elapsed().as_millis() as u64, "sending done");
+    let phase_started = Instant::now();
 
     // Phase 2: write every row's result back; not after a 401 or an answer that was not the
     // API's, which stop the run at once (the journal keeps what was learnt for the next run).
@@ -243,6 +249,7 @@ async fn phases(
             WriteBackError::Poisoned => Error::Internal(error.to_string()),
         })?;
         summary.add_write_back(written);
+        tracing::debug!(elapsed_ms = phase_started.elapsed().as_millis() as u64, "write-back done");
     }
     progress.finish_and_clear();
 

@@ -67,8 +67,8 @@ impl StateDb {
     /// Opens (creating if needed) the state store at `path` and brings its schema up to date.
     ///
     /// `shared` says the file is the shop's own database: its journal mode is then left as the
-    /// shop set it. A sidecar file of kksync's own uses WAL with full sync, so a committed
-    /// journal entry survives a crash and readers do not block the writer.
+    /// shop set it. A sidecar file of kksync's own uses WAL, so readers do not block the
+    /// writer and a committed journal entry survives a crash of kksync.
     pub fn open(path: &Path, shared: bool) -> Result<Self, StateError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
@@ -86,10 +86,14 @@ impl StateDb {
             db.connection
                 .pragma_update(None, "journal_mode", "WAL")
                 .map_err(db.error("switching to WAL"))?;
+            // In WAL mode, NORMAL keeps every commit through a crash of kksync (SIGKILL, OOM);
+            // only a power loss may drop the last commits, and then the next run resends
+            // those orders (create-or-update, so harmless) instead of losing anything. FULL
+            // would cost an fsync per chunk.
+            db.connection
+                .pragma_update(None, "synchronous", "NORMAL")
+                .map_err(db.error("setting synchronous=NORMAL"))?;
         }
-        db.connection
-            .pragma_update(None, "synchronous", "FULL")
-            .map_err(db.error("setting synchronous=FULL"))?;
         db.migrate()?;
         Ok(db)
     }
