@@ -230,9 +230,13 @@ fn run_one(
         let paid = http(&addr, "POST", "/_sandbox/tick")?;
         http(&addr, "POST", "/_sandbox/stats/reset")?;
         eprintln!("changed {changed} orders; sandbox tick: {}", paid.trim());
-        let incremental = measured_sync(args, kksync, dir, &source, &addr, &format!("{rows}-incr"))?;
-        let stats: serde_json::Value = serde_json::from_str(&http(&addr, "GET", "/_sandbox/stats")?)?;
-        let requests = stats["requests_by_route"]["POST /orders"].as_u64().unwrap_or(0);
+        let incremental =
+            measured_sync(args, kksync, dir, &source, &addr, &format!("{rows}-incr"))?;
+        let stats: serde_json::Value =
+            serde_json::from_str(&http(&addr, "GET", "/_sandbox/stats")?)?;
+        let requests = stats["requests_by_route"]["POST /orders"]
+            .as_u64()
+            .unwrap_or(0);
         let orders = stats["orders_received"].as_u64().unwrap_or(0);
         measurements.push(Measurement {
             label: format!("{rows} incr"),
@@ -304,7 +308,7 @@ fn change_amounts(source: &Path, every: u64) -> Result<u64, Box<dyn Error>> {
     let mut changed = 0;
     for (i, record) in reader.records().enumerate() {
         let mut record = record?;
-        if i as u64 % every == 0 {
+        if (i as u64).is_multiple_of(every) {
             let value: rust_decimal::Decimal = record.get(amount).unwrap_or("0").parse()?;
             let new = (value + rust_decimal::Decimal::ONE).to_string();
             record = record
@@ -335,7 +339,10 @@ fn http(addr: &str, method: &str, path: &str) -> Result<String, Box<dyn Error>> 
         return Err(format!("{method} {path}: {head}").into());
     }
     // The sandbox may answer chunked; its control answers are small enough for one chunk.
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         let mut text = String::new();
         let mut rest = body;
         while let Some((size, tail)) = rest.split_once("\r\n") {
@@ -366,7 +373,15 @@ struct Sandbox {
 impl Sandbox {
     fn start(kksync: &Path, addr: &str, dir: &Path, rows: u64) -> Result<Sandbox, Box<dyn Error>> {
         let mut child = Command::new(kksync)
-            .args(["sandbox", "--listen", addr, "--api-key", API_KEY, "--pay-rate", "0.05"])
+            .args([
+                "sandbox",
+                "--listen",
+                addr,
+                "--api-key",
+                API_KEY,
+                "--pay-rate",
+                "0.05",
+            ])
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

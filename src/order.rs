@@ -345,6 +345,25 @@ pub struct PreparedOrder {
     /// xxh3-64 of the payload as an update sends it (without `initialDunningLevel`, which
     /// only a creation carries), so the first send and later unchanged ones compare equal.
     pub fingerprint: u64,
+    /// [`row_fingerprint`] of the row it was made from.
+    pub row_fingerprint: u64,
+}
+
+/// xxh3-64 of the row's order fields (every field kksync reads, in a fixed order, with their
+/// positions), not of the result columns or the columns carried through. Equal fingerprints
+/// mean equal payloads, so an unchanged row need not be validated and serialized again: a row
+/// the API accepted stays valid (its date does not move into the future, its due date only gets
+/// nearer).
+pub fn row_fingerprint(view: RowView<'_>) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for (index, field) in Field::ALL.iter().enumerate() {
+        if let Some(value) = view.get(*field) {
+            hasher.update(&(index as u32).to_le_bytes());
+            hasher.update(&(value.len() as u32).to_le_bytes());
+            hasher.update(value.as_bytes());
+        }
+    }
+    hasher.digest()
 }
 
 /// Validates one row and serializes it as the API's `Order` JSON.
@@ -387,6 +406,7 @@ pub fn prepare(
                 json,
                 date: payload.date.0,
                 fingerprint,
+                row_fingerprint: 0,
             })
         }
         _ => Err(RowError { row, problems }),

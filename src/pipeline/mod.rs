@@ -198,7 +198,10 @@ async fn phases(
         }
     }
 
-    tracing::debug!(elapsed_ms = phase_started.elapsed().as_millis() as u64, "read-back done");
+    tracing::debug!(
+        elapsed_ms = phase_started.elapsed().as_millis() as u64,
+        "read-back done"
+    );
     let phase_started = Instant::now();
 
     // Phase 1: send what needs sending, journaling every answer.
@@ -220,7 +223,10 @@ async fn phases(
     }
     let read_stats = sent?;
     summary.add_read_stats(&read_stats);
-    tracing::debug!(elapsed_ms = phase_started.elapsed().as_millis() as u64, "sending done");
+    tracing::debug!(
+        elapsed_ms = phase_started.elapsed().as_millis() as u64,
+        "sending done"
+    );
     let phase_started = Instant::now();
 
     // Phase 2: write every row's result back; not after a 401 or an answer that was not the
@@ -249,7 +255,10 @@ async fn phases(
             WriteBackError::Poisoned => Error::Internal(error.to_string()),
         })?;
         summary.add_write_back(written);
-        tracing::debug!(elapsed_ms = phase_started.elapsed().as_millis() as u64, "write-back done");
+        tracing::debug!(
+            elapsed_ms = phase_started.elapsed().as_millis() as u64,
+            "write-back done"
+        );
     }
     progress.finish_and_clear();
 
@@ -486,6 +495,7 @@ async fn process(
                     fingerprint: order.fingerprint,
                     date: order.date,
                     status,
+                    row_fingerprint: order.row_fingerprint,
                 });
             }
             OrderOutcome::Failed { error, transient } => {

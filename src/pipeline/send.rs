@@ -411,6 +411,7 @@ mod tests {
             json: format!(r#"{{"number":"{number}"}}"#).into_bytes(),
             date: time::macros::date!(2026 - 01 - 01),
             fingerprint: 0,
+            row_fingerprint: 0,
         }
     }
 

@@ -36,6 +36,8 @@ pub struct Known {
     pub error_fingerprint: Option<u64>,
     /// Whether that failure was transient (resend) or final (resend only once changed).
     pub error_transient: bool,
+    /// Fingerprint of the source row's order fields when the API last accepted the order.
+    pub row_fingerprint: Option<u64>,
 }
 
 /// What one send taught about one order, to be committed before the write-back.
@@ -51,6 +53,8 @@ pub enum JournalEntry {
         date: Date,
         /// `paymentStatus` from the reply.
         status: String,
+        /// Fingerprint of the source row's order fields.
+        row_fingerprint: u64,
     },
     /// The API rejected the payload, or the chunk was given up on.
     Failed {
@@ -81,7 +85,7 @@ impl StateDb {
             .connection()
             .prepare_cached(
                 "SELECT accepted_fingerprint, accepted_at, payment_status, last_error,
-                        error_fingerprint, error_transient
+                        error_fingerprint, error_transient, row_fingerprint
                  FROM kksync_order_state WHERE number = ?1",
             )
             .map_err(self.error("looking up an order"))?;
@@ -94,6 +98,7 @@ impl StateDb {
                     last_error: row.get(3)?,
                     error_fingerprint: row.get::<_, Option<i64>>(4)?.map(from_sql),
                     error_transient: row.get::<_, i64>(5)? != 0,
+                    row_fingerprint: row.get::<_, Option<i64>>(6)?.map(from_sql),
                 })
             })
             .optional()
@@ -114,8 +119,9 @@ impl StateDb {
                 .prepare_cached(
                     "INSERT INTO kksync_order_state
                          (number, accepted_fingerprint, accepted_at, order_date, payment_status,
-                          status_at, last_error, error_fingerprint, error_transient, attempts, last_run)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?3, NULL, NULL, 0, 0, ?6)
+                          status_at, last_error, error_fingerprint, error_transient, attempts, last_run,
+                          row_fingerprint)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?3, NULL, NULL, 0, 0, ?6, ?7)
                      ON CONFLICT (number) DO UPDATE SET
                          accepted_fingerprint = excluded.accepted_fingerprint,
                          accepted_at = excluded.accepted_at,
@@ -123,7 +129,8 @@ impl StateDb {
                          payment_status = excluded.payment_status,
                          status_at = excluded.status_at,
                          last_error = NULL, error_fingerprint = NULL, error_transient = 0,
-                         attempts = 0, last_run = excluded.last_run",
+                         attempts = 0, last_run = excluded.last_run,
+                         row_fingerprint = excluded.row_fingerprint",
                 )
                 .map_err(fail("journaling"))?;
             let mut failed = tx
@@ -145,13 +152,15 @@ impl StateDb {
                         fingerprint,
                         date,
                         status,
+                        row_fingerprint,
                     } => accepted.execute(params![
                         number,
                         to_sql(*fingerprint),
                         now,
                         date.to_string(),
                         status,
-                        run
+                        run,
+                        to_sql(*row_fingerprint)
                     ]),
                     JournalEntry::Failed {
                         number,
@@ -332,6 +341,7 @@ mod tests {
             fingerprint,
             date: date!(2026 - 10 - 01),
             status: status.into(),
+            row_fingerprint: 0,
         }
     }
 
@@ -396,6 +406,7 @@ mod tests {
             fingerprint: 1,
             date: d,
             status: s.into(),
+            row_fingerprint: 0,
         };
         db.journal(
             1,
