@@ -15,6 +15,7 @@ pub mod demo;
 pub mod error;
 pub mod order;
 pub mod pipeline;
+pub mod refunds;
 pub mod report;
 pub mod run_lock;
 pub mod sandbox;
