@@ -21,7 +21,10 @@ use crate::cli::SourceFormat;
 
 /// The migrations, in order. A migration is applied once, in its own transaction, and recorded
 /// in `kksync_migrations`; never edit one that has shipped, add a new one.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../sql/state/0001_orders_and_runs.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../sql/state/0001_orders_and_runs.sql")),
+    (2, include_str!("../../sql/state/0002_refunds.sql")),
+];
 
 /// How long to wait for another writer (the shop, or a concurrent reader's lock).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
