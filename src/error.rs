@@ -73,6 +73,9 @@ pub enum Error {
     /// A background task died unexpectedly.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A refunds run could not go on (state store, provider credentials refused, ...).
+    #[error(transparent)]
+    Refunds(#[from] crate::refunds::RefundsError),
 }
 
 impl Error {
@@ -82,6 +85,7 @@ impl Error {
             Error::Config(_) => exit_code::USAGE,
             Error::AlreadyRunning { .. } => exit_code::ALREADY_RUNNING,
             Error::Interrupted { .. } => exit_code::INTERRUPTED,
+            Error::Refunds(error) => error.exit_code(),
             _ => exit_code::FATAL,
         }
     }
