@@ -4,5 +4,6 @@ mod cli;
 mod csv_flow;
 mod faults;
 mod operations;
+mod refunds;
 mod sqlite_flow;
 mod util;
