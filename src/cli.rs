@@ -277,6 +277,11 @@ pub struct RefundsArgs {
     #[arg(long, env = "KKSYNC_AFTERPAY_KEY_FILE", value_name = "PATH")]
     pub afterpay_key_file: Option<PathBuf>,
 
+    /// AfterPay has no idempotency: after a timeout or a broken connection, wait this long
+    /// before reading the order's refunds back and deciding whether to send again.
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    pub afterpay_settle: String,
+
     /// Base URL of the Ratepay payment API (integration:
     /// https://api-integration.ratepay.com/transaction/management).
     #[arg(

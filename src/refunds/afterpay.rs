@@ -11,6 +11,8 @@
 //! * takes a refund as ours when its `transactionReference` is our reference; when the provider
 //!   does not echo that field, when exactly one refund of the same capture and amount, created
 //!   after our intent was recorded and not claimed by another intent in the journal, exists;
+//! * waits `--afterpay-settle` (default 5 s) before that read-back, so a request the provider
+//!   is still working on has finished and shows up;
 //! * sends nothing and reports the refund **in doubt** when the read-back is unavailable or
 //!   ambiguous: a human checks the merchant portal and either enters the refund number into the
 //!   row (`refundId`) or, if no refund exists, gives the row a new external reference.
@@ -331,6 +333,9 @@ pub struct AfterPay {
     pub client: AfterPayClient,
     /// Retries and rate limit.
     pub retrier: Retrier,
+    /// How long to let a request that may still be processed settle before its refunds are
+    /// read back (after a timeout or a broken connection, or for an intent just recorded).
+    pub settle: std::time::Duration,
 }
 
 fn confirmed(numbers: &[String]) -> Confirmed {
@@ -380,6 +385,16 @@ impl AfterPay {
                     since: OffsetDateTime::parse(&intent.created_at, &Rfc3339).ok(),
                     claimed: &claimed,
                 };
+                // An intent recorded moments ago (a run killed and started again at once) may
+                // belong to a request the provider is still working on.
+                if let Some(since) = wanted.since {
+                    let age = OffsetDateTime::now_utc() - since;
+                    let settle = time::Duration::try_from(self.settle).unwrap_or_default();
+                    if age < settle {
+                        let rest = std::time::Duration::try_from(settle - age).unwrap_or_default();
+                        tokio::time::sleep(rest).await;
+                    }
+                }
                 let order = intent.target.as_str();
                 match self.retrier.run(|| self.lookup(order, &wanted)).await {
                     Ok(Lookup::Found(numbers)) => {
@@ -469,11 +484,16 @@ impl AfterPay {
             since: since.or(Some(OffsetDateTime::now_utc())),
             claimed,
         };
-        // Set after an attempt that may have been processed: the next attempt looks first.
+        // Set after an attempt that may have been processed: the next attempt lets it settle
+        // once, then looks before it sends.
         let look_first = AtomicBool::new(false);
+        let settled = AtomicBool::new(true);
         let tries = AtomicU32::new(0);
         let attempt = || async {
             if look_first.load(Ordering::Relaxed) {
+                if !settled.swap(true, Ordering::Relaxed) {
+                    tokio::time::sleep(self.settle).await;
+                }
                 match self.lookup(&refund.order_number, &wanted).await? {
                     Lookup::Found(numbers) => return Ok(Sent::Found(numbers)),
                     Lookup::Unknown(why) => return Ok(Sent::Unknown(why)),
@@ -486,6 +506,7 @@ impl AfterPay {
                 Err(error) => {
                     if error.maybe_delivered() {
                         look_first.store(true, Ordering::Relaxed);
+                        settled.store(false, Ordering::Relaxed);
                     }
                     Err(error)
                 }

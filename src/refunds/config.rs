@@ -77,6 +77,8 @@ pub struct RefundsConfig {
     pub request_timeout: Duration,
     /// After SIGTERM/SIGINT, how long refunds in flight may take.
     pub stop_timeout: Duration,
+    /// AfterPay: how long a request that may have been processed gets before the read-back.
+    pub afterpay_settle: Duration,
     /// Validate and print; send and write nothing.
     pub dry_run: bool,
     /// Test hook: the process sleeps at this point (`refund-sent`: after a provider created a
@@ -203,6 +205,7 @@ impl RefundsConfig {
             deadline: parse_duration("deadline", &args.deadline)?,
             request_timeout: parse_duration("request-timeout", &args.request_timeout)?,
             stop_timeout: parse_duration("stop-timeout", &args.stop_timeout)?,
+            afterpay_settle: parse_duration("afterpay-settle", &args.afterpay_settle)?,
             dry_run: args.dry_run,
             pause_at: env(PAUSE_ENV)
                 .map(|v| v.to_string_lossy().trim().to_string())
@@ -249,6 +252,7 @@ impl RefundsConfig {
             "max_attempts": self.max_attempts,
             "deadline_s": self.deadline.as_secs_f64(),
             "request_timeout_s": self.request_timeout.as_secs_f64(),
+            "afterpay_settle_s": self.afterpay_settle.as_secs_f64(),
             "dry_run": self.dry_run,
         })
     }

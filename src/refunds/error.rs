@@ -84,6 +84,10 @@ pub enum ProviderError {
     /// An answer that says we are talking to the wrong thing (redirect, HTML, bad JSON).
     #[error("unexpected answer: {0}")]
     Unexpected(String),
+    /// The provider refuses every request of this shop (Komfortkasse: `API not active`,
+    /// `Shop not active`, `Update not allowed for non-API Shop`).
+    #[error("{0}")]
+    ShopUnavailable(String),
 }
 
 /// What to do about an error.
@@ -120,9 +124,9 @@ impl ProviderError {
             | ProviderError::IdempotencyConflict { .. }
             | ProviderError::Declined { .. }
             | ProviderError::LegallyNotAllowed { .. } => RetryClass::Final,
-            ProviderError::Unauthorized { .. } | ProviderError::Unexpected(_) => {
-                RetryClass::StopProvider
-            }
+            ProviderError::Unauthorized { .. }
+            | ProviderError::Unexpected(_)
+            | ProviderError::ShopUnavailable(_) => RetryClass::StopProvider,
         }
     }
 
@@ -154,9 +158,10 @@ pub enum RefundsError {
     /// A provider refused the credentials; its refunds were not sent.
     #[error("{0}; its remaining refunds were not sent, the source records what was done")]
     Unauthorized(String),
-    /// A provider answered like something that is not its API; its refunds were not sent.
-    #[error("{0}; check the provider's URL option")]
-    UnexpectedApi(String),
+    /// A provider answered like something that is not its API, or refuses the whole shop; its
+    /// remaining refunds were not sent.
+    #[error("{0}; its remaining refunds were not sent, the source records what was done")]
+    ProviderStopped(String),
     /// An HTTP client could not be built.
     #[error("cannot set up the HTTP client: {0}")]
     Client(String),

@@ -27,6 +27,12 @@ use crate::state::StateError;
 const API_KEY_HEADER: &str = "X-Komfortkasse-API-Key";
 /// The message of the one retryable 400 (reference §0.1).
 const LOCK_MESSAGE: &str = "Could not acquire lock";
+/// 400s that refuse every request of the shop (reference §0.1): no refund can be sent.
+const SHOP_ERRORS: [&str; 3] = [
+    "API not active, contact support",
+    "Shop not active",
+    "Update not allowed for non-API Shop",
+];
 
 /// Statuses after which a refund never changes again; the others are read again by later runs.
 /// `RETURNED` is not final: the customer is asked for new bank details and it is sent again.
@@ -229,6 +235,9 @@ fn error(answer: &Answer) -> ProviderError {
             message: text,
         },
         400 if message.as_deref() == Some(LOCK_MESSAGE) => ProviderError::Locked,
+        400 if message.as_deref().is_some_and(|m| SHOP_ERRORS.contains(&m)) => {
+            ProviderError::ShopUnavailable(format!("Komfortkasse: {text}"))
+        }
         404 if message.is_none() => ProviderError::Unexpected(format!(
             "404 without the API's JSON error ({}); check --api-url",
             answer.snippet()
@@ -448,6 +457,10 @@ mod tests {
             .to_string(),
             "rejected by Komfortkasse: Planned date must be in the future"
         );
+        assert!(matches!(
+            error(&answer(400, r#"{"error":"Shop not active"}"#)),
+            ProviderError::ShopUnavailable(_)
+        ));
         assert!(is_duplicate("Refund already exists: RMA-1"));
         assert!(is_duplicate(
             "Refund with this external reference already exists"

@@ -22,8 +22,8 @@ pub struct Done {
 pub enum StopReason {
     /// It refused the credentials.
     Unauthorized(String),
-    /// It answered like something that is not its API.
-    Unexpected(String),
+    /// It answered like something that is not its API, or refuses the whole shop.
+    Unavailable(String),
 }
 
 /// What became of one refund.
@@ -69,7 +69,10 @@ pub fn stop_reason(error: &super::error::ProviderError) -> StopReason {
         super::error::ProviderError::Unauthorized { .. } => {
             StopReason::Unauthorized(error.to_string())
         }
-        other => StopReason::Unexpected(other.to_string()),
+        super::error::ProviderError::Unexpected(_) => {
+            StopReason::Unavailable(format!("{error} (check its URL option)"))
+        }
+        other => StopReason::Unavailable(other.to_string()),
     }
 }
 

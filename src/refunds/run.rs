@@ -122,6 +122,7 @@ enum Count {
     MissingCredentials,
     NotSent,
     WouldSend,
+    RefreshFailed,
 }
 
 /// Runs `kksync refunds`. The summary comes back with a fatal error too.
@@ -221,12 +222,12 @@ async fn run_into(config: &RefundsConfig, summary: &mut RefundSummary) -> Result
             .lock()
             .map(|s| s.clone())
             .unwrap_or_default();
-        match stopped.into_values().next() {
-            Some(StopReason::Unauthorized(message)) => {
+        match stopped.into_iter().next() {
+            Some((_, StopReason::Unauthorized(message))) => {
                 Err(RefundsError::Unauthorized(message).into())
             }
-            Some(StopReason::Unexpected(message)) => {
-                Err(RefundsError::UnexpectedApi(message).into())
+            Some((provider, StopReason::Unavailable(message))) => {
+                Err(RefundsError::ProviderStopped(format!("{provider}: {message}")).into())
             }
             None => Ok(()),
         }
@@ -277,6 +278,7 @@ fn build_providers(
             client: AfterPayClient::new(config.afterpay_url.clone(), key, config.request_timeout)
                 .map_err(client_error)?,
             retrier: retrier(),
+            settle: config.afterpay_settle,
         }),
         None => None,
     };
@@ -379,7 +381,7 @@ async fn process_batch(
     // Send, refresh or reconcile, a few at a time; results come back in row order.
     let results: Vec<Result<(RowUpdate, Count), StateError>> =
         futures::stream::iter(batch.iter().zip(plans))
-            .map(|(row, plan)| execute(ctx, providers, layout, row, plan))
+            .map(|(row, plan)| execute(ctx, providers, draining, layout, row, plan))
             .buffered(config.concurrency)
             .collect()
             .await;
@@ -407,6 +409,7 @@ fn count(summary: &mut RefundSummary, count: Count) {
         Count::MissingCredentials => summary.missing_credentials += 1,
         Count::NotSent => summary.not_sent += 1,
         Count::WouldSend => summary.would_send += 1,
+        Count::RefreshFailed => summary.refresh_failed += 1,
     }
 }
 
@@ -615,17 +618,45 @@ fn print_dry_run(refund: &Refund, ctx: &Ctx) {
 async fn execute(
     ctx: &Ctx,
     providers: &Providers,
+    draining: &CancellationToken,
     layout: &Layout,
     row: &SourceRow,
     plan: Plan,
 ) -> Result<(RowUpdate, Count), StateError> {
+    let view = RowView {
+        record: &row.record,
+        layout,
+    };
+    // A stop that came after the batch was planned: nothing new starts.
+    if draining.is_cancelled() && !matches!(plan, Plan::Write(..)) {
+        return Ok((RowUpdate::Untouched, Count::NotSent));
+    }
     let (provider, outcome) = match plan {
         Plan::Write(update, count_as) => return Ok((update, count_as)),
         Plan::Refresh(key) => {
             let Some(kk) = &providers.komfortkasse else {
                 return Ok((RowUpdate::Untouched, Count::Unchanged));
             };
-            (Provider::Komfortkasse, kk.refresh(ctx, &key).await?)
+            // A status that could not be read again leaves the refund as it is: the row says
+            // so, but it is not a rejected refund.
+            return Ok(match kk.refresh(ctx, &key).await? {
+                Outcome::Refreshed(done) => (
+                    show(view, columns(&done.confirmed, &done.sent_at)),
+                    Count::Refreshed,
+                ),
+                Outcome::Stop(reason) => {
+                    providers.stop(Provider::Komfortkasse, reason);
+                    (RowUpdate::Untouched, Count::NotSent)
+                }
+                Outcome::NotSent => (RowUpdate::Untouched, Count::NotSent),
+                Outcome::Rejected(message) | Outcome::GaveUp(message) | Outcome::Doubt(message) => {
+                    (RowUpdate::Failed(message), Count::RefreshFailed)
+                }
+                Outcome::Created(done) | Outcome::Found(done) => (
+                    show(view, columns(&done.confirmed, &done.sent_at)),
+                    Count::Refreshed,
+                ),
+            });
         }
         Plan::Send(refund, intent) => {
             let intent = intent.as_deref();
@@ -645,10 +676,6 @@ async fn execute(
             };
             (refund.provider, outcome)
         }
-    };
-    let view = RowView {
-        record: &row.record,
-        layout,
     };
     let show_done = |done: &Done| show(view, columns(&done.confirmed, &done.sent_at));
     Ok(match outcome {

@@ -33,6 +33,9 @@ pub struct RefundSummary {
     pub not_sent: u64,
     /// Dry run: valid rows that would be sent.
     pub would_send: u64,
+    /// Confirmed refunds whose status could not be read again (noted in the row; not a
+    /// rejection).
+    pub refresh_failed: u64,
     /// Requests sent (every attempt).
     pub requests: u64,
     /// Retries among them.
@@ -99,6 +102,13 @@ impl fmt::Display for RefundSummary {
             self.found
         )?;
         writeln!(f, "  refreshed {} (status read again)", self.refreshed)?;
+        if self.refresh_failed > 0 {
+            writeln!(
+                f,
+                "  not refreshed {} (status could not be read; tried again next run)",
+                self.refresh_failed
+            )?;
+        }
         writeln!(f, "  unchanged {}", self.unchanged)?;
         let rejected: u64 = self.rejected.values().sum();
         writeln!(f, "  rejected  {rejected}")?;
