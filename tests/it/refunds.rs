@@ -43,6 +43,9 @@ fn args(source: &Path, sandbox: &SandboxHandle, extra: &[&str]) -> Vec<String> {
         "1000".into(),
         "--burst".into(),
         "20".into(),
+        // AfterPay's pause before a read-back, shortened for tests.
+        "--afterpay-settle".into(),
+        "200ms".into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     args
@@ -1070,5 +1073,60 @@ async fn a_dry_run_validates_and_prints_without_sending_or_writing() {
     assert_eq!(dir.read("refunds.csv"), original);
     assert_eq!(sandbox.stats().requests_total, 0);
     assert_eq!(dir.files(), ["refunds.csv"]);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_finishes_the_refund_in_flight_writes_back_and_a_rerun_completes() {
+    let dir = TestDir::new();
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    let mut rows = Vec::new();
+    for i in 0..8 {
+        let order = format!("KT-{i}");
+        kk_order(&sandbox, &order, "40.00", None).await;
+        rows.push(kk(&order, &format!("RMA-T{i}"), "5"));
+    }
+    let path = dir.write("refunds.csv", refunds_csv(&rows, ','));
+    // Slow answers, so the run is still busy when the signal comes.
+    set_faults(&sandbox, json!({"latency_ms": 150})).await;
+    let child = Command::new(env!("CARGO_BIN_EXE_kksync"))
+        .args(args(&path, &sandbox, &["--concurrency", "1"]))
+        .envs(CREDENTIALS)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while count(&sandbox, "komfortkasse").await == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: sending a signal to our own child process, whose pid we hold.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(5), "{stderr}");
+
+    // Every refund Komfortkasse holds is written back; the rest were not started.
+    let held = provider_refunds(&sandbox).await["komfortkasse"].clone();
+    let held = held.as_array().unwrap().clone();
+    assert!((1..8).contains(&held.len()), "{} refunds", held.len());
+    let text = dir.read("refunds.csv");
+    let written: Vec<String> = col(&text, b',', "refundId")
+        .into_iter()
+        .filter(|id| !id.is_empty())
+        .collect();
+    assert_eq!(written.len(), held.len(), "{text}");
+
+    refunds(&path, &sandbox, &[]).await.expect_code(0);
+    assert_eq!(count(&sandbox, "komfortkasse").await, 8);
+    assert_eq!(
+        route_count(&sandbox, KK_POST),
+        8,
+        "no refund was sent twice"
+    );
     sandbox.shutdown().await;
 }
