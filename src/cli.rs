@@ -57,7 +57,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Send orders to Komfortkasse and write the payment statuses back into the source.
     Sync(SyncArgs),
-    /// Create the `orders` table (sql/schema.sql) in a SQLite database; safe to run again.
+    /// Create the `orders` and `refunds` tables (sql/schema.sql, sql/refunds.sql) in a SQLite
+    /// database; safe to run again.
     InitDb(InitDbArgs),
     /// Run the local imitation of the Komfortkasse API (for demos, tests and dry runs).
     Sandbox(crate::sandbox::SandboxArgs),

@@ -82,8 +82,9 @@ pub struct KkOrder {
     currency: String,
     #[serde(default)]
     postings: Vec<Posting>,
+    /// `None` when the answer has no `refunds` at all (`includeRefunds` not honoured).
     #[serde(default)]
-    refunds: Vec<KkRefund>,
+    refunds: Option<Vec<KkRefund>>,
 }
 
 impl KkOrder {
@@ -91,7 +92,13 @@ impl KkOrder {
     pub fn refund(&self, external_reference: &str) -> Option<&KkRefund> {
         self.refunds
             .iter()
+            .flatten()
             .find(|r| r.external_reference == external_reference)
+    }
+
+    /// Whether the answer listed the order's refunds.
+    pub fn lists_refunds(&self) -> bool {
+        self.refunds.is_some()
     }
 
     /// The most one refund may be: twice the order amount, or the amount paid if higher.
@@ -361,11 +368,20 @@ impl Komfortkasse {
                     existing.confirmed(),
                 )?)),
                 None => {
-                    // The reference is unique per shop: it belongs to another order's refund.
-                    let text = format!(
-                        "{message}, but not on order {}: the reference is used by a refund of another order",
-                        key.order_number
-                    );
+                    // The reference is unique per shop: it belongs to another order's refund (or
+                    // Komfortkasse did not list the refunds). Either way a refund with it exists,
+                    // and Komfortkasse refuses a second one.
+                    let text = if order.lists_refunds() {
+                        format!(
+                            "{message}, but not on order {}: the reference is used by a refund of another order",
+                            key.order_number
+                        )
+                    } else {
+                        format!(
+                            "{message}; Komfortkasse did not list the refunds of order {} (includeRefunds), so its id cannot be written back",
+                            key.order_number
+                        )
+                    };
                     ctx.journal(|j| {
                         j.mark(
                             Provider::Komfortkasse,
@@ -481,6 +497,7 @@ mod tests {
         assert_eq!(refund.id.as_deref(), Some("30001"));
         let plain: KkOrder = serde_json::from_str(r#"{"amount":10,"currency":"EUR"}"#).unwrap();
         assert_eq!(plain.cap(), Decimal::from(20));
+        assert!(order.lists_refunds() && !plain.lists_refunds());
         assert!(is_final("PROCESSED") && !is_final("BANKDETAILS_MISSING") && !is_final("RETURNED"));
     }
 }

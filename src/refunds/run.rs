@@ -159,6 +159,15 @@ fn open_journal(
 }
 
 async fn run_into(config: &RefundsConfig, summary: &mut RefundSummary) -> Result<(), Error> {
+    // Checked first, so a mistyped path leaves no lock file or state store behind.
+    if !config.source.exists() {
+        return Err(crate::source::SourceError::Io {
+            path: config.source.clone(),
+            action: "opening",
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        }
+        .into());
+    }
     let _lock = if config.dry_run {
         None
     } else {
@@ -302,7 +311,8 @@ fn build_providers(
     })
 }
 
-/// Reads, processes and writes back every batch; returns the signal that interrupted the run.
+/// Reads, processes and writes back every batch. The CSV is replaced only when it was read to
+/// the end and something changed.
 async fn process_source(
     config: &RefundsConfig,
     ctx: &Ctx,
