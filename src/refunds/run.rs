@@ -109,6 +109,9 @@ enum Plan {
     Refresh(RefundKey),
 }
 
+/// What became of one row: its update and how it counts.
+type Executed = Result<(RowUpdate, Count), StateError>;
+
 /// How a row counts in the summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Count {
@@ -262,9 +265,11 @@ fn build_providers(
     let retrier = || {
         Retrier::new(
             Limiter::new(config.rate_per_second, config.burst),
+            // Refunds are few and each waits for its own retries: short pauses, bounded by
+            // --max-attempts and --deadline.
             RetryPolicy {
                 min_delay: Duration::from_millis(200),
-                max_delay: Duration::from_secs(10),
+                max_delay: Duration::from_secs(5),
                 jitter: true,
             },
             config.max_attempts,
@@ -388,13 +393,21 @@ async fn process_batch(
             config, ctx, providers, draining, layout, seen, row,
         )?);
     }
-    // Send, refresh or reconcile, a few at a time; results come back in row order.
-    let results: Vec<Result<(RowUpdate, Count), StateError>> =
-        futures::stream::iter(batch.iter().zip(plans))
-            .map(|(row, plan)| execute(ctx, providers, draining, layout, row, plan))
-            .buffered(config.concurrency)
+    // Send, refresh or reconcile, a few at a time. Unordered, so one refund waiting out its
+    // backoff does not hold back the others; the results are put back in row order.
+    let mut results: Vec<(usize, Executed)> =
+        futures::stream::iter(batch.iter().zip(plans).enumerate())
+            .map(|(i, (row, plan))| async move {
+                (
+                    i,
+                    execute(ctx, providers, draining, layout, row, plan).await,
+                )
+            })
+            .buffer_unordered(config.concurrency)
             .collect()
             .await;
+    results.sort_by_key(|(i, _)| *i);
+    let results = results.into_iter().map(|(_, result)| result);
     let mut finished = Vec::with_capacity(batch.len());
     for (row, result) in batch.into_iter().zip(results) {
         let (update, count_as) = result.map_err(RefundsError::from)?;
@@ -632,7 +645,7 @@ async fn execute(
     layout: &Layout,
     row: &SourceRow,
     plan: Plan,
-) -> Result<(RowUpdate, Count), StateError> {
+) -> Executed {
     let view = RowView {
         record: &row.record,
         layout,
