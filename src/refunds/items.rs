@@ -246,7 +246,7 @@ pub fn check_afterpay(items: &[AfterPayItem], problems: &mut Vec<String>) -> Dec
             problems.push(format!("{} must be greater than zero", path("quantity")));
         }
         if let (Some(net), Some(gross), Some(vat)) = (net, gross, vat)
-            && (gross - net - vat).abs() > Decimal::new(1, 2)
+            && gross.saturating_sub(net).saturating_sub(vat).abs() > Decimal::new(1, 2)
         {
             problems.push(format!(
                 "items[{i}]: grossUnitPrice {gross} is not netUnitPrice {net} + vatAmount {vat}"
@@ -304,7 +304,10 @@ pub fn check_ratepay(column: &str, items: &[RatepayItem], problems: &mut Vec<Str
             problems.push(format!("{} must be greater than zero", path("quantity")));
         }
         let Some(price) = price else { continue };
-        let computed = (price + discount).saturating_mul(quantity).round_dp(2);
+        let computed = price
+            .saturating_add(discount)
+            .saturating_mul(quantity)
+            .round_dp(2);
         let line = match money(problems, &path("gross_total_price"), item.gross_total_price) {
             Some(given) if given != computed => {
                 problems.push(format!(
@@ -376,6 +379,23 @@ mod tests {
         }
         let typo = parse_list::<AfterPayItem>("items", r#"[{"productID":"1"}]"#).unwrap_err();
         assert!(typo.contains("unknown field"), "{typo}");
+    }
+
+    #[test]
+    fn extreme_values_are_reported_not_panicked_on() {
+        let max = "79228162514264337593543950335";
+        let lines = format!(
+            r#"[{{"productId":"x","description":"y","netUnitPrice":-{max},"grossUnitPrice":{max},"quantity":{max},"vatPercent":0,"vatAmount":{max}}}]"#
+        );
+        let items: Vec<AfterPayItem> = parse_list("items", &lines).unwrap();
+        let mut problems = Vec::new();
+        check_afterpay(&items, &mut problems);
+        let lines = format!(
+            r#"[{{"gross_unit_price":{max},"gross_unit_discount":{max},"quantity":{max}}}]"#
+        );
+        let items: Vec<RatepayItem> = parse_list("items", &lines).unwrap();
+        check_ratepay("items", &items, &mut problems);
+        assert!(!problems.is_empty());
     }
 
     #[test]

@@ -256,8 +256,10 @@ impl RatepayClient {
         let reply: TokenReply = serde_json::from_slice(&answer.body).map_err(|_| {
             ProviderError::Unexpected("the token endpoint answered without access_token".into())
         })?;
-        // Renew a minute early so a token does not expire between check and use.
-        let lifetime = Duration::from_secs(reply.expires_in.unwrap_or(300).saturating_sub(60));
+        // Renew a minute early so a token does not expire between check and use; a lifetime
+        // beyond a day is not believed.
+        let seconds = reply.expires_in.unwrap_or(300).min(86_400);
+        let lifetime = Duration::from_secs(seconds.saturating_sub(60));
         let token = Secret::new(reply.access_token);
         let header = bearer(&token)?;
         *slot = Some((token, Instant::now() + lifetime));

@@ -67,7 +67,9 @@ impl Order {
         self.captures
             .iter()
             .find(|c| c.number == capture)
-            .map_or(Decimal::ZERO, |c| c.amount - self.refunded(&c.number))
+            .map_or(Decimal::ZERO, |c| {
+                c.amount.saturating_sub(self.refunded(&c.number))
+            })
     }
 
     fn captured(&self) -> Decimal {
@@ -320,7 +322,7 @@ fn check_items(
             }
         };
         if let (Some(net), Some(gross), Some(vat)) = (net, gross, vat)
-            && (gross - net - vat).abs() > Decimal::new(1, 2)
+            && gross.saturating_sub(net).saturating_sub(vat).abs() > Decimal::new(1, 2)
         {
             problems.push(message(
                 "BusinessError",
@@ -436,7 +438,9 @@ async fn create_refund(
             )],
         );
     };
-    let remaining = capture.amount - order.refunded(&capture.number);
+    let remaining = capture
+        .amount
+        .saturating_sub(order.refunded(&capture.number));
     // Without lines, the whole remaining capture is refunded.
     let amount = if items.is_empty() {
         remaining
@@ -479,7 +483,7 @@ async fn create_refund(
         "totalAuthorizedAmount": raw_number(captured),
         "refundNumbers": [refund_number],
         "totalRefundedAmount": raw_number(refunded),
-        "remainingAuthorizedAmount": raw_number(captured - refunded),
+        "remainingAuthorizedAmount": raw_number(captured.saturating_sub(refunded)),
     });
     json(StatusCode::OK, reply.to_string(), "application/json")
 }

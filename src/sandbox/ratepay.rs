@@ -283,7 +283,10 @@ fn check_body(body: &Bytes) -> Result<(Decimal, Option<String>), Vec<&'static st
             if [price, discount].iter().any(|v| decimal_places(*v) > 2) {
                 reasons.push("TOO_MANY_DECIMALS");
             }
-            let computed = (price + discount).saturating_mul(quantity).round_dp(2);
+            let computed = price
+                .saturating_add(discount)
+                .saturating_mul(quantity)
+                .round_dp(2);
             let line = number("gross_total_price").unwrap_or(computed);
             if line != computed {
                 reasons.push("GROSS_TOTAL_PRICE_MISMATCH");
