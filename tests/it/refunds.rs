@@ -1130,3 +1130,62 @@ async fn sigterm_finishes_the_refund_in_flight_writes_back_and_a_rerun_completes
     );
     sandbox.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refund_in_doubt_is_never_resent_until_a_human_resolves_it() {
+    let dir = TestDir::new();
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    afterpay_order(&sandbox, "A-7", "C-7", "100.00").await;
+    let path = dir.write(
+        "refunds.csv",
+        refunds_csv(&[ap("A-7", "RMA-A7", "28,80", "C-7")], ','),
+    );
+    // An earlier run could not tell whether AfterPay booked this refund.
+    let state = kksync::state::StateDb::open(&dir.path("refunds.csv.kksync.db"), false).unwrap();
+    state
+        .connection()
+        .execute(
+            "INSERT INTO kksync_refund_intents (provider, external_reference, order_number, target,
+                 state, fingerprint, request, error, created_at, updated_at)
+             VALUES ('afterpay', 'RMA-A7', 'A-7', 'A-7', 'doubt', 0, '{}', 'in doubt: check the portal',
+                 '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+            [],
+        )
+        .unwrap();
+    drop(state);
+
+    let run = refunds(&path, &sandbox, &[]).await;
+    run.expect_code(3);
+    assert!(run.stderr.contains("in doubt  1"), "{}", run.stderr);
+    let errors = col(&dir.read("refunds.csv"), b',', "refundError");
+    assert_eq!(errors, ["in doubt: check the portal"]);
+    assert_eq!(sandbox.stats().requests_total, 0, "nothing was sent");
+
+    // The human found the refund in the portal and entered its number.
+    let text = dir.read("refunds.csv");
+    let (header, mut rows) = parse_csv(&text, b',');
+    let id_column = header.iter().position(|h| h == "refundId").unwrap();
+    rows[0][id_column] = "800009999".into();
+    let mut resolved = header.join(",");
+    resolved.push('\n');
+    for row in &rows {
+        let cells: Vec<String> = row.iter().map(|v| cell(v, ',')).collect();
+        resolved.push_str(&cells.join(","));
+        resolved.push('\n');
+    }
+    dir.write("refunds.csv", resolved);
+    refunds(&path, &sandbox, &[]).await.expect_code(0);
+    assert_eq!(sandbox.stats().requests_total, 0);
+    assert_eq!(col(&dir.read("refunds.csv"), b',', "refundError"), [""]);
+    let state = kksync::state::StateDb::open(&dir.path("refunds.csv.kksync.db"), false).unwrap();
+    let (stored, id): (String, String) = state
+        .connection()
+        .query_row(
+            "SELECT state, refund_id FROM kksync_refund_intents WHERE external_reference = 'RMA-A7'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((stored.as_str(), id.as_str()), ("done", "800009999"));
+    sandbox.shutdown().await;
+}
