@@ -143,9 +143,14 @@ const COLUMNS: &str = "provider, external_reference, order_number, state, finger
     sent_at, attempts, target";
 
 impl Journal {
-    /// Wraps an open state store.
-    pub fn new(db: StateDb) -> Self {
-        Journal { db, run_id: None }
+    /// Wraps an open state store. Its connection commits with `synchronous=FULL`, whatever the
+    /// store's default: an intent must survive even a power loss before its refund is sent,
+    /// because for AfterPay a lost intent could mean a second refund.
+    pub fn new(db: StateDb) -> Result<Self, StateError> {
+        db.connection()
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(db.error("setting synchronous=FULL for the refund journal"))?;
+        Ok(Journal { db, run_id: None })
     }
 
     /// The state store (run history).
@@ -434,7 +439,7 @@ mod tests {
     fn journal() -> (tempfile::TempDir, Journal) {
         let dir = tempfile::tempdir().unwrap();
         let db = StateDb::open(&dir.path().join("state.db"), false).unwrap();
-        (dir, Journal::new(db))
+        (dir, Journal::new(db).unwrap())
     }
 
     fn new_intent<'a>(reference: &'a str, request: &'a str) -> NewIntent<'a> {
@@ -460,7 +465,8 @@ mod tests {
         journal.add_attempts(Provider::Ratepay, "RMA-1", 2).unwrap();
         drop(journal);
         // Another process (the next run) sees the committed intent.
-        let journal = Journal::new(StateDb::open(&dir.path().join("state.db"), false).unwrap());
+        let journal =
+            Journal::new(StateDb::open(&dir.path().join("state.db"), false).unwrap()).unwrap();
         let intent = journal.get(Provider::Ratepay, "RMA-1").unwrap().unwrap();
         assert_eq!(intent.state, IntentState::Pending);
         assert_eq!(intent.request, r#"{"gross_amount":1}"#);
@@ -483,6 +489,17 @@ mod tests {
         assert_eq!(intent.refund_id.as_deref(), Some("rp-1"));
         // The same reference with another provider is another refund.
         assert_eq!(journal.get(Provider::AfterPay, "RMA-1").unwrap(), None);
+    }
+
+    #[test]
+    fn the_journal_commits_with_full_sync() {
+        let (_dir, journal) = journal();
+        let level: i64 = journal
+            .db()
+            .connection()
+            .query_row("PRAGMA synchronous", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(level, 2, "FULL");
     }
 
     #[test]

@@ -145,20 +145,20 @@ fn open_journal(
 ) -> Result<(Journal, Option<tempfile::TempDir>), RefundsError> {
     if !config.dry_run {
         let db = StateDb::open(&config.state, config.state_is_shared())?;
-        return Ok((Journal::new(db), None));
+        return Ok((Journal::new(db)?, None));
     }
-    if let Some(db) = StateDb::open_existing_read_only(&config.state)? {
-        let journal = Journal::new(db);
-        if journal.get(Provider::Komfortkasse, "").is_ok() {
-            return Ok((journal, None));
-        }
+    if let Some(db) = StateDb::open_existing_read_only(&config.state)?
+        && let Ok(journal) = Journal::new(db)
+        && journal.get(Provider::Komfortkasse, "").is_ok()
+    {
+        return Ok((journal, None));
     }
     let scratch = tempfile::Builder::new()
         .prefix("kksync-dry-run-")
         .tempdir()
         .map_err(RefundsError::Scratch)?;
     let db = StateDb::open(&scratch.path().join("journal.db"), false)?;
-    Ok((Journal::new(db), Some(scratch)))
+    Ok((Journal::new(db)?, Some(scratch)))
 }
 
 async fn run_into(config: &RefundsConfig, summary: &mut RefundSummary) -> Result<(), Error> {
