@@ -36,7 +36,7 @@ pub const RATEPAY_SECRET_ENV: &str = "RATEPAY_CLIENT_SECRET";
 /// systemd credential with the Ratepay client secret.
 pub const RATEPAY_SECRET_CREDENTIAL: &str = "ratepay-client-secret";
 /// The test hook's environment variable (see [`RefundsConfig::pause_at`]).
-pub const PAUSE_ENV: &str = "KKSYNC_PAUSE_AT";
+pub const PAUSE_ENV: &str = "KKSYNC_TEST_PAUSE_AT";
 
 /// Everything `kksync refunds` needs, checked.
 #[derive(Debug, Clone)]
@@ -83,7 +83,7 @@ pub struct RefundsConfig {
     pub dry_run: bool,
     /// Test hook: the process sleeps at this point (`refund-sent`: after a provider created a
     /// refund, before the journal records it; `refund-recorded`: before the write-back), so an
-    /// end-to-end test can SIGKILL it there. Read from `KKSYNC_PAUSE_AT`; not an option.
+    /// end-to-end test can SIGKILL it there. Read from `KKSYNC_TEST_PAUSE_AT`; not an option.
     pub pause_at: Option<String>,
 }
 

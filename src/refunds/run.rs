@@ -58,11 +58,12 @@ impl Ctx {
         f(&journal)
     }
 
-    /// Test hook (`KKSYNC_PAUSE_AT`): sleeps at the named point so an end-to-end test can
-    /// SIGKILL the process exactly there. Does nothing unless the variable names this point.
+    /// Test hook (`KKSYNC_TEST_PAUSE_AT`): prints `kksync: paused at <point>` and sleeps at the
+    /// named point so an end-to-end test can SIGKILL the process exactly there. Does nothing
+    /// unless the variable names this point. Async: it runs among the refunds in flight.
     pub async fn pause_point(&self, point: &str) {
         if self.pause_at.as_deref() == Some(point) {
-            eprintln!("kksync: test hook: paused at {point}");
+            eprintln!("kksync: paused at {point}");
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
     }

@@ -64,14 +64,14 @@ async fn refunds(source: &Path, sandbox: &SandboxHandle, extra: &[&str]) -> Run 
     kksync(&args, &CREDENTIALS).await
 }
 
-/// Runs `kksync refunds` with `KKSYNC_PAUSE_AT=point`, waits until it reports the pause, and
+/// Runs `kksync refunds` with `KKSYNC_TEST_PAUSE_AT=point`, waits until it reports the pause, and
 /// kills it with SIGKILL there.
 async fn kill_at(source: &Path, sandbox: &SandboxHandle, point: &str) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_kksync"));
     command
         .args(args(source, sandbox, &[]))
         .envs(CREDENTIALS)
-        .env("KKSYNC_PAUSE_AT", point)
+        .env("KKSYNC_TEST_PAUSE_AT", point)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
