@@ -889,6 +889,56 @@ async fn ratepay_sigkill_between_send_and_write_back_replays_instead_of_refundin
     sandbox.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn ratepay_duplicate_reference_resolves_to_the_existing_refund() {
+    let dir = TestDir::new();
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    ratepay_transaction(&sandbox, TX, "100.00", false).await;
+    // Another tool refunded this return already, with the reference as partner_operation_id.
+    let root = root(&sandbox);
+    let (_, token) = post(
+        &format!("{root}/ratepay/oauth/token"),
+        json!({"client_id": "other-tool", "client_secret": KEY, "audience": "x", "grant_type": "client_credentials"}),
+        &[],
+    )
+    .await;
+    let bearer = format!("Bearer {}", token["access_token"].as_str().unwrap());
+    let (status, existing) = post(
+        &format!("{root}/ratepay/v2/transactions/{TX}/refunds"),
+        json!({"gross_amount": 25, "partner_operation_id": "RMA-R5"}),
+        &[
+            ("Authorization", bearer.as_str()),
+            ("Idempotency-Key", "another-tools-key"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 201);
+    let path = dir.write(
+        "refunds.csv",
+        refunds_csv(&[rp("R-5", "RMA-R5", "25", TX)], ','),
+    );
+    refunds(&path, &sandbox, &[]).await.expect_code(0);
+    let id = existing["ratepay_refund_id"].as_str().unwrap();
+    assert_eq!(col(&dir.read("refunds.csv"), b',', "refundId"), [id]);
+    assert_eq!(count(&sandbox, "ratepay").await, 1);
+
+    // Lost state store, row without its result: still that refund, nothing new.
+    std::fs::remove_file(dir.path("refunds.csv.kksync.db")).unwrap();
+    let path = dir.write(
+        "refunds.csv",
+        refunds_csv(&[rp("R-5", "RMA-R5", "25", TX)], ','),
+    );
+    refunds(&path, &sandbox, &[]).await.expect_code(0);
+    assert_eq!(col(&dir.read("refunds.csv"), b',', "refundId"), [id]);
+    assert_eq!(count(&sandbox, "ratepay").await, 1);
+    assert_eq!(
+        route_count(&sandbox, RP_POST),
+        1,
+        "only the other tool's request"
+    );
+    sandbox.shutdown().await;
+}
+
 /// The sandbox's idempotency, as the client sees it: replay of the same request, 409 for a
 /// different one under the same key.
 #[tokio::test(flavor = "multi_thread")]
