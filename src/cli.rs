@@ -63,12 +63,16 @@ pub enum Command {
     Ordersync(OrdersyncArgs),
     /// List past runs recorded in the state store (newest first).
     Runs(RunsArgs),
-    /// Create the `orders` table (sql/schema.sql) in a SQLite database; safe to run again.
+    /// Create the `orders` and `refunds` tables (sql/schema.sql, sql/refunds.sql) in a SQLite
+    /// database; safe to run again.
     InitDb(InitDbArgs),
     /// Run the local imitation of the Komfortkasse API (for demos, tests and dry runs).
     Sandbox(crate::sandbox::SandboxArgs),
     /// Sync the bundled example orders against an in-process sandbox and show the result.
     Demo(DemoArgs),
+    /// Send each refund of a CSV or SQLite source exactly once (Komfortkasse, AfterPay, Ratepay)
+    /// and write the results back.
+    Refunds(RefundsArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -290,4 +294,128 @@ pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Wri
 /// Writes the man page (roff).
 pub fn write_man(out: &mut dyn std::io::Write) -> std::io::Result<()> {
     clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(out)
+}
+
+/// Options of `kksync refunds`.
+#[derive(Debug, Clone, Args)]
+pub struct RefundsArgs {
+    /// The refunds: `*.csv` is read as CSV; `*.db`, `*.sqlite`, `*.sqlite3` as SQLite (table
+    /// `refunds`, see `kksync init-db`).
+    #[arg(long, env = "KKSYNC_REFUNDS_SOURCE", value_name = "PATH")]
+    pub source: Option<PathBuf>,
+
+    /// Read the source as this format, whatever its file name.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub source_format: Option<SourceFormat>,
+
+    /// The state store with the refund journal (default: `<source>.kksync.db` beside a CSV, the
+    /// database itself for SQLite).
+    #[arg(long, env = "KKSYNC_REFUNDS_STATE", value_name = "PATH")]
+    pub state: Option<PathBuf>,
+
+    /// Days from today to a Komfortkasse refund's planned date when the row gives none.
+    #[arg(
+        long,
+        env = "KKSYNC_WAITING_PERIOD",
+        default_value_t = 7,
+        value_name = "DAYS"
+    )]
+    pub waiting_period: u32,
+
+    /// Base URL of the Komfortkasse API. Plain http:// is accepted only for loopback hosts.
+    #[arg(long, env = "KKSYNC_API_URL", default_value = DEFAULT_API_URL, value_name = "URL")]
+    pub api_url: String,
+
+    /// Read the Komfortkasse API key from this file (instead of KOMFORTKASSE_API_KEY or the
+    /// systemd credential `komfortkasse-api-key`).
+    #[arg(long, env = "KKSYNC_API_KEY_FILE", value_name = "PATH")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// Base URL of the AfterPay (Riverty) API; the partner test host is
+    /// https://api.bnpl-pt.riverty.io. Plain http:// only for loopback hosts.
+    #[arg(
+        long,
+        env = "KKSYNC_AFTERPAY_URL",
+        default_value = crate::refunds::config::DEFAULT_AFTERPAY_URL,
+        value_name = "URL"
+    )]
+    pub afterpay_url: String,
+
+    /// Read the AfterPay API key from this file (instead of AFTERPAY_API_KEY or the systemd
+    /// credential `afterpay-api-key`).
+    #[arg(long, env = "KKSYNC_AFTERPAY_KEY_FILE", value_name = "PATH")]
+    pub afterpay_key_file: Option<PathBuf>,
+
+    /// AfterPay has no idempotency: after a timeout or a broken connection, wait this long
+    /// before reading the order's refunds back and deciding whether to send again.
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    pub afterpay_settle: String,
+
+    /// Base URL of the Ratepay payment API (integration:
+    /// https://api-integration.ratepay.com/transaction/management).
+    #[arg(
+        long,
+        env = "KKSYNC_RATEPAY_URL",
+        default_value = crate::refunds::config::DEFAULT_RATEPAY_URL,
+        value_name = "URL"
+    )]
+    pub ratepay_url: String,
+
+    /// Ratepay's OAuth token endpoint.
+    #[arg(
+        long,
+        env = "KKSYNC_RATEPAY_TOKEN_URL",
+        default_value = crate::refunds::config::DEFAULT_RATEPAY_TOKEN_URL,
+        value_name = "URL"
+    )]
+    pub ratepay_token_url: String,
+
+    /// The token's `audience` (default: the Ratepay URL).
+    #[arg(long, env = "KKSYNC_RATEPAY_AUDIENCE", value_name = "URL")]
+    pub ratepay_audience: Option<String>,
+
+    /// The Ratepay OAuth client id (not a secret).
+    #[arg(long, env = "RATEPAY_CLIENT_ID", value_name = "ID")]
+    pub ratepay_client_id: Option<String>,
+
+    /// Read the Ratepay client secret from this file (instead of RATEPAY_CLIENT_SECRET or the
+    /// systemd credential `ratepay-client-secret`).
+    #[arg(long, env = "KKSYNC_RATEPAY_SECRET_FILE", value_name = "PATH")]
+    pub ratepay_secret_file: Option<PathBuf>,
+
+    /// Requests per second to each provider (a decimal); every attempt counts.
+    #[arg(long, default_value = "2", value_name = "R")]
+    pub rate: String,
+
+    /// Requests allowed at once before the rate applies.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub burst: u32,
+
+    /// Refunds in flight at once.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub concurrency: usize,
+
+    /// Attempts per request, the first included (transient failures only are retried).
+    #[arg(long, default_value_t = 6, value_name = "N")]
+    pub max_attempts: u32,
+
+    /// How long one request may be retried (e.g. 90s, 2m).
+    #[arg(long, default_value = "2m", value_name = "DURATION")]
+    pub deadline: String,
+
+    /// How long one attempt may take.
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub request_timeout: String,
+
+    /// After SIGTERM or SIGINT, how long refunds in flight may take before they are abandoned.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub stop_timeout: String,
+
+    /// CSV field delimiter (default: detected from the header).
+    #[arg(long, value_name = "CHAR")]
+    pub delimiter: Option<char>,
+
+    /// Validate and print each refund's request body on stdout; send and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }

@@ -89,6 +89,9 @@ pub enum Error {
     /// A background task died unexpectedly.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A refunds run could not go on (state store, provider credentials refused, ...).
+    #[error(transparent)]
+    Refunds(#[from] crate::refunds::RefundsError),
 }
 
 impl Error {
@@ -99,6 +102,7 @@ impl Error {
             Error::AlreadyRunning { .. } => exit_code::ALREADY_RUNNING,
             Error::Interrupted { .. } => exit_code::INTERRUPTED,
             Error::OrderSyncRefused(_) => exit_code::REFUSED,
+            Error::Refunds(error) => error.exit_code(),
             _ => exit_code::FATAL,
         }
     }

@@ -17,6 +17,7 @@ pub mod order;
 pub mod ordersync;
 pub mod pause;
 pub mod pipeline;
+pub mod refunds;
 pub mod report;
 pub mod run_lock;
 pub mod sandbox;

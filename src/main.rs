@@ -50,6 +50,8 @@ async fn run(command: Command) -> Result<i32, kksync::Error> {
         Command::InitDb(args) => {
             kksync::source::init_db(&args.path)?;
             eprintln!("kksync: {} has the orders table", args.path.display());
+            kksync::refunds::init_db(&args.path)?;
+            eprintln!("kksync: {} has the refunds table", args.path.display());
             Ok(exit_code::OK)
         }
         Command::Sandbox(args) => {
@@ -57,6 +59,7 @@ async fn run(command: Command) -> Result<i32, kksync::Error> {
             Ok(exit_code::OK)
         }
         Command::Demo(args) => kksync::demo::run(args).await,
+        Command::Refunds(args) => refunds(&args).await,
         Command::Completions { shell } => {
             kksync::cli::write_completions(shell, &mut std::io::stdout());
             Ok(exit_code::OK)
@@ -204,6 +207,17 @@ fn write_runs_table(
         )?;
     }
     Ok(())
+}
+
+/// Refunds: the summary goes to stderr; exit 0 all done, 3 some rows rejected or in doubt,
+/// 2 missing credentials, 1 fatal, 4 already running, 5 interrupted.
+async fn refunds(args: &kksync::cli::RefundsArgs) -> Result<i32, kksync::Error> {
+    let config = kksync::refunds::RefundsConfig::from_args(args)?;
+    let (summary, result) = kksync::refunds::run(&config).await;
+    if result.is_ok() || summary.rows > 0 {
+        eprint!("{summary}");
+    }
+    result.map(|()| summary.exit_code())
 }
 
 /// Logs go to stderr: text (coloured only on a terminal) or JSON lines. `RUST_LOG` overrides

@@ -10,6 +10,8 @@
 //!   decided by a hash of the seed and the request itself.
 //! * **Payments** ([`SandboxHandle::tick`]): each round pays, part-pays or cancels a
 //!   seed-determined share (`pay_rate`) of the open orders and advances refunds one step.
+//! * **Refund providers** (module `providers`): AfterPay (Riverty) under `/afterpay` and Ratepay
+//!   under `/ratepay`, with the same faults and their own `/_sandbox/...` controls.
 //! * **Control endpoints** under `/_sandbox` (no auth): `GET stats`, `POST stats/reset`,
 //!   `POST tick`, `POST lock/{n}`, `POST unlock/{n}`, `POST reject/{n}` (`{"reason":"…"}`,
 //!   `null` clears), `POST pay/{n}` (`{"amount":"12.34"}`), `GET orders/{n}`, `GET faults`,
@@ -26,12 +28,15 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+mod afterpay;
 mod control;
 mod error;
 mod faults;
 mod hash;
 mod lock;
 mod order;
+mod providers;
+mod ratepay;
 mod routes;
 mod server;
 mod stats;
@@ -265,6 +270,8 @@ pub(crate) struct Shared {
     pub(crate) rejections: lock::Rejections,
     pub(crate) stats: stats::Stats,
     pub(crate) faults: faults::FaultInjector,
+    /// AfterPay and Ratepay (refunds), see `providers`.
+    pub(crate) providers: providers::ProviderStores,
 }
 
 impl Shared {
@@ -290,6 +297,7 @@ impl Shared {
             rejections: lock::Rejections::default(),
             stats: stats::Stats::new(),
             faults: faults::FaultInjector::new(config.seed),
+            providers: providers::ProviderStores::default(),
         }
     }
 

@@ -74,6 +74,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .merge(api)
         .merge(super::control::router())
+        .merge(super::providers::router(Arc::clone(&shared)))
         .route("/login", get(login_page))
         .fallback(fallback)
         .method_not_allowed_fallback(fallback)

@@ -23,6 +23,7 @@ use crate::cli::SourceFormat;
 /// in `kksync_migrations`; never edit one that has shipped, add a new one.
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../sql/state/0001_orders_and_runs.sql")),
+    (2, include_str!("../../sql/state/0002_refunds.sql")),
     (3, include_str!("../../sql/state/0003_row_fingerprint.sql")),
 ];
 

@@ -6,5 +6,6 @@ mod faults;
 mod incremental;
 mod operations;
 mod ordersync;
+mod refunds;
 mod sqlite_flow;
 mod util;

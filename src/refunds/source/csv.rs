@@ -1,0 +1,540 @@
+//! Refunds in a CSV file: delimiter and BOM detection, Latin-1 fallback, and an atomic rewrite
+//! that keeps every column, row and value, adding the five result columns where missing.
+//!
+//! NOTE: the dialect sniffing and the rename/fsync steps mirror `crate::source::csv`, whose
+//! helpers are private to the order sync; they can be shared once both branches are merged.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use csv::{ByteRecord, StringRecord, Terminator};
+use tempfile::NamedTempFile;
+
+use super::{FinishedRow, RefundSink, RefundSource, RowUpdate, missing_columns_message};
+use crate::refunds::model::{Layout, ResultColumn};
+use crate::source::{SourceError, SourceRow};
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+#[derive(Debug, Clone, Copy)]
+struct Dialect {
+    delimiter: u8,
+    bom: bool,
+    crlf: bool,
+}
+
+/// Reads a refunds CSV row by row.
+pub struct CsvRefunds {
+    path: PathBuf,
+    reader: csv::Reader<BufReader<File>>,
+    layout: Layout,
+    header_len: usize,
+    next_row: u64,
+}
+
+/// Where a result column sits: in the original header, or appended after it.
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    Existing(usize),
+    Appended(usize),
+}
+
+/// Writes the CSV into a temporary file beside it, renamed over it at the end.
+pub struct CsvRefundSink {
+    path: PathBuf,
+    writer: csv::Writer<NamedTempFile>,
+    header_len: usize,
+    places: Vec<Place>,
+    appended: usize,
+    permissions: std::fs::Permissions,
+}
+
+pub(super) fn open(
+    path: &Path,
+    delimiter: Option<u8>,
+    read_only: bool,
+) -> Result<(CsvRefunds, Option<CsvRefundSink>), SourceError> {
+    let io = |action| {
+        move |source| SourceError::Io {
+            path: path.to_path_buf(),
+            action,
+            source,
+        }
+    };
+    let dialect = sniff(path, delimiter).map_err(io("reading the header"))?;
+    let file = File::open(path).map_err(io("opening"))?;
+    let permissions = file
+        .metadata()
+        .map_err(io("reading permissions"))?
+        .permissions();
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(dialect.delimiter)
+        .flexible(true)
+        .has_headers(true)
+        .from_reader(BufReader::new(file));
+    let headers = reader
+        .byte_headers()
+        .map_err(|e| csv_error(path, e))?
+        .clone();
+    let names: Vec<String> = headers
+        .iter()
+        .map(|h| String::from_utf8_lossy(strip_bom(h)).into_owned())
+        .collect();
+    let layout = Layout::from_headers(names.iter().map(String::as_str));
+    let missing: Vec<&str> = layout.missing().iter().map(|c| c.csv_name()).collect();
+    if !missing.is_empty() {
+        return Err(SourceError::Unusable {
+            path: path.to_path_buf(),
+            message: missing_columns_message(&missing, &names),
+        });
+    }
+    let mut appended = 0;
+    let places = ResultColumn::ALL
+        .iter()
+        .map(|&column| match layout.result(column) {
+            Some(i) => Place::Existing(i),
+            None => {
+                appended += 1;
+                Place::Appended(appended - 1)
+            }
+        })
+        .collect();
+    let source = CsvRefunds {
+        path: path.to_path_buf(),
+        reader,
+        layout,
+        header_len: headers.len(),
+        next_row: 2,
+    };
+    if read_only {
+        return Ok((source, None));
+    }
+    let sink = CsvRefundSink::create(path, dialect, &headers, places, appended, permissions)?;
+    Ok((source, Some(sink)))
+}
+
+fn csv_error(path: &Path, error: csv::Error) -> SourceError {
+    match error.into_kind() {
+        csv::ErrorKind::Io(source) => SourceError::Io {
+            path: path.to_path_buf(),
+            action: "reading",
+            source,
+        },
+        kind => SourceError::Csv {
+            path: path.to_path_buf(),
+            message: format!("{kind:?}"),
+        },
+    }
+}
+
+fn strip_bom(field: &[u8]) -> &[u8] {
+    field.strip_prefix(BOM).unwrap_or(field)
+}
+
+/// BOM, line ending, and the delimiter (the most frequent of `;`, `,` and tab outside quotes
+/// in the header, unless one is given).
+fn sniff(path: &Path, delimiter: Option<u8>) -> std::io::Result<Dialect> {
+    let mut prefix = Vec::with_capacity(64 * 1024);
+    File::open(path)?.take(64 * 1024).read_to_end(&mut prefix)?;
+    let bom = prefix.starts_with(BOM);
+    let line_end = prefix
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(prefix.len());
+    let line = &prefix[..line_end];
+    let crlf = line.last() == Some(&b'\r');
+    let delimiter = delimiter.unwrap_or_else(|| {
+        let mut counts = [(b';', 0usize), (b',', 0), (b'\t', 0)];
+        let mut quoted = false;
+        for &b in line {
+            if b == b'"' {
+                quoted = !quoted;
+            } else if !quoted && let Some(entry) = counts.iter_mut().find(|(c, _)| *c == b) {
+                entry.1 += 1;
+            }
+        }
+        counts.sort_by_key(|&(c, n)| (std::cmp::Reverse(n), c != b','));
+        counts[0].0
+    });
+    Ok(Dialect {
+        delimiter,
+        bom,
+        crlf,
+    })
+}
+
+impl RefundSource for CsvRefunds {
+    fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn next_row(&mut self) -> Result<Option<SourceRow>, SourceError> {
+        let mut bytes = ByteRecord::new();
+        match self.reader.read_byte_record(&mut bytes) {
+            Ok(false) => return Ok(None),
+            Ok(true) => {}
+            Err(error) => return Err(csv_error(&self.path, error)),
+        }
+        let row = self.next_row;
+        self.next_row += 1;
+        let defect = (bytes.len() > self.header_len).then(|| {
+            format!(
+                "row {row}: has {} fields but the header has {}; check the delimiter and quoting",
+                bytes.len(),
+                self.header_len
+            )
+        });
+        let (record, raw) = match StringRecord::from_byte_record(bytes) {
+            Ok(record) => (record, None),
+            Err(error) => {
+                // Not UTF-8: most likely Latin-1. Validate a Latin-1 reading, write the bytes back.
+                let bytes = error.into_byte_record();
+                let decoded: StringRecord = bytes
+                    .iter()
+                    .map(|f| f.iter().map(|&b| b as char).collect::<String>())
+                    .collect();
+                (decoded, Some(bytes))
+            }
+        };
+        Ok(Some(SourceRow {
+            row,
+            record,
+            raw,
+            defect,
+        }))
+    }
+}
+
+impl CsvRefundSink {
+    fn create(
+        path: &Path,
+        dialect: Dialect,
+        headers: &ByteRecord,
+        places: Vec<Place>,
+        appended: usize,
+        permissions: std::fs::Permissions,
+    ) -> Result<Self, SourceError> {
+        let io = |action| {
+            move |source| SourceError::Io {
+                path: path.to_path_buf(),
+                action,
+                source,
+            }
+        };
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        remove_stale_temp_files(&dir, &name);
+        let mut temp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".kksync-tmp")
+            .tempfile_in(&dir)
+            .map_err(io("creating a temporary file beside the source"))?;
+        if dialect.bom {
+            std::io::Write::write_all(&mut temp, BOM).map_err(io("writing"))?;
+        }
+        let writer = csv::WriterBuilder::new()
+            .delimiter(dialect.delimiter)
+            .terminator(if dialect.crlf {
+                Terminator::CRLF
+            } else {
+                Terminator::Any(b'\n')
+            })
+            .flexible(true)
+            .from_writer(temp);
+        let mut sink = CsvRefundSink {
+            path: path.to_path_buf(),
+            writer,
+            header_len: headers.len(),
+            places,
+            appended,
+            permissions,
+        };
+        let header = ByteRecord::from(headers.iter().map(strip_bom).collect::<Vec<_>>());
+        // Result columns already in the header keep their spelling; missing ones are appended.
+        let names: Vec<Option<&str>> = ResultColumn::ALL
+            .iter()
+            .zip(&sink.places)
+            .map(|(column, place)| match place {
+                Place::Appended(_) => Some(column.csv_name()),
+                Place::Existing(_) => None,
+            })
+            .collect();
+        sink.write_record(&header, &names)
+            .map_err(|e| sink.write_error(e))?;
+        Ok(sink)
+    }
+
+    fn write_error(&self, error: csv::Error) -> SourceError {
+        match error.into_kind() {
+            csv::ErrorKind::Io(source) => SourceError::Io {
+                path: self.path.clone(),
+                action: "writing the new file",
+                source,
+            },
+            kind => SourceError::Csv {
+                path: self.path.clone(),
+                message: format!("writing: {kind:?}"),
+            },
+        }
+    }
+
+    /// Writes a row: its fields (padded to the header's width), the result values set in place
+    /// or appended after the original columns, then any extra fields of a too-wide row.
+    /// `values[i]` is the value of `ResultColumn::ALL[i]`; `None` keeps what the row has.
+    fn write_record(
+        &mut self,
+        fields: &ByteRecord,
+        values: &[Option<&str>],
+    ) -> Result<(), csv::Error> {
+        let mut replaced: Vec<(usize, &[u8])> = Vec::new();
+        let mut appended: Vec<&[u8]> = vec![b""; self.appended];
+        for (place, value) in self.places.iter().zip(values) {
+            match (place, value) {
+                (Place::Existing(at), Some(v)) => replaced.push((*at, v.as_bytes())),
+                (Place::Appended(at), Some(v)) => {
+                    if let Some(slot) = appended.get_mut(*at) {
+                        *slot = v.as_bytes();
+                    }
+                }
+                _ => {}
+            }
+        }
+        let header_len = self.header_len;
+        let width = fields.len().max(header_len);
+        let field = |i: usize| -> &[u8] {
+            replaced
+                .iter()
+                .find(|(at, _)| *at == i)
+                .map(|(_, v)| *v)
+                .unwrap_or_else(|| fields.get(i).unwrap_or(b""))
+        };
+        let record = (0..header_len)
+            .map(field)
+            .chain(appended.iter().copied())
+            .chain((header_len..width).map(field));
+        self.writer.write_record(record)
+    }
+}
+
+/// The values for the result columns, in `ResultColumn::ALL` order (`None`: keep).
+fn result_values(update: &RowUpdate) -> [Option<&str>; 5] {
+    match update {
+        RowUpdate::Untouched => [None; 5],
+        RowUpdate::Refund(columns) => [
+            Some(columns.refund_id.as_str()),
+            Some(columns.reference_number.as_str()),
+            Some(columns.status.as_str()),
+            Some(""),
+            Some(columns.sent_at.as_str()),
+        ],
+        RowUpdate::Failed(error) => [None, None, None, Some(error.as_str()), None],
+    }
+}
+
+impl RefundSink for CsvRefundSink {
+    fn write(&mut self, rows: &[FinishedRow]) -> Result<(), SourceError> {
+        for finished in rows {
+            let source = &finished.source;
+            let fields = source
+                .raw
+                .as_ref()
+                .unwrap_or_else(|| source.record.as_byte_record());
+            self.write_record(fields, &result_values(&finished.update))
+                .map_err(|e| self.write_error(e))?;
+        }
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, changed: bool) -> Result<(), SourceError> {
+        let path = self.path.clone();
+        let io = |action| {
+            let path = path.clone();
+            move |source| SourceError::Io {
+                path,
+                action,
+                source,
+            }
+        };
+        let temp = self
+            .writer
+            .into_inner()
+            .map_err(|e| io("writing the new file")(e.into_error()))?;
+        if !changed {
+            // Nothing learnt: the source stays byte-identical (the temporary file is removed).
+            return Ok(());
+        }
+        temp.as_file()
+            .sync_all()
+            .map_err(io("syncing the new file"))?;
+        std::fs::set_permissions(temp.path(), self.permissions.clone())
+            .map_err(io("copying permissions"))?;
+        temp.persist(&self.path)
+            .map_err(|e| io("replacing the source")(e.error))?;
+        sync_parent_dir(&self.path).map_err(io("syncing the folder"))?;
+        Ok(())
+    }
+}
+
+/// A run killed between creating and renaming its temporary file leaves it behind; the caller
+/// holds the source's run lock, so every such file is stale.
+fn remove_stale_temp_files(dir: &Path, source_name: &str) {
+    let prefix = format!(".{source_name}.");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&prefix)
+            && name.ends_with(".kksync-tmp")
+            && let Err(error) = std::fs::remove_file(entry.path())
+        {
+            tracing::warn!(file = %entry.path().display(), %error, "cannot remove a stale temporary file");
+        }
+    }
+}
+
+/// After a rename the folder entry itself must reach the disk for the new file to survive a
+/// crash.
+fn sync_parent_dir(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::RefundColumns;
+    use super::*;
+
+    fn read_all(source: &mut CsvRefunds) -> Vec<SourceRow> {
+        let mut rows = Vec::new();
+        while let Some(row) = source.next_row().unwrap() {
+            rows.push(row);
+        }
+        rows
+    }
+
+    #[test]
+    fn rewrite_keeps_every_other_byte_and_adds_the_result_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let original = "\u{feff}orderNumber;externalReference;amount;currency;provider;notiz\r\n\
+                        A-1;RMA-1;12,50;EUR;komfortkasse;\"mit; Semikolon\"\r\n\
+                        A-2;RMA-2;3;EUR;komfortkasse;x\r\n\
+                        A-3;RMA-3;4;EUR;komfortkasse;y\r\n";
+        std::fs::write(&path, original).unwrap();
+        let (mut source, sink) = open(&path, None, false).unwrap();
+        let rows = read_all(&mut source);
+        let updates = [
+            RowUpdate::Refund(RefundColumns {
+                refund_id: "30000".into(),
+                reference_number: "KKBT00030000".into(),
+                status: "NEW".into(),
+                sent_at: "2026-03-10T10:00:00Z".into(),
+            }),
+            RowUpdate::Failed("row 3: amount \"3\" too small".into()),
+            RowUpdate::Untouched,
+        ];
+        let finished: Vec<FinishedRow> = rows
+            .into_iter()
+            .zip(updates)
+            .map(|(source, update)| FinishedRow { source, update })
+            .collect();
+        let mut sink = sink.unwrap();
+        sink.write(&finished).unwrap();
+        Box::new(sink).finish(true).unwrap();
+        let written = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            written,
+            "\u{feff}orderNumber;externalReference;amount;currency;provider;notiz;refundId;refundReferenceNumber;refundStatus;refundError;refundSentAt\r\n\
+             A-1;RMA-1;12,50;EUR;komfortkasse;\"mit; Semikolon\";30000;KKBT00030000;NEW;;2026-03-10T10:00:00Z\r\n\
+             A-2;RMA-2;3;EUR;komfortkasse;x;;;;\"row 3: amount \"\"3\"\" too small\";\r\n\
+             A-3;RMA-3;4;EUR;komfortkasse;y;;;;;\r\n"
+        );
+    }
+
+    #[test]
+    fn a_failure_keeps_existing_result_values_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        std::fs::write(
+            &path,
+            "refundStatus,order_number,external_reference,amount,currency,provider,refundId\n\
+             NEW,A-1,RMA-1,1,EUR,komfortkasse,77\n",
+        )
+        .unwrap();
+        let (mut source, sink) = open(&path, None, false).unwrap();
+        let rows = read_all(&mut source);
+        let mut sink = sink.unwrap();
+        sink.write(&[FinishedRow {
+            source: rows[0].clone(),
+            update: RowUpdate::Failed("could not refresh".into()),
+        }])
+        .unwrap();
+        Box::new(sink).finish(true).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "refundStatus,order_number,external_reference,amount,currency,provider,refundId,refundReferenceNumber,refundError,refundSentAt\n\
+             NEW,A-1,RMA-1,1,EUR,komfortkasse,77,,could not refresh,\n"
+        );
+    }
+
+    #[test]
+    fn a_file_without_the_required_columns_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        std::fs::write(&path, "number,amount\n1,2\n").unwrap();
+        let error = open(&path, None, true).err().unwrap().to_string();
+        assert!(error.contains("`orderNumber`"), "{error}");
+        assert!(error.contains("`provider`"), "{error}");
+    }
+
+    #[test]
+    fn latin1_bytes_are_written_back_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        std::fs::write(
+            &path,
+            b"orderNumber,externalReference,amount,currency,provider,kunde\nA,R,1,EUR,komfortkasse,K\xF6ln\n",
+        )
+        .unwrap();
+        let (mut source, sink) = open(&path, None, false).unwrap();
+        let rows = read_all(&mut source);
+        assert_eq!(rows[0].record.get(5), Some("Köln"));
+        let mut sink = sink.unwrap();
+        sink.write(&[FinishedRow {
+            source: rows[0].clone(),
+            update: RowUpdate::Failed("x".into()),
+        }])
+        .unwrap();
+        Box::new(sink).finish(true).unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"orderNumber,externalReference,amount,currency,provider,kunde,refundId,refundReferenceNumber,refundStatus,refundError,refundSentAt\nA,R,1,EUR,komfortkasse,K\xF6ln,,,,x,\n"
+        );
+    }
+
+    #[test]
+    fn an_unchanged_run_leaves_the_file_and_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let text =
+            "orderNumber,externalReference,amount,currency,provider\nA,R,1,EUR,komfortkasse\n";
+        std::fs::write(&path, text).unwrap();
+        std::fs::write(dir.path().join(".r.csv.old.kksync-tmp"), "stale").unwrap();
+        let (_, sink) = open(&path, None, false).unwrap();
+        Box::new(sink.unwrap()).finish(false).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}
