@@ -15,14 +15,14 @@ use crate::order::{ColumnNames, Field, Layout};
 pub const STATUS_COLUMN: &str = "paymentStatus";
 /// Result column with the error, empty when the row synced.
 pub const ERROR_COLUMN: &str = "syncError";
-const BOM: &[u8] = b"\xEF\xBB\xBF";
+pub(crate) const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// What the first line of the file tells about its dialect.
 #[derive(Debug, Clone, Copy)]
-struct Dialect {
-    delimiter: u8,
-    bom: bool,
-    crlf: bool,
+pub(crate) struct Dialect {
+    pub(crate) delimiter: u8,
+    pub(crate) bom: bool,
+    pub(crate) crlf: bool,
 }
 
 /// Reads a CSV export row by row.
@@ -125,7 +125,7 @@ pub(super) fn open(
     Ok((source, Some(sink)))
 }
 
-fn csv_error(path: &Path, error: csv::Error) -> SourceError {
+pub(crate) fn csv_error(path: &Path, error: csv::Error) -> SourceError {
     match error.into_kind() {
         csv::ErrorKind::Io(source) => SourceError::Io {
             path: path.to_path_buf(),
@@ -139,13 +139,13 @@ fn csv_error(path: &Path, error: csv::Error) -> SourceError {
     }
 }
 
-fn strip_bom(field: &[u8]) -> &[u8] {
+pub(crate) fn strip_bom(field: &[u8]) -> &[u8] {
     field.strip_prefix(BOM).unwrap_or(field)
 }
 
 /// Looks at the first line: BOM, line ending, and the delimiter (the most frequent of `;`, `,`
 /// and tab outside quotes, unless one is given).
-fn sniff(path: &Path, delimiter: Option<u8>) -> std::io::Result<Dialect> {
+pub(crate) fn sniff(path: &Path, delimiter: Option<u8>) -> std::io::Result<Dialect> {
     let mut prefix = Vec::with_capacity(64 * 1024);
     File::open(path)?.take(64 * 1024).read_to_end(&mut prefix)?;
     let bom = prefix.starts_with(BOM);
@@ -401,7 +401,7 @@ impl ResultSink for CsvSink {
 
 /// A run killed between creating and renaming its temporary file leaves it behind. The caller
 /// holds the source's run lock, so no other run is writing one now: they are all stale.
-fn remove_stale_temp_files(dir: &Path, source_name: &str) {
+pub(crate) fn remove_stale_temp_files(dir: &Path, source_name: &str) {
     let prefix = format!(".{source_name}.");
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -424,7 +424,7 @@ fn remove_stale_temp_files(dir: &Path, source_name: &str) {
 
 /// After a rename, the folder entry itself must reach the disk for the new file to survive a
 /// crash.
-fn sync_parent_dir(path: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_parent_dir(path: &Path) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),

@@ -3,8 +3,8 @@
 //! A source is read row by row ([`OrderSource`]) and its results are written back batch by
 //! batch, in the same order ([`ResultSink`]). CSV and SQLite differ only behind these two traits.
 
-mod csv;
-mod sqlite;
+pub(crate) mod csv;
+pub(crate) mod sqlite;
 
 use std::path::PathBuf;
 

@@ -23,16 +23,99 @@ const PAGE_ROWS: usize = 1000;
 
 /// Reads the `orders` table in pages of rowids.
 pub struct SqliteSource {
-    path: PathBuf,
-    connection: Connection,
-    query: String,
+    pages: RowidPages,
     layout: Layout,
     status_index: Option<usize>,
     error_index: Option<usize>,
+}
+
+/// Reads a table in pages of rowids. Each page is its own short statement, so the shop (and
+/// kksync's own write-back) can take the write lock between pages. Shared by the orders and
+/// the refunds tables.
+pub(crate) struct RowidPages {
+    path: PathBuf,
+    connection: Connection,
+    query: String,
     column_count: usize,
+    page_rows: usize,
+    reading: &'static str,
     last_rowid: i64,
     page: VecDeque<SourceRow>,
     exhausted: bool,
+}
+
+impl RowidPages {
+    /// Pages of `columns` (quoted here) of `table`, `page_rows` at a time; `reading` names the
+    /// action in errors ("reading orders").
+    pub(crate) fn new(
+        path: &Path,
+        connection: Connection,
+        table: &str,
+        columns: &[&str],
+        page_rows: usize,
+        reading: &'static str,
+    ) -> Self {
+        let query = format!(
+            "SELECT rowid, {} FROM {table} WHERE rowid > ?1 ORDER BY rowid LIMIT {page_rows}",
+            columns
+                .iter()
+                .map(|c| format!("\"{}\"", c.replace('"', "\"\"")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        RowidPages {
+            path: path.to_path_buf(),
+            connection,
+            query,
+            column_count: columns.len(),
+            page_rows,
+            reading,
+            last_rowid: 0,
+            page: VecDeque::with_capacity(page_rows),
+            exhausted: false,
+        }
+    }
+
+    /// The next row, its values as text; `None` at the end.
+    pub(crate) fn next_row(&mut self) -> Result<Option<SourceRow>, SourceError> {
+        if self.page.is_empty() && !self.exhausted {
+            self.fill_page()?;
+        }
+        Ok(self.page.pop_front())
+    }
+
+    fn fill_page(&mut self) -> Result<(), SourceError> {
+        let mut statement = self
+            .connection
+            .prepare_cached(&self.query)
+            .map_err(sql_error(&self.path, "preparing the read"))?;
+        let mut rows = statement
+            .query(params![self.last_rowid])
+            .map_err(sql_error(&self.path, self.reading))?;
+        let mut count = 0;
+        while let Some(row) = rows.next().map_err(sql_error(&self.path, self.reading))? {
+            let rowid: i64 = row
+                .get(0)
+                .map_err(sql_error(&self.path, "reading a rowid"))?;
+            let mut record = StringRecord::with_capacity(256, self.column_count);
+            for i in 0..self.column_count {
+                let value = row
+                    .get_ref(i + 1)
+                    .map_err(sql_error(&self.path, "reading a value"))?;
+                record.push_field(&text_of(value));
+            }
+            self.last_rowid = rowid;
+            self.page.push_back(SourceRow {
+                row: u64::try_from(rowid).unwrap_or(0),
+                record,
+                raw: None,
+                defect: None,
+            });
+            count += 1;
+        }
+        self.exhausted = count < self.page_rows;
+        Ok(())
+    }
 }
 
 /// Writes results with one transaction per batch.
@@ -41,7 +124,7 @@ pub struct SqliteSink {
     connection: Connection,
 }
 
-fn sql_error(
+pub(crate) fn sql_error(
     path: &Path,
     action: &'static str,
 ) -> impl FnOnce(rusqlite::Error) -> SourceError + use<> {
@@ -53,7 +136,7 @@ fn sql_error(
     }
 }
 
-fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, SourceError> {
+pub(crate) fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, SourceError> {
     let connection = Connection::open_with_flags(path, flags)
         .map_err(sql_error(path, "opening the database"))?;
     connection
@@ -158,25 +241,18 @@ pub(super) fn open(
             selected.len() - 1
         });
     let layout = Layout::from_columns(selected.iter().copied(), |f| column_names.sql(f));
-    let query = format!(
-        "SELECT rowid, {} FROM {TABLE} WHERE rowid > ?1 ORDER BY rowid LIMIT {PAGE_ROWS}",
-        selected
-            .iter()
-            .map(|c| format!("\"{}\"", c.replace('"', "\"\"")))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
     let source = SqliteSource {
-        path: path.to_path_buf(),
-        connection,
-        query,
+        pages: RowidPages::new(
+            path,
+            connection,
+            TABLE,
+            &selected,
+            PAGE_ROWS,
+            "reading orders",
+        ),
         layout,
         status_index,
         error_index,
-        column_count: selected.len(),
-        last_rowid: 0,
-        page: VecDeque::with_capacity(PAGE_ROWS),
-        exhausted: false,
     };
     Ok((source, sink))
 }
@@ -190,47 +266,6 @@ fn text_of(value: ValueRef<'_>) -> String {
         ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
             String::from_utf8_lossy(bytes).into_owned()
         }
-    }
-}
-
-impl SqliteSource {
-    /// Reads the next page of rows. Each page is its own short statement, so the shop (and our
-    /// own write-back) can take the write lock between pages.
-    fn fill_page(&mut self) -> Result<(), SourceError> {
-        let mut statement = self
-            .connection
-            .prepare_cached(&self.query)
-            .map_err(sql_error(&self.path, "preparing the read"))?;
-        let mut rows = statement
-            .query(params![self.last_rowid])
-            .map_err(sql_error(&self.path, "reading orders"))?;
-        let mut count = 0;
-        while let Some(row) = rows
-            .next()
-            .map_err(sql_error(&self.path, "reading orders"))?
-        {
-            let rowid: i64 = row
-                .get(0)
-                .map_err(sql_error(&self.path, "reading a rowid"))?;
-            let mut record = StringRecord::with_capacity(256, self.column_count);
-            for i in 0..self.column_count {
-                let value = row
-                    .get_ref(i + 1)
-                    .map_err(sql_error(&self.path, "reading a value"))?;
-                record.push_field(&text_of(value));
-            }
-            self.last_rowid = rowid;
-            let row = u64::try_from(rowid).unwrap_or(0);
-            self.page.push_back(SourceRow {
-                row,
-                record,
-                raw: None,
-                defect: None,
-            });
-            count += 1;
-        }
-        self.exhausted = count < PAGE_ROWS;
-        Ok(())
     }
 }
 
@@ -250,10 +285,7 @@ impl OrderSource for SqliteSource {
     }
 
     fn next_row(&mut self) -> Result<Option<SourceRow>, SourceError> {
-        if self.page.is_empty() && !self.exhausted {
-            self.fill_page()?;
-        }
-        Ok(self.page.pop_front())
+        self.pages.next_row()
     }
 }
 

@@ -1,11 +1,9 @@
 //! Refunds in a CSV file: delimiter and BOM detection, Latin-1 fallback, and an atomic rewrite
 //! that keeps every column, row and value, adding the five result columns where missing.
-//!
-//! NOTE: the dialect sniffing and the rename/fsync steps mirror `crate::source::csv`, whose
-//! helpers are private to the order sync; they can be shared once both branches are merged.
+//! The dialect sniffing and the rename/fsync steps are the order sync's (`crate::source::csv`).
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use csv::{ByteRecord, StringRecord, Terminator};
@@ -15,14 +13,9 @@ use super::{FinishedRow, RefundSink, RefundSource, RowUpdate, missing_columns_me
 use crate::refunds::model::{Layout, ResultColumn};
 use crate::source::{SourceError, SourceRow};
 
-const BOM: &[u8] = b"\xEF\xBB\xBF";
-
-#[derive(Debug, Clone, Copy)]
-struct Dialect {
-    delimiter: u8,
-    bom: bool,
-    crlf: bool,
-}
+use crate::source::csv::{
+    BOM, Dialect, csv_error, remove_stale_temp_files, sniff, strip_bom, sync_parent_dir,
+};
 
 /// Reads a refunds CSV row by row.
 pub struct CsvRefunds {
@@ -112,56 +105,6 @@ pub(super) fn open(
     }
     let sink = CsvRefundSink::create(path, dialect, &headers, places, appended, permissions)?;
     Ok((source, Some(sink)))
-}
-
-fn csv_error(path: &Path, error: csv::Error) -> SourceError {
-    match error.into_kind() {
-        csv::ErrorKind::Io(source) => SourceError::Io {
-            path: path.to_path_buf(),
-            action: "reading",
-            source,
-        },
-        kind => SourceError::Csv {
-            path: path.to_path_buf(),
-            message: format!("{kind:?}"),
-        },
-    }
-}
-
-fn strip_bom(field: &[u8]) -> &[u8] {
-    field.strip_prefix(BOM).unwrap_or(field)
-}
-
-/// BOM, line ending, and the delimiter (the most frequent of `;`, `,` and tab outside quotes
-/// in the header, unless one is given).
-fn sniff(path: &Path, delimiter: Option<u8>) -> std::io::Result<Dialect> {
-    let mut prefix = Vec::with_capacity(64 * 1024);
-    File::open(path)?.take(64 * 1024).read_to_end(&mut prefix)?;
-    let bom = prefix.starts_with(BOM);
-    let line_end = prefix
-        .iter()
-        .position(|&b| b == b'\n')
-        .unwrap_or(prefix.len());
-    let line = &prefix[..line_end];
-    let crlf = line.last() == Some(&b'\r');
-    let delimiter = delimiter.unwrap_or_else(|| {
-        let mut counts = [(b';', 0usize), (b',', 0), (b'\t', 0)];
-        let mut quoted = false;
-        for &b in line {
-            if b == b'"' {
-                quoted = !quoted;
-            } else if !quoted && let Some(entry) = counts.iter_mut().find(|(c, _)| *c == b) {
-                entry.1 += 1;
-            }
-        }
-        counts.sort_by_key(|&(c, n)| (std::cmp::Reverse(n), c != b','));
-        counts[0].0
-    });
-    Ok(Dialect {
-        delimiter,
-        bom,
-        crlf,
-    })
 }
 
 impl RefundSource for CsvRefunds {
@@ -380,35 +323,6 @@ impl RefundSink for CsvRefundSink {
         sync_parent_dir(&self.path).map_err(io("syncing the folder"))?;
         Ok(())
     }
-}
-
-/// A run killed between creating and renaming its temporary file leaves it behind; the caller
-/// holds the source's run lock, so every such file is stale.
-fn remove_stale_temp_files(dir: &Path, source_name: &str) {
-    let prefix = format!(".{source_name}.");
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with(&prefix)
-            && name.ends_with(".kksync-tmp")
-            && let Err(error) = std::fs::remove_file(entry.path())
-        {
-            tracing::warn!(file = %entry.path().display(), %error, "cannot remove a stale temporary file");
-        }
-    }
-}
-
-/// After a rename the folder entry itself must reach the disk for the new file to survive a
-/// crash.
-fn sync_parent_dir(path: &Path) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

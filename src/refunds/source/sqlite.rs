@@ -2,61 +2,30 @@
 //! pages, results written in one `BEGIN IMMEDIATE` transaction per batch with a busy timeout,
 //! so a shop writing to the same database at the same time does not fail the run.
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use csv::StringRecord;
-use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
 use super::{FinishedRow, RefundSink, RefundSource, RowUpdate, missing_columns_message};
 use crate::refunds::model::{Column, Layout, ResultColumn};
+use crate::source::sqlite::{RowidPages, connect, sql_error};
 use crate::source::{SourceError, SourceRow};
 
 /// The schema `kksync init-db` creates for refunds.
 pub const SCHEMA: &str = include_str!("../../../sql/refunds.sql");
 const TABLE: &str = "refunds";
-const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 const PAGE_ROWS: usize = 500;
 
 /// Reads the `refunds` table in pages of rowids.
 pub struct SqliteRefunds {
-    path: PathBuf,
-    connection: Connection,
-    query: String,
+    pages: RowidPages,
     layout: Layout,
-    column_count: usize,
-    last_rowid: i64,
-    page: VecDeque<SourceRow>,
-    exhausted: bool,
 }
 
 /// Writes results with one transaction per batch.
 pub struct SqliteRefundSink {
     path: PathBuf,
     connection: Connection,
-}
-
-fn sql_error(
-    path: &Path,
-    action: &'static str,
-) -> impl FnOnce(rusqlite::Error) -> SourceError + use<> {
-    let path = path.to_path_buf();
-    move |source| SourceError::Sqlite {
-        path,
-        action,
-        source,
-    }
-}
-
-fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, SourceError> {
-    let connection = Connection::open_with_flags(path, flags)
-        .map_err(sql_error(path, "opening the database"))?;
-    connection
-        .busy_timeout(BUSY_TIMEOUT)
-        .map_err(sql_error(path, "setting the busy timeout"))?;
-    Ok(connection)
 }
 
 fn table_columns(path: &Path, connection: &Connection) -> Result<Vec<String>, SourceError> {
@@ -93,10 +62,6 @@ pub fn init_db(path: &Path) -> Result<(), SourceError> {
         .execute_batch(SCHEMA)
         .map_err(sql_error(path, "creating the refunds table"))?;
     add_result_columns(path, &connection)
-}
-
-fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 pub(super) fn open(
@@ -160,76 +125,19 @@ pub(super) fn open(
             message: missing_columns_message(&missing, &columns),
         });
     }
-    let query = format!(
-        "SELECT rowid, {} FROM {TABLE} WHERE rowid > ?1 ORDER BY rowid LIMIT {PAGE_ROWS}",
-        selected
-            .iter()
-            .map(|c| quote(c))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let columns: Vec<&str> = selected.iter().map(String::as_str).collect();
     let source = SqliteRefunds {
-        path: path.to_path_buf(),
-        connection,
-        query,
+        pages: RowidPages::new(
+            path,
+            connection,
+            TABLE,
+            &columns,
+            PAGE_ROWS,
+            "reading refunds",
+        ),
         layout,
-        column_count: selected.len(),
-        last_rowid: 0,
-        page: VecDeque::with_capacity(PAGE_ROWS),
-        exhausted: false,
     };
     Ok((source, sink))
-}
-
-fn text_of(value: ValueRef<'_>) -> String {
-    match value {
-        ValueRef::Null => String::new(),
-        ValueRef::Integer(i) => i.to_string(),
-        // A REAL amount is the shop's choice; its shortest decimal form is what it meant.
-        ValueRef::Real(f) => f.to_string(),
-        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
-            String::from_utf8_lossy(bytes).into_owned()
-        }
-    }
-}
-
-impl SqliteRefunds {
-    /// Reads the next page; each page is its own short statement, so writers get in between.
-    fn fill_page(&mut self) -> Result<(), SourceError> {
-        let mut statement = self
-            .connection
-            .prepare_cached(&self.query)
-            .map_err(sql_error(&self.path, "preparing the read"))?;
-        let mut rows = statement
-            .query(params![self.last_rowid])
-            .map_err(sql_error(&self.path, "reading refunds"))?;
-        let mut count = 0;
-        while let Some(row) = rows
-            .next()
-            .map_err(sql_error(&self.path, "reading refunds"))?
-        {
-            let rowid: i64 = row
-                .get(0)
-                .map_err(sql_error(&self.path, "reading a rowid"))?;
-            let mut record = StringRecord::with_capacity(256, self.column_count);
-            for i in 0..self.column_count {
-                let value = row
-                    .get_ref(i + 1)
-                    .map_err(sql_error(&self.path, "reading a value"))?;
-                record.push_field(&text_of(value));
-            }
-            self.last_rowid = rowid;
-            self.page.push_back(SourceRow {
-                row: u64::try_from(rowid).unwrap_or(0),
-                record,
-                raw: None,
-                defect: None,
-            });
-            count += 1;
-        }
-        self.exhausted = count < PAGE_ROWS;
-        Ok(())
-    }
 }
 
 impl RefundSource for SqliteRefunds {
@@ -238,10 +146,7 @@ impl RefundSource for SqliteRefunds {
     }
 
     fn next_row(&mut self) -> Result<Option<SourceRow>, SourceError> {
-        if self.page.is_empty() && !self.exhausted {
-            self.fill_page()?;
-        }
-        Ok(self.page.pop_front())
+        self.pages.next_row()
     }
 }
 
