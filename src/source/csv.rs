@@ -244,39 +244,7 @@ impl CsvSink {
         error: ResultColumn,
         permissions: std::fs::Permissions,
     ) -> Result<Self, SourceError> {
-        let io = |action| {
-            move |source| SourceError::Io {
-                path: path.to_path_buf(),
-                action,
-                source,
-            }
-        };
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        remove_stale_temp_files(&dir, &name);
-        let mut temp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".kksync-tmp")
-            .tempfile_in(&dir)
-            .map_err(io("creating a temporary file beside the source"))?;
-        if dialect.bom {
-            std::io::Write::write_all(&mut temp, BOM).map_err(io("writing"))?;
-        }
-        let writer = csv::WriterBuilder::new()
-            .delimiter(dialect.delimiter)
-            .terminator(if dialect.crlf {
-                Terminator::CRLF
-            } else {
-                Terminator::Any(b'\n')
-            })
-            .flexible(true)
-            .from_writer(temp);
+        let writer = temp_writer(path, dialect)?;
         let mut sink = CsvSink {
             path: path.to_path_buf(),
             writer,
@@ -370,32 +338,7 @@ impl ResultSink for CsvSink {
     }
 
     fn finish(self: Box<Self>, changed: bool) -> Result<(), SourceError> {
-        let path = self.path.clone();
-        let io = |action| {
-            let path = path.clone();
-            move |source| SourceError::Io {
-                path,
-                action,
-                source,
-            }
-        };
-        let temp = self
-            .writer
-            .into_inner()
-            .map_err(|e| io("writing the new file")(e.into_error()))?;
-        if !changed {
-            // Nothing learnt: leave the source byte-identical (the temporary file is removed).
-            return Ok(());
-        }
-        temp.as_file()
-            .sync_all()
-            .map_err(io("syncing the new file"))?;
-        std::fs::set_permissions(temp.path(), self.permissions.clone())
-            .map_err(io("copying permissions"))?;
-        temp.persist(&self.path)
-            .map_err(|e| io("replacing the source")(e.error))?;
-        sync_parent_dir(&self.path).map_err(io("syncing the folder"))?;
-        Ok(())
+        replace_with_temp(self.writer, &self.path, &self.permissions, changed)
     }
 }
 
@@ -430,6 +373,79 @@ pub(crate) fn sync_parent_dir(path: &Path) -> std::io::Result<()> {
         _ => Path::new("."),
     };
     File::open(dir)?.sync_all()
+}
+
+/// A CSV writer into a new temporary file beside `path`, in the source's dialect (BOM
+/// included); stale temporary files of killed runs are removed first.
+pub(crate) fn temp_writer(
+    path: &Path,
+    dialect: Dialect,
+) -> Result<csv::Writer<NamedTempFile>, SourceError> {
+    let io = |action| {
+        move |source| SourceError::Io {
+            path: path.to_path_buf(),
+            action,
+            source,
+        }
+    };
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    remove_stale_temp_files(&dir, &name);
+    let mut temp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".kksync-tmp")
+        .tempfile_in(&dir)
+        .map_err(io("creating a temporary file beside the source"))?;
+    if dialect.bom {
+        std::io::Write::write_all(&mut temp, BOM).map_err(io("writing"))?;
+    }
+    Ok(csv::WriterBuilder::new()
+        .delimiter(dialect.delimiter)
+        .terminator(if dialect.crlf {
+            Terminator::CRLF
+        } else {
+            Terminator::Any(b'\n')
+        })
+        .flexible(true)
+        .from_writer(temp))
+}
+
+/// Completes an atomic rewrite: with `changed`, the temporary file is synced, given the
+/// original permissions, renamed over `path` and the folder synced; without, it is dropped and
+/// the source stays byte-identical.
+pub(crate) fn replace_with_temp(
+    writer: csv::Writer<NamedTempFile>,
+    path: &Path,
+    permissions: &std::fs::Permissions,
+    changed: bool,
+) -> Result<(), SourceError> {
+    let io = |action| {
+        move |source| SourceError::Io {
+            path: path.to_path_buf(),
+            action,
+            source,
+        }
+    };
+    let temp = writer
+        .into_inner()
+        .map_err(|e| io("writing the new file")(e.into_error()))?;
+    if !changed {
+        return Ok(());
+    }
+    temp.as_file()
+        .sync_all()
+        .map_err(io("syncing the new file"))?;
+    std::fs::set_permissions(temp.path(), permissions.clone())
+        .map_err(io("copying permissions"))?;
+    temp.persist(path)
+        .map_err(|e| io("replacing the source")(e.error))?;
+    sync_parent_dir(path).map_err(io("syncing the folder"))
 }
 
 #[cfg(test)]

@@ -6,16 +6,14 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use csv::{ByteRecord, StringRecord, Terminator};
+use csv::{ByteRecord, StringRecord};
 use tempfile::NamedTempFile;
 
 use super::{FinishedRow, RefundSink, RefundSource, RowUpdate, missing_columns_message};
 use crate::refunds::model::{Layout, ResultColumn};
 use crate::source::{SourceError, SourceRow};
 
-use crate::source::csv::{
-    BOM, Dialect, csv_error, remove_stale_temp_files, sniff, strip_bom, sync_parent_dir,
-};
+use crate::source::csv::{Dialect, csv_error, replace_with_temp, sniff, strip_bom, temp_writer};
 
 /// Reads a refunds CSV row by row.
 pub struct CsvRefunds {
@@ -158,39 +156,7 @@ impl CsvRefundSink {
         appended: usize,
         permissions: std::fs::Permissions,
     ) -> Result<Self, SourceError> {
-        let io = |action| {
-            move |source| SourceError::Io {
-                path: path.to_path_buf(),
-                action,
-                source,
-            }
-        };
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        remove_stale_temp_files(&dir, &name);
-        let mut temp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".kksync-tmp")
-            .tempfile_in(&dir)
-            .map_err(io("creating a temporary file beside the source"))?;
-        if dialect.bom {
-            std::io::Write::write_all(&mut temp, BOM).map_err(io("writing"))?;
-        }
-        let writer = csv::WriterBuilder::new()
-            .delimiter(dialect.delimiter)
-            .terminator(if dialect.crlf {
-                Terminator::CRLF
-            } else {
-                Terminator::Any(b'\n')
-            })
-            .flexible(true)
-            .from_writer(temp);
+        let writer = temp_writer(path, dialect)?;
         let mut sink = CsvRefundSink {
             path: path.to_path_buf(),
             writer,
@@ -296,32 +262,7 @@ impl RefundSink for CsvRefundSink {
     }
 
     fn finish(self: Box<Self>, changed: bool) -> Result<(), SourceError> {
-        let path = self.path.clone();
-        let io = |action| {
-            let path = path.clone();
-            move |source| SourceError::Io {
-                path,
-                action,
-                source,
-            }
-        };
-        let temp = self
-            .writer
-            .into_inner()
-            .map_err(|e| io("writing the new file")(e.into_error()))?;
-        if !changed {
-            // Nothing learnt: the source stays byte-identical (the temporary file is removed).
-            return Ok(());
-        }
-        temp.as_file()
-            .sync_all()
-            .map_err(io("syncing the new file"))?;
-        std::fs::set_permissions(temp.path(), self.permissions.clone())
-            .map_err(io("copying permissions"))?;
-        temp.persist(&self.path)
-            .map_err(|e| io("replacing the source")(e.error))?;
-        sync_parent_dir(&self.path).map_err(io("syncing the folder"))?;
-        Ok(())
+        replace_with_temp(self.writer, &self.path, &self.permissions, changed)
     }
 }
 
