@@ -364,41 +364,57 @@ pub fn load_api_key(
     file: Option<&Path>,
     env: &dyn Fn(&str) -> Option<PathBuf>,
 ) -> Result<(Secret, String), ConfigError> {
+    load_secret(file, API_KEY_ENV, API_KEY_CREDENTIAL, env)?.ok_or(ConfigError::MissingApiKey)
+}
+
+/// Finds a secret (an API key, a client secret): the file given on the command line, else the
+/// environment variable, else the systemd credential of that name in `$CREDENTIALS_DIRECTORY`.
+/// Also says where it came from (never what it is); `None` when there is none.
+pub fn load_secret(
+    file: Option<&Path>,
+    env_name: &str,
+    credential: &str,
+    env: &dyn Fn(&str) -> Option<PathBuf>,
+) -> Result<Option<(Secret, String)>, ConfigError> {
     if let Some(path) = file {
-        return Ok((read_key_file(path)?, format!("file {}", path.display())));
+        return Ok(Some((
+            read_secret_file(path)?,
+            format!("file {}", path.display()),
+        )));
     }
-    if let Some(value) = env(API_KEY_ENV) {
-        let key = value.to_string_lossy().trim().to_string();
-        if !key.is_empty() {
-            return Ok((
-                Secret::new(key),
-                format!("environment variable {API_KEY_ENV}"),
-            ));
+    if let Some(value) = env(env_name) {
+        let secret = value.to_string_lossy().trim().to_string();
+        if !secret.is_empty() {
+            return Ok(Some((
+                Secret::new(secret),
+                format!("environment variable {env_name}"),
+            )));
         }
     }
     if let Some(dir) = env("CREDENTIALS_DIRECTORY") {
-        let path = dir.join(API_KEY_CREDENTIAL);
+        let path = dir.join(credential);
         if path.exists() {
-            return Ok((
-                read_key_file(&path)?,
-                format!("systemd credential {API_KEY_CREDENTIAL}"),
-            ));
+            return Ok(Some((
+                read_secret_file(&path)?,
+                format!("systemd credential {credential}"),
+            )));
         }
     }
-    Err(ConfigError::MissingApiKey)
+    Ok(None)
 }
 
-fn read_key_file(path: &Path) -> Result<Secret, ConfigError> {
+/// A secret from a file: its content without surrounding whitespace, never empty.
+fn read_secret_file(path: &Path) -> Result<Secret, ConfigError> {
     let fail = |reason: String| ConfigError::ApiKeyFile {
         path: path.to_path_buf(),
         reason,
     };
     let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-    let key = text.trim();
-    if key.is_empty() {
+    let secret = text.trim();
+    if secret.is_empty() {
         return Err(fail("the file is empty".to_string()));
     }
-    Ok(Secret::new(key))
+    Ok(Secret::new(secret))
 }
 
 #[cfg(test)]

@@ -188,7 +188,7 @@ fn transport_error(error: reqwest::Error) -> ApiError {
 
 /// reqwest's top-level message is generic ("error sending request"); the cause says what
 /// happened (connection refused, reset by peer...).
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

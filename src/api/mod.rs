@@ -1,7 +1,7 @@
 //! The Komfortkasse API client: one async function per endpoint, typed errors, and the
 //! classification of errors into "retry", "reject" and "stop the run".
 
-mod client;
+pub(crate) mod client;
 mod error;
 pub mod stream;
 

@@ -312,35 +312,8 @@ fn load_secret(
     credential: &str,
     env: &dyn Fn(&str) -> Option<PathBuf>,
 ) -> Result<Option<Secret>, ConfigError> {
-    if let Some(path) = file {
-        return read_secret_file(path).map(Some);
-    }
-    if let Some(value) = env(env_name) {
-        let value = value.to_string_lossy().trim().to_string();
-        if !value.is_empty() {
-            return Ok(Some(Secret::new(value)));
-        }
-    }
-    if let Some(dir) = env("CREDENTIALS_DIRECTORY") {
-        let path = dir.join(credential);
-        if path.exists() {
-            return read_secret_file(&path).map(Some);
-        }
-    }
-    Ok(None)
-}
-
-fn read_secret_file(path: &Path) -> Result<Secret, ConfigError> {
-    let fail = |reason: String| ConfigError::ApiKeyFile {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-    let secret = text.trim();
-    if secret.is_empty() {
-        return Err(fail("the file is empty".into()));
-    }
-    Ok(Secret::new(secret))
+    crate::config::load_secret(file, env_name, credential, env)
+        .map(|found| found.map(|(secret, _origin)| secret))
 }
 
 #[cfg(test)]

@@ -107,6 +107,7 @@ pub async fn send(request: reqwest::RequestBuilder) -> Result<Answer, ProviderEr
 
 /// Maps a reqwest error; the URL is dropped (it is in our own messages already).
 pub fn transport_error(error: reqwest::Error) -> ProviderError {
+    use crate::api::client::error_chain;
     let error = error.without_url();
     if error.is_timeout() {
         ProviderError::Timeout
@@ -115,17 +116,6 @@ pub fn transport_error(error: reqwest::Error) -> ProviderError {
     } else {
         ProviderError::Network(error_chain(&error))
     }
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The start of a body, never the whole of a large page.
