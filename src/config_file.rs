@@ -88,8 +88,17 @@ pub fn parse_cli_with_default(argv: Vec<OsString>, default_path: &Path) -> Resul
         }
         Some(_) => return Err(fail("`columns` must be a table: [columns]".into())),
     };
-    let mut argv = argv;
+    // `kksync refunds` takes its options from the `[refunds]` table only: its source, state
+    // and rates are not the orders'.
+    let refunds = table.remove("refunds");
     let running = matches.subcommand_name().unwrap_or("sync");
+    let table = match (running, refunds) {
+        ("refunds", Some(toml::Value::Table(refunds))) => refunds,
+        ("refunds", None) => toml::Table::new(),
+        (_, Some(toml::Value::Table(_)) | None) => table,
+        (_, Some(_)) => return Err(fail("`refunds` must be a table: [refunds]".into())),
+    };
+    let mut argv = argv;
     argv.extend(file_arguments(&table, running, sync_matches).map_err(fail)?);
     let matches = command
         .try_get_matches_from(&argv)
@@ -105,7 +114,7 @@ pub fn parse_cli_with_default(argv: Vec<OsString>, default_path: &Path) -> Resul
 /// The matches of the subcommand that takes sync options, if that is what runs.
 fn sync_matches(matches: &ArgMatches) -> Option<&ArgMatches> {
     match matches.subcommand()? {
-        ("sync" | "ordersync" | "runs", matches) => Some(matches),
+        ("sync" | "ordersync" | "runs" | "refunds", matches) => Some(matches),
         ("config", config) => match config.subcommand()? {
             ("show", show) => Some(show),
             _ => None,
@@ -141,7 +150,11 @@ fn file_arguments(
             .ok_or_else(|| format!("internal: no {name} command"))
     };
     let sync = find(running)?;
-    let all = [find("sync")?, find("ordersync")?, find("runs")?];
+    // The top-level entries serve sync, ordersync and runs; `[refunds]` only refunds.
+    let all = match running {
+        "refunds" => vec![],
+        _ => vec![find("sync")?, find("ordersync")?, find("runs")?],
+    };
     let mut extra = Vec::new();
     for (key, value) in table {
         if key == "api-key" || key == "api_key" {

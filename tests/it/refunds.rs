@@ -1239,3 +1239,54 @@ async fn a_refund_in_doubt_is_never_resent_until_a_human_resolves_it() {
     assert_eq!((stored.as_str(), id.as_str()), ("done", "800009999"));
     sandbox.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_config_file_refunds_table_sets_refunds_options_and_leaves_sync_alone() {
+    let dir = TestDir::new();
+    let original = refunds_csv(&[kk("K-9", "RMA-9", "3,00")], ',');
+    let path = dir.write("refunds.csv", &original);
+    let config = dir.write(
+        "kksync.toml",
+        format!(
+            "source = \"orders.csv\"\nrate = 5\n\n[refunds]\nsource = {:?}\nwaiting-period = 10\n",
+            path.to_string_lossy()
+        ),
+    );
+    let config = config.to_string_lossy().into_owned();
+    let run = kksync(&["--config", &config, "refunds", "--dry-run"], &[]).await;
+    run.expect_code(0);
+    let line: Value = serde_json::from_str(run.stdout.lines().next().unwrap()).unwrap();
+    let planned = kksync::dates::format_api_date(date_in(10));
+    assert_eq!(
+        line["body"]["plannedDate"], planned,
+        "waiting-period from [refunds]"
+    );
+    // A flag still beats the file.
+    let run = kksync(
+        &[
+            "--config",
+            &config,
+            "refunds",
+            "--dry-run",
+            "--waiting-period",
+            "3",
+        ],
+        &[],
+    )
+    .await;
+    run.expect_code(0);
+    let line: Value = serde_json::from_str(run.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        line["body"]["plannedDate"],
+        kksync::dates::format_api_date(date_in(3))
+    );
+    // An entry refunds does not take is an error, not silently ignored.
+    std::fs::write(&config, "[refunds]\nmax-shrink = 5\n").unwrap();
+    let run = kksync(&["--config", &config, "refunds", "--dry-run"], &[]).await;
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("unknown option `max-shrink`"),
+        "{}",
+        run.stderr
+    );
+}
