@@ -7,12 +7,12 @@
 //! order in the reply that the store knows is updated when its status differs; orders the store
 //! does not know are ignored.
 
-use std::io::BufReader;
 use std::sync::{Arc, Mutex};
 
-use futures::TryStreamExt;
+use bytes::{Buf, Bytes, BytesMut};
+use futures::StreamExt;
 use time::Date;
-use tokio_util::io::{StreamReader, SyncIoBridge};
+use tokio::sync::mpsc;
 
 use super::send::{CallFailure, Sender};
 use crate::api::ApiError;
@@ -21,6 +21,8 @@ use crate::state::{StateDb, StateError};
 
 /// Statuses are applied to the store in transactions of this many orders.
 const APPLY_BATCH: usize = 5000;
+/// The reply goes to the parsing thread in blocks of about this size.
+const BLOCK: usize = 1 << 20;
 
 /// What the read-back did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -90,9 +92,36 @@ async fn read_once(
         .client()
         .get_orders(&[("maxAge", max_age.to_string())])
         .await?;
-    let body = response.bytes_stream().map_err(std::io::Error::other);
-    let reader = SyncIoBridge::new(StreamReader::new(body));
-    let parsed = tokio::task::spawn_blocking(move || apply_stream(reader, &state))
+    // The body arrives in pieces of a few KiB; handing each to the parsing thread would cost
+    // a wake-up per piece, so they are gathered into blocks first.
+    let (blocks, receiver) = mpsc::channel::<std::io::Result<Bytes>>(2);
+    let parser =
+        tokio::task::spawn_blocking(move || apply_stream(BlockReader::new(receiver), &state));
+    let mut body = response.bytes_stream();
+    let mut block = BytesMut::with_capacity(BLOCK);
+    loop {
+        let piece = body.next().await;
+        let done = !matches!(piece, Some(Ok(_)));
+        match piece {
+            Some(Ok(piece)) => block.extend_from_slice(&piece),
+            Some(Err(error)) => {
+                // The parser reports it (as a network error) once it reaches it.
+                let _ = blocks.send(Err(std::io::Error::other(error))).await;
+            }
+            None => {}
+        }
+        if (block.len() >= BLOCK || done) && !block.is_empty() {
+            let full = std::mem::replace(&mut block, BytesMut::with_capacity(BLOCK));
+            if blocks.send(Ok(full.freeze())).await.is_err() {
+                break; // The parser stopped (syntax error, state store failure).
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    drop(blocks);
+    let parsed = parser
         .await
         .map_err(|e| ApiError::Unexpected(format!("read-back task failed: {e}")))?;
     match parsed {
@@ -119,7 +148,7 @@ fn apply_stream(
         batch.clear();
         Ok::<(), StateError>(())
     };
-    let seen = for_each_order_status(BufReader::with_capacity(64 * 1024, reader), |order| {
+    let seen = for_each_order_status(reader, |order| {
         if let Some(status) = order.payment_status {
             batch.push((order.number, status));
             if batch.len() >= APPLY_BATCH {
@@ -130,4 +159,34 @@ fn apply_stream(
     })?;
     apply(&mut batch, &mut refreshed).map_err(StreamError::Consumer)?;
     Ok((seen, refreshed))
+}
+
+/// Reads the blocks the async side gathered, on the parsing thread.
+struct BlockReader {
+    blocks: mpsc::Receiver<std::io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl BlockReader {
+    fn new(blocks: mpsc::Receiver<std::io::Result<Bytes>>) -> Self {
+        BlockReader {
+            blocks,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl std::io::Read for BlockReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.blocks.blocking_recv() {
+                Some(block) => self.current = block?,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current.advance(n);
+        Ok(n)
+    }
 }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use crate::config::SourceSettings;
 use crate::order::{Field, RowView};
 use crate::source::{self, FinishedRow, OrderSource, RowResult, SourceError, SourceRow};
+use crate::state::lookahead::Lookahead;
 use crate::state::{StateDb, StateError};
 
 /// Rows written per call of the sink (one SQLite transaction).
@@ -56,12 +57,20 @@ pub fn write_back(
     };
     let mut stats = WriteBackStats::default();
     let mut errors = RowErrors::default();
+    let mut lookahead = Lookahead::default();
     let mut batch: Vec<FinishedRow> = Vec::with_capacity(ROWS_PER_WRITE);
     let mut first_batch = true;
     while let Some(row) = source.next_row()? {
         stats.rows += 1;
         let db = state.lock().map_err(|_| WriteBackError::Poisoned)?;
-        let result = result_of(source.as_ref(), &row, &db, &mut errors, &mut stats)?;
+        let result = result_of(
+            source.as_ref(),
+            &row,
+            &db,
+            &mut lookahead,
+            &mut errors,
+            &mut stats,
+        )?;
         drop(db);
         let result = if unchanged(source.as_ref(), &row, &result) {
             RowResult::Untouched
@@ -93,6 +102,7 @@ fn result_of(
     source: &dyn OrderSource,
     row: &SourceRow,
     db: &StateDb,
+    lookahead: &mut Lookahead,
     errors: &mut RowErrors,
     stats: &mut WriteBackStats,
 ) -> Result<RowResult, StateError> {
@@ -113,7 +123,7 @@ fn result_of(
     let Some(number) = view.get(Field::Number) else {
         return Ok(RowResult::Untouched);
     };
-    let Some(known) = db.known(number)? else {
+    let Some(known) = lookahead.known(db, number)? else {
         return Ok(RowResult::Untouched);
     };
     if let Some(error) = known.last_error {

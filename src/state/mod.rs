@@ -9,6 +9,7 @@
 //! source in a sidecar file beside it (`orders.csv.kksync.db`), unless `--state` says otherwise.
 //! The schema is created and upgraded by the numbered migrations in `sql/state/`.
 
+pub mod lookahead;
 pub mod orders;
 pub mod runs;
 

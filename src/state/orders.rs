@@ -74,8 +74,30 @@ fn to_sql(fingerprint: u64) -> i64 {
     i64::from_ne_bytes(fingerprint.to_ne_bytes())
 }
 
-fn from_sql(value: i64) -> u64 {
+pub(super) fn from_sql(value: i64) -> u64 {
     u64::from_ne_bytes(value.to_ne_bytes())
+}
+
+/// `SELECT` and the columns [`known_from_row`] reads, in its order (a macro, for `concat!`).
+macro_rules! known_columns {
+    () => {
+        "SELECT accepted_fingerprint, accepted_at, payment_status, last_error, \
+         error_fingerprint, error_transient, row_fingerprint"
+    };
+}
+pub(super) use known_columns;
+
+/// Reads the columns of `known_columns!` from a result row, starting at column `at`.
+pub(super) fn known_from_row(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Known> {
+    Ok(Known {
+        accepted_fingerprint: row.get::<_, Option<i64>>(at)?.map(from_sql),
+        accepted_at: row.get(at + 1)?,
+        payment_status: row.get(at + 2)?,
+        last_error: row.get(at + 3)?,
+        error_fingerprint: row.get::<_, Option<i64>>(at + 4)?.map(from_sql),
+        error_transient: row.get::<_, i64>(at + 5)? != 0,
+        row_fingerprint: row.get::<_, Option<i64>>(at + 6)?.map(from_sql),
+    })
 }
 
 impl StateDb {
@@ -83,24 +105,13 @@ impl StateDb {
     pub fn known(&self, number: &str) -> Result<Option<Known>, StateError> {
         let mut statement = self
             .connection()
-            .prepare_cached(
-                "SELECT accepted_fingerprint, accepted_at, payment_status, last_error,
-                        error_fingerprint, error_transient, row_fingerprint
-                 FROM kksync_order_state WHERE number = ?1",
-            )
+            .prepare_cached(concat!(
+                known_columns!(),
+                " FROM kksync_order_state WHERE number = ?1"
+            ))
             .map_err(self.error("looking up an order"))?;
         statement
-            .query_row([number], |row| {
-                Ok(Known {
-                    accepted_fingerprint: row.get::<_, Option<i64>>(0)?.map(from_sql),
-                    accepted_at: row.get(1)?,
-                    payment_status: row.get(2)?,
-                    last_error: row.get(3)?,
-                    error_fingerprint: row.get::<_, Option<i64>>(4)?.map(from_sql),
-                    error_transient: row.get::<_, i64>(5)? != 0,
-                    row_fingerprint: row.get::<_, Option<i64>>(6)?.map(from_sql),
-                })
-            })
+            .query_row([number], |row| known_from_row(row, 0))
             .optional()
             .map_err(self.error("looking up an order"))
     }

@@ -1,0 +1,165 @@
+//! Reading the per-order state for a stream of order numbers, cheaply when the stream is sorted.
+//!
+//! Shop exports usually list orders by ascending number, and the state table is a B-tree on
+//! the number. A point lookup per row costs a statement round trip and a tree descent
+//! (several µs); reading the table forward a page at a time and answering from the page costs
+//! a fraction of that. [`Lookahead`] does the second while the requested numbers ascend and
+//! falls back to point lookups for a number behind its page, so any order is answered
+//! correctly, only a sorted one faster.
+//!
+//! A page is a snapshot. The callers only write the state of numbers they have already asked
+//! for (the journal of a sent order, a cleared error), never of a number still ahead in the
+//! page, so the snapshot never hides a change the caller could ask for.
+
+use rusqlite::params;
+
+use super::orders::{Known, known_columns, known_from_row};
+use super::{StateDb, StateError};
+
+/// Pages grow up to this many rows while they are used, and shrink while they are not.
+const MAX_PAGE: usize = 1024;
+const MIN_PAGE: usize = 16;
+
+/// Answers [`StateDb::known`] for order numbers, a page of the table at a time.
+#[derive(Debug)]
+pub struct Lookahead {
+    /// Rows of the table with `number >= from`, in order.
+    page: Vec<(String, Known)>,
+    /// Where the page starts; `None` before the first page.
+    from: Option<String>,
+    /// The page holds every row from `from` to the end of the table.
+    to_end: bool,
+    /// Rows to read for the next page.
+    size: usize,
+    /// Lookups the current page answered.
+    hits: usize,
+}
+
+impl Default for Lookahead {
+    fn default() -> Self {
+        Lookahead {
+            page: Vec::new(),
+            from: None,
+            to_end: false,
+            size: MIN_PAGE * 4,
+            hits: 0,
+        }
+    }
+}
+
+impl Lookahead {
+    /// What the store knows about `number` (as [`StateDb::known`]).
+    pub fn known(&mut self, db: &StateDb, number: &str) -> Result<Option<Known>, StateError> {
+        if self.from.as_deref().is_none_or(|from| number < from) {
+            if self.from.is_some() {
+                // Behind the page: the source is not sorted here.
+                return db.known(number);
+            }
+            self.load(db, number)?;
+        } else if !self.covers(number) {
+            self.load(db, number)?;
+        }
+        match self.page.binary_search_by(|(n, _)| n.as_str().cmp(number)) {
+            Ok(index) => {
+                self.hits += 1;
+                Ok(Some(self.page[index].1.clone()))
+            }
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Whether `number` (not before `from`) falls inside the page.
+    fn covers(&self, number: &str) -> bool {
+        self.to_end
+            || self
+                .page
+                .last()
+                .is_some_and(|(last, _)| number <= last.as_str())
+    }
+
+    /// Reads the page starting at `number`, sized by how well the last one served.
+    fn load(&mut self, db: &StateDb, number: &str) -> Result<(), StateError> {
+        if self.from.is_some() {
+            self.size = if self.hits * 2 >= self.page.len() {
+                (self.size * 2).min(MAX_PAGE)
+            } else {
+                (self.size / 2).max(MIN_PAGE)
+            };
+        }
+        self.page.clear();
+        self.hits = 0;
+        let limit = i64::try_from(self.size).unwrap_or(i64::MAX);
+        let read = db
+            .connection()
+            .prepare_cached(concat!(
+                known_columns!(),
+                ", number FROM kksync_order_state WHERE number >= ?1 ORDER BY number LIMIT ?2"
+            ))
+            .and_then(|mut statement| {
+                let rows = statement.query_map(params![number, limit], |row| {
+                    Ok((row.get::<_, String>(7)?, known_from_row(row, 0)?))
+                })?;
+                for row in rows {
+                    self.page.push(row?);
+                }
+                Ok(())
+            });
+        read.map_err(db.error("reading the order state"))?;
+        self.to_end = self.page.len() < self.size;
+        self.from = Some(number.to_string());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::orders::JournalEntry;
+
+    fn store_with(numbers: &[&str]) -> (tempfile::TempDir, StateDb) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = StateDb::open(&dir.path().join("s.db"), false).unwrap();
+        let entries: Vec<JournalEntry> = numbers
+            .iter()
+            .enumerate()
+            .map(|(i, n)| JournalEntry::Accepted {
+                number: (*n).into(),
+                fingerprint: i as u64 + 1,
+                date: time::macros::date!(2026 - 10 - 01),
+                status: format!("S{i}"),
+                row_fingerprint: 0,
+            })
+            .collect();
+        db.journal(1, &entries).unwrap();
+        (dir, db)
+    }
+
+    #[test]
+    fn answers_as_point_lookups_do_in_any_order() {
+        let numbers: Vec<String> = (0..300).map(|i| format!("N{:04}", i * 3)).collect();
+        let refs: Vec<&str> = numbers.iter().map(String::as_str).collect();
+        let (_dir, db) = store_with(&refs);
+        // Ascending with gaps and misses, then a jump back, a repeat, and past the end.
+        let mut asked: Vec<String> = (0..900).map(|i| format!("N{i:04}")).collect();
+        asked.extend(["N0003", "N0003", "N0450", "A", "Z", "N0899", "N0000"].map(String::from));
+        let mut lookahead = Lookahead::default();
+        for number in &asked {
+            assert_eq!(
+                lookahead.known(&db, number).unwrap(),
+                db.known(number).unwrap(),
+                "{number}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_store_is_read_once() {
+        let (_dir, db) = store_with(&[]);
+        let mut lookahead = Lookahead::default();
+        for i in 0..100 {
+            assert_eq!(lookahead.known(&db, &format!("N{i:03}")).unwrap(), None);
+        }
+        assert!(lookahead.to_end);
+        assert_eq!(lookahead.from.as_deref(), Some("N000"));
+    }
+}
