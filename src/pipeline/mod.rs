@@ -17,6 +17,7 @@ pub mod plan;
 pub mod read;
 pub mod readback;
 pub mod retry;
+pub mod seen;
 pub mod send;
 pub mod summary;
 pub mod writeback;
@@ -292,13 +293,16 @@ async fn send_phase(
     let reader_state = Arc::clone(state);
     let (rules, chunk_size, policy) = (*rules, config.send.chunk_size, config.incremental);
     let record_invalid = run_id.is_some();
+    let settings = config.source.clone();
     let reader = tokio::task::spawn_blocking(move || {
+        let reopen = || source::open(&settings, true).map(|(source, _)| source);
         let context = ReadContext {
             rules: &rules,
             chunk_size,
             policy,
             state: &reader_state,
             record_invalid,
+            reopen: &reopen,
         };
         read_chunks(source.as_mut(), &context, &chunk_tx)
     });

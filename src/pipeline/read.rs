@@ -6,14 +6,15 @@
 //! apart the changed orders are.
 
 use std::collections::{BTreeMap, HashSet};
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
 use super::plan::{Decision, Incremental, decide};
+use super::seen::{Seen, SeenNumbers};
 use crate::order::{self, Field, Issue, PreparedOrder, Problem, RowError, RowView, Rules};
 use crate::source::{OrderSource, SourceError, SourceRow};
+use crate::state::lookahead::Lookahead;
 use crate::state::orders::Known;
 use crate::state::{StateDb, StateError};
 
@@ -57,15 +58,16 @@ pub enum ReadError {
     Poisoned,
 }
 
-/// Rows read before the source's size is estimated.
+/// Rows read before the source's size is estimated (for the progress bar).
 const SIZE_SAMPLE_ROWS: u64 = 1000;
-/// An upper bound on what a size estimate may reserve up front (a wrong guess must not cost much).
-const MAX_PRESIZED_ORDERS: usize = 20_000_000;
 /// Invalid rows are recorded in the state store in groups of this many.
 const ROW_ERRORS_PER_WRITE: usize = 1000;
 /// A partial chunk is sent anyway once this many rows were read since its first order, so the
 /// progress of a sparse incremental run stays visible and acknowledged work is journaled.
 const MAX_ROWS_PER_CHUNK: u64 = 200_000;
+
+/// Opens the source again (for settling deferred duplicate checks).
+pub type Reopen<'a> = &'a (dyn Fn() -> Result<Box<dyn OrderSource>, SourceError> + Sync);
 
 /// What the reader needs besides the source.
 pub struct ReadContext<'a> {
@@ -79,6 +81,43 @@ pub struct ReadContext<'a> {
     pub state: &'a Arc<Mutex<StateDb>>,
     /// Record invalid rows in the store for the write-back (not in a dry run).
     pub record_invalid: bool,
+    /// Opens the source again, from its first row.
+    pub reopen: Reopen<'a>,
+}
+
+/// How the duplicate check is to treat a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DuplicateCheck {
+    /// First pass: ask the filter; a "maybe" defers the row.
+    Filter,
+    /// Second pass, a deferred row now known to be its number's first valid row.
+    First,
+    /// Second pass, a deferred row now known to repeat an earlier valid row.
+    Repeat,
+}
+
+/// What became of one row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handled {
+    /// Valid (sent, or unchanged and skipped).
+    Valid,
+    /// Rejected by validation (recorded).
+    Invalid,
+    /// Its duplicate check needs the second pass.
+    Deferred,
+}
+
+/// The reader's state over one run.
+struct Reader<'c, 'a> {
+    context: &'c ReadContext<'a>,
+    chunks: &'c mpsc::Sender<Chunk>,
+    stats: ReadStats,
+    seen: SeenNumbers,
+    lookahead: Lookahead,
+    invalid: Vec<(u64, String, String)>,
+    chunk: Chunk,
+    chunk_started_at: u64,
+    now: time::OffsetDateTime,
 }
 
 /// Reads the whole source and sends the orders that need sending to `chunks`. Stops early,
@@ -88,27 +127,71 @@ pub fn read_chunks(
     context: &ReadContext<'_>,
     chunks: &mpsc::Sender<Chunk>,
 ) -> Result<ReadStats, ReadError> {
-    let mut stats = ReadStats::default();
-    // Order numbers already seen in this run, as 64-bit hashes: 8 bytes per order instead of
-    // the number itself. SipHash with fixed keys; a false "duplicate" needs a 64-bit collision.
-    let mut seen: HashSet<u64, BuildHasherDefault<IdentityHasher>> = HashSet::default();
-    let hasher = BuildHasherDefault::<DefaultHasher>::default();
-    let mut invalid: Vec<(u64, String, String)> = Vec::new();
-    let mut chunk = Chunk::default();
-    let mut chunk_started_at = 0u64;
-    let now = time::OffsetDateTime::now_utc();
-    let lock = || context.state.lock().map_err(|_| ReadError::Poisoned);
+    read_with(source, context, chunks, SeenNumbers::default())
+}
+
+fn read_with(
+    source: &mut dyn OrderSource,
+    context: &ReadContext<'_>,
+    chunks: &mpsc::Sender<Chunk>,
+    seen: SeenNumbers,
+) -> Result<ReadStats, ReadError> {
+    let mut reader = Reader {
+        context,
+        chunks,
+        stats: ReadStats::default(),
+        seen,
+        lookahead: Lookahead::default(),
+        invalid: Vec::new(),
+        chunk: Chunk::default(),
+        chunk_started_at: 0,
+        now: time::OffsetDateTime::now_utc(),
+    };
+    // Rows whose duplicate check the filter could not settle: (row, number).
+    let mut deferred: Vec<(u64, String)> = Vec::new();
     while let Some(row) = source.next_row()? {
-        stats.rows += 1;
-        if stats.rows == SIZE_SAMPLE_ROWS
-            && let Some(estimate) = source.estimated_rows(stats.rows)
-        {
-            // Sizing the set once avoids the moment of growth when old and new tables coexist.
-            let more = usize::try_from(estimate.saturating_mul(11) / 10)
-                .unwrap_or(0)
-                .min(MAX_PRESIZED_ORDERS);
-            seen.reserve(more.saturating_sub(seen.len()));
+        reader.stats.rows += 1;
+        if reader.handle(source, &row, DuplicateCheck::Filter)? == Handled::Deferred {
+            let number = RowView {
+                record: &row.record,
+                layout: source.layout(),
+            }
+            .get(Field::Number)
+            .unwrap_or_default();
+            deferred.push((row.row, number.to_string()));
         }
+        if reader.chunk_full() && !reader.send_chunk(source)? {
+            return Ok(reader.stats);
+        }
+    }
+    if !deferred.is_empty() {
+        tracing::debug!(rows = deferred.len(), "settling deferred duplicate checks");
+        reader.flush_invalid()?;
+        let mut again = (context.reopen)()?;
+        if !reader.settle(again.as_mut(), &deferred)? {
+            return Ok(reader.stats);
+        }
+    }
+    reader.flush_invalid()?;
+    reader.chunk.rows_read = reader.stats.rows;
+    if chunks
+        .blocking_send(std::mem::take(&mut reader.chunk))
+        .is_err()
+    {
+        return Ok(reader.stats);
+    }
+    reader.stats.complete = true;
+    Ok(reader.stats)
+}
+
+impl Reader<'_, '_> {
+    /// Validates one row and decides whether it goes out; adds it to the chunk if so.
+    fn handle(
+        &mut self,
+        source: &dyn OrderSource,
+        row: &SourceRow,
+        check: DuplicateCheck,
+    ) -> Result<Handled, ReadError> {
         let view = RowView {
             record: &row.record,
             layout: source.layout(),
@@ -119,90 +202,234 @@ pub fn read_chunks(
             .then(|| view.get(Field::Number))
             .flatten();
         let known = match number {
-            Some(number) => lock()?.known(number)?,
+            Some(number) => {
+                let db = self.context.state.lock().map_err(|_| ReadError::Poisoned)?;
+                self.lookahead.known(&db, number)?
+            }
             None => None,
         };
         let row_fingerprint = number.map(|_| order::row_fingerprint(view));
-        // Fast path: the row is exactly as it was when the API accepted it, so neither
-        // validation nor serialization can change the answer.
-        let unchanged_row = match (&known, row_fingerprint, number) {
-            (Some(known), Some(fingerprint), Some(number))
-                if known.row_fingerprint == Some(fingerprint) && known.last_error.is_none() =>
-            {
-                known.accepted_fingerprint.is_some_and(|accepted| {
-                    decide(Some(known), accepted, context.policy, now) == Decision::Skip
-                }) && seen.insert(hasher.hash_one(number))
+        let unchanged_row = self.unchanged_since_accepted(known.as_ref(), row_fingerprint);
+        if let (true, Some(number)) = (unchanged_row, number) {
+            match self.duplicate(number, check) {
+                Seen::New => {
+                    self.stats.valid += 1;
+                    self.stats.unchanged += 1;
+                    return Ok(Handled::Valid);
+                }
+                Seen::Maybe => return Ok(Handled::Deferred),
+                // Validated below, to report the duplicate like any other problem.
+                Seen::Duplicate => {}
+            }
+        }
+        let checked =
+            check_row(source, row, self.context.rules, known.as_ref()).and_then(|order| {
+                let seen = match (unchanged_row, check) {
+                    // The fast path above asked already: it is a duplicate.
+                    (true, DuplicateCheck::Filter) => Seen::Duplicate,
+                    _ => self.duplicate(&order.number, check),
+                };
+                match seen {
+                    Seen::New => Ok(Some(order)),
+                    Seen::Maybe => Ok(None),
+                    Seen::Duplicate => Err(duplicate_error(row.row, order.number)),
+                }
+            });
+        match checked {
+            Ok(Some(mut order)) => {
+                self.stats.valid += 1;
+                order.row_fingerprint = row_fingerprint.unwrap_or_default();
+                self.decide(order, known.as_ref())?;
+                Ok(Handled::Valid)
+            }
+            Ok(None) => Ok(Handled::Deferred),
+            Err((error, reasons)) => {
+                self.reject(row.row, error, reasons)?;
+                Ok(Handled::Invalid)
+            }
+        }
+    }
+
+    /// Fast path: the row is exactly as it was when the API accepted it, so neither
+    /// validation nor serialization can change the answer.
+    fn unchanged_since_accepted(
+        &self,
+        known: Option<&Known>,
+        row_fingerprint: Option<u64>,
+    ) -> bool {
+        match (known, row_fingerprint) {
+            (Some(known), Some(fingerprint)) => {
+                known.row_fingerprint == Some(fingerprint)
+                    && known.last_error.is_none()
+                    && known.accepted_fingerprint.is_some_and(|accepted| {
+                        decide(Some(known), accepted, self.context.policy, self.now)
+                            == Decision::Skip
+                    })
             }
             _ => false,
+        }
+    }
+
+    fn duplicate(&mut self, number: &str, check: DuplicateCheck) -> Seen {
+        match check {
+            DuplicateCheck::Filter => self.seen.check(number),
+            DuplicateCheck::First => Seen::New,
+            DuplicateCheck::Repeat => Seen::Duplicate,
+        }
+    }
+
+    /// Sends a valid order, or skips it when the API already has it.
+    fn decide(&mut self, order: PreparedOrder, known: Option<&Known>) -> Result<(), ReadError> {
+        match decide(known, order.fingerprint, self.context.policy, self.now) {
+            Decision::Skip => {
+                self.stats.unchanged += 1;
+                if known.is_some_and(|k| {
+                    k.last_error.is_some() && k.accepted_fingerprint == Some(order.fingerprint)
+                }) {
+                    let db = self.context.state.lock().map_err(|_| ReadError::Poisoned)?;
+                    db.clear_error(&order.number)?;
+                }
+            }
+            _ => {
+                if self.chunk.orders.is_empty() {
+                    self.chunk_started_at = self.stats.rows;
+                }
+                self.chunk.orders.push(order);
+            }
+        }
+        Ok(())
+    }
+
+    fn reject(&mut self, row: u64, error: String, reasons: Vec<String>) -> Result<(), ReadError> {
+        for reason in &reasons {
+            *self
+                .stats
+                .invalid_by_reason
+                .entry(reason.clone())
+                .or_default() += 1;
+        }
+        if self.context.record_invalid {
+            self.invalid.push((row, error, reasons.join("\n")));
+        }
+        if self.invalid.len() >= ROW_ERRORS_PER_WRITE {
+            self.flush_invalid()?;
+        }
+        Ok(())
+    }
+
+    fn flush_invalid(&mut self) -> Result<(), ReadError> {
+        if !self.invalid.is_empty() {
+            let mut db = self.context.state.lock().map_err(|_| ReadError::Poisoned)?;
+            db.add_row_errors(&self.invalid)?;
+            self.invalid.clear();
+        }
+        Ok(())
+    }
+
+    fn chunk_full(&self) -> bool {
+        let orders = self.chunk.orders.len();
+        orders >= self.context.chunk_size
+            || (orders > 0 && self.stats.rows - self.chunk_started_at >= MAX_ROWS_PER_CHUNK)
+    }
+
+    /// Hands the chunk on; `false` when the receiving side has gone away.
+    fn send_chunk(&mut self, source: &dyn OrderSource) -> Result<bool, ReadError> {
+        self.chunk.rows_read = self.stats.rows;
+        if self.stats.rows >= SIZE_SAMPLE_ROWS {
+            self.chunk.estimated_rows = source.estimated_rows(self.stats.rows);
+        }
+        Ok(self
+            .chunks
+            .blocking_send(std::mem::take(&mut self.chunk))
+            .is_ok())
+    }
+
+    /// The second pass: reads the source again and settles every deferred row. A deferred row
+    /// is its number's first valid row unless an earlier valid row has that number. Returns
+    /// `false` when the receiving side has gone away.
+    fn settle(
+        &mut self,
+        source: &mut dyn OrderSource,
+        deferred: &[(u64, String)],
+    ) -> Result<bool, ReadError> {
+        let numbers: HashSet<&str> = deferred.iter().map(|(_, n)| n.as_str()).collect();
+        let mut deferred_rows = deferred.iter().map(|(row, _)| *row).peekable();
+        // Numbers whose first valid row has been passed.
+        let mut found: HashSet<String> = HashSet::new();
+        while let Some(row) = source.next_row()? {
+            let is_deferred = deferred_rows.next_if_eq(&row.row).is_some();
+            let view = RowView {
+                record: &row.record,
+                layout: source.layout(),
+            };
+            let Some(number) = row
+                .defect
+                .is_none()
+                .then(|| view.get(Field::Number))
+                .flatten()
+            else {
+                continue;
+            };
+            if !numbers.contains(number) {
+                continue;
+            }
+            if is_deferred {
+                let check = match found.contains(number) {
+                    true => DuplicateCheck::Repeat,
+                    false => DuplicateCheck::First,
+                };
+                if self.handle(source, &row, check)? == Handled::Valid {
+                    found.insert(number.to_string());
+                }
+                if self.chunk_full() && !self.send_chunk(source)? {
+                    return Ok(false);
+                }
+            } else if !found.contains(number) && self.was_valid(source, &row, number)? {
+                // Valid in the first pass: it was the first, as the filter had not seen it.
+                found.insert(number.to_string());
+            }
+            if deferred_rows.peek().is_none() {
+                break;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether a row the first pass did not defer passed validation there (it is checked again:
+    /// a dry run does not record the rows it rejects).
+    fn was_valid(
+        &mut self,
+        source: &dyn OrderSource,
+        row: &SourceRow,
+        number: &str,
+    ) -> Result<bool, ReadError> {
+        let known = {
+            let db = self.context.state.lock().map_err(|_| ReadError::Poisoned)?;
+            self.lookahead.known(&db, number)?
         };
-        if unchanged_row {
-            stats.valid += 1;
-            stats.unchanged += 1;
-        } else {
-            match check_row(
-                source,
-                &row,
-                context.rules,
-                &mut seen,
-                &hasher,
-                known.as_ref(),
-            ) {
-                Ok(mut order) => {
-                    stats.valid += 1;
-                    order.row_fingerprint = row_fingerprint.unwrap_or_default();
-                    match decide(known.as_ref(), order.fingerprint, context.policy, now) {
-                        Decision::Skip => {
-                            stats.unchanged += 1;
-                            if known.as_ref().is_some_and(|k| {
-                                k.last_error.is_some()
-                                    && k.accepted_fingerprint == Some(order.fingerprint)
-                            }) {
-                                lock()?.clear_error(&order.number)?;
-                            }
-                        }
-                        _ => {
-                            if chunk.orders.is_empty() {
-                                chunk_started_at = stats.rows;
-                            }
-                            chunk.orders.push(order);
-                        }
-                    }
-                }
-                Err((error, reasons)) => {
-                    for reason in &reasons {
-                        *stats.invalid_by_reason.entry(reason.clone()).or_default() += 1;
-                    }
-                    if context.record_invalid {
-                        invalid.push((row.row, error, reasons.join("\n")));
-                    }
-                    if invalid.len() >= ROW_ERRORS_PER_WRITE {
-                        lock()?.add_row_errors(&invalid)?;
-                        invalid.clear();
-                    }
-                }
-            }
-        }
-        let full = chunk.orders.len() >= context.chunk_size
-            || (!chunk.orders.is_empty() && stats.rows - chunk_started_at >= MAX_ROWS_PER_CHUNK);
-        if full {
-            chunk.rows_read = stats.rows;
-            if stats.rows >= SIZE_SAMPLE_ROWS {
-                chunk.estimated_rows = source.estimated_rows(stats.rows);
-            }
-            if chunks.blocking_send(std::mem::take(&mut chunk)).is_err() {
-                return Ok(stats);
-            }
-        }
+        let view = RowView {
+            record: &row.record,
+            layout: source.layout(),
+        };
+        let row_fingerprint = Some(order::row_fingerprint(view));
+        Ok(
+            self.unchanged_since_accepted(known.as_ref(), row_fingerprint)
+                || check_row(source, row, self.context.rules, known.as_ref()).is_ok(),
+        )
     }
-    if !invalid.is_empty() {
-        lock()?.add_row_errors(&invalid)?;
-    }
-    chunk.rows_read = stats.rows;
-    if chunks.blocking_send(chunk).is_err() {
-        return Ok(stats);
-    }
-    stats.complete = true;
-    Ok(stats)
+}
+
+fn duplicate_error(row: u64, number: String) -> (String, Vec<String>) {
+    let error = RowError {
+        row,
+        problems: vec![Problem {
+            field: "number",
+            value: Some(number),
+            issue: Issue::Duplicate,
+        }],
+    };
+    let reasons = error.problems.iter().map(Problem::reason).collect();
+    (error.to_string(), reasons)
 }
 
 /// Validates one row: its prepared order, or its error text with the reasons for the summary.
@@ -210,8 +437,6 @@ fn check_row(
     source: &dyn OrderSource,
     row: &SourceRow,
     rules: &Rules,
-    seen: &mut HashSet<u64, BuildHasherDefault<IdentityHasher>>,
-    hasher: &BuildHasherDefault<DefaultHasher>,
     known: Option<&Known>,
 ) -> Result<PreparedOrder, (String, Vec<String>)> {
     if let Some(defect) = &row.defect {
@@ -227,42 +452,89 @@ fn check_row(
     // An order the API already has must not carry `initialDunningLevel` again.
     let created_before = source.previous_status(&row.record).is_some()
         || known.is_some_and(|k| k.accepted_fingerprint.is_some());
-    let checked = order::prepare(view, row.row, rules, created_before).and_then(|order| {
-        if seen.insert(hasher.hash_one(order.number.as_str())) {
-            Ok(order)
-        } else {
-            Err(RowError {
-                row: row.row,
-                problems: vec![Problem {
-                    field: "number",
-                    value: Some(order.number),
-                    issue: Issue::Duplicate,
-                }],
-            })
-        }
-    });
-    checked.map_err(|error| {
+    order::prepare(view, row.row, rules, created_before).map_err(|error| {
         let reasons = error.problems.iter().map(Problem::reason).collect();
         (error.to_string(), reasons)
     })
 }
 
-/// The set above stores hashes already; hashing them again would be wasted work.
-#[derive(Default)]
-struct IdentityHasher(u64);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::SourceFormat;
+    use crate::config::SourceSettings;
 
-impl std::hash::Hasher for IdentityHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+    /// With a filter that says "maybe" to everything, every check after the sorted start is
+    /// settled by the second pass, and the outcome is the exact one.
+    #[test]
+    fn deferred_rows_are_settled_exactly_by_a_second_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orders.csv");
+        let today = crate::dates::berlin_today();
+        let date = today.format(crate::dates::API_DATE).unwrap();
+        let rows = [
+            ("A-2", date.as_str()),
+            ("A-5", date.as_str()),
+            ("A-1", "31-02-2024"),
+            ("A-1", date.as_str()),
+            ("A-3", date.as_str()),
+            ("A-2", date.as_str()),
+            ("A-1", date.as_str()),
+            ("A-4", date.as_str()),
+        ];
+        let mut csv = String::from("number,date,type,amount,currency,billing.countryCode\n");
+        for (number, date) in rows {
+            csv.push_str(&format!("{number},{date},INVOICE,1.00,EUR,DE\n"));
         }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value;
+        std::fs::write(&path, csv).unwrap();
+        let settings = SourceSettings {
+            path: path.clone(),
+            format: SourceFormat::Csv,
+            delimiter: None,
+            columns: Default::default(),
+        };
+        let state = Arc::new(Mutex::new(StateDb::in_memory().unwrap()));
+        state.lock().unwrap().reset_row_errors().unwrap();
+        let rules = Rules::for_today(today);
+        let reopen = || crate::source::open(&settings, true).map(|(source, _)| source);
+        let context = ReadContext {
+            rules: &rules,
+            chunk_size: 100,
+            policy: Incremental::default(),
+            state: &state,
+            record_invalid: true,
+            reopen: &reopen,
+        };
+        let (sender, mut receiver) = mpsc::channel(16);
+        let (mut source, _) = crate::source::open(&settings, true).unwrap();
+        let stats =
+            read_with(source.as_mut(), &context, &sender, SeenNumbers::saturated()).unwrap();
+        drop(sender);
+        let mut sent = Vec::new();
+        while let Ok(chunk) = receiver.try_recv() {
+            sent.extend(chunk.orders.into_iter().map(|o| o.number));
+        }
+        assert!(stats.complete);
+        assert_eq!(sent.len(), 5, "{sent:?}");
+        let mut numbers = sent.clone();
+        numbers.sort();
+        assert_eq!(numbers, ["A-1", "A-2", "A-3", "A-4", "A-5"]);
+        assert_eq!(stats.invalid_by_reason.values().sum::<u64>(), 3);
+        let db = state.lock().unwrap();
+        // Rows (header = row 1): 4 invalid date, 7 and 8 repeat.
+        for row in [4, 7, 8] {
+            assert!(db.row_error(row).unwrap().is_some(), "row {row}");
+        }
+        for (row, number) in [(7, "A-2"), (8, "A-1")] {
+            let (error, _) = db.row_error(row).unwrap().unwrap();
+            assert!(
+                error.contains(number) && error.contains("more than once"),
+                "{error}"
+            );
+        }
+        assert!(
+            db.row_error(5).unwrap().is_none(),
+            "the first valid A-1 is sent"
+        );
     }
 }

@@ -204,3 +204,51 @@ async fn dry_run_sends_and_writes_nothing() {
     assert_eq!(chunks[1][29]["number"], "T-00129");
     sandbox.shutdown().await;
 }
+
+/// Duplicates far apart in an unsorted file are settled exactly: the first *valid* row of a
+/// number is sent, every later valid row with it is rejected, an invalid row does not count.
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicates_anywhere_in_an_unsorted_file_reject_only_the_later_rows() {
+    let dir = TestDir::new();
+    let date = recent_date(2);
+    let mut csv = String::from("number,date,type,amount,currency,billing.countryCode\n");
+    let rows = [
+        ("B-2", date.as_str(), "10.00"),
+        ("A-1", "31-02-2024", "10.00"),
+        ("C-3", date.as_str(), "10.00"),
+        ("A-1", date.as_str(), "10.00"),
+        ("Z-9", date.as_str(), "10.00"),
+        ("B-2", date.as_str(), "0"),
+        ("A-1", date.as_str(), "0"),
+        ("D-4", date.as_str(), "10.00"),
+        ("D-4", date.as_str(), "0"),
+    ];
+    for (number, date, amount) in rows {
+        csv.push_str(&format!("{number},{date},INVOICE,{amount},EUR,DE\n"));
+    }
+    let path = dir.write("orders.csv", csv);
+    let sandbox = sandbox(SandboxConfig::default()).await;
+
+    sync(&path, &sandbox, &[]).await.expect_code(3);
+
+    let (header, rows) = parse_csv(&dir.read("orders.csv"), b',');
+    let errors = column(&header, &rows, "syncError");
+    let duplicate = "appears more than once in this run";
+    let rejected: Vec<(usize, bool)> = errors
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| !e.is_empty())
+        .map(|(i, e)| (i + 2, e.contains(duplicate)))
+        .collect();
+    assert_eq!(
+        rejected,
+        [(3, false), (7, true), (8, true), (10, true)],
+        "{errors:?}"
+    );
+    assert_eq!(sandbox.stats().orders_received, 5);
+    // The rows with amount 0 (which the sandbox counts as paid) were not the ones sent.
+    for number in ["A-1", "B-2", "D-4"] {
+        assert_eq!(sandbox.order_status(number).as_deref(), Some("UNPAID"));
+    }
+    sandbox.shutdown().await;
+}
