@@ -1,7 +1,8 @@
 //! One sync run, in three phases, each with memory that does not grow with the source:
 //!
 //! 0. **read-back**: open orders the state store knows get their current `paymentStatus` from
-//!    `GET /orders`, streamed into the store ([`readback`]);
+//!    `GET /orders`, streamed into the store ([`readback`]); it runs alongside phase 1, and
+//!    never overwrites a status that a send of the same run reported (that one is newer);
 //! 1. **send**: the source is read and validated on a blocking thread; orders that are new,
 //!    changed or failed transiently ([`plan`]) go out in chunks, `concurrency` at a time, and
 //!    every chunk's answer is committed to the state store (the journal) as soon as it arrives;
@@ -181,35 +182,21 @@ async fn phases(
     let rules = Rules::for_today(today);
     let progress = progress_bar(config.progress);
 
-    // Phase 0: read back the statuses of open orders.
-    let mut read_back_failure = None;
+    // Phases 0 and 1 run side by side: sending does not depend on the statuses read back
+    // (only `--resend-open-after` looks at them, and a stale one there costs at most one
+    // harmless resend), and the store keeps the answer of a send over an older read-back.
     let phase_started = Instant::now();
-    if let Some(sender) = sender {
-        progress.set_message("reading back statuses");
-        match read_back(sender, state, today).await {
-            Ok(read_back) => {
-                summary.read_back_orders = read_back.orders_seen;
-                summary.refreshed = read_back.refreshed;
-            }
-            Err(ReadBackError::State(error)) => return Err(error.into()),
-            Err(ReadBackError::Api(message)) => {
-                tracing::error!(%message, "statuses could not be read back; the run goes on");
-                read_back_failure = Some(message);
-            }
-        }
-    }
-
-    tracing::debug!(
-        elapsed_ms = phase_started.elapsed().as_millis() as u64,
-        "read-back done"
-    );
-    let phase_started = Instant::now();
-
-    // Phase 1: send what needs sending, journaling every answer.
     if run_id.is_some() {
         blocking(state, |db| db.reset_row_errors())?;
     }
-    let sent = send_phase(
+    progress.set_message("reading back statuses and sending");
+    let reading_back = async {
+        match (sender, run_id) {
+            (Some(sender), Some(run)) => Some(read_back(sender, state, today, run).await),
+            _ => None,
+        }
+    };
+    let sending = send_phase(
         config,
         summary,
         sender.map(Arc::as_ref),
@@ -217,8 +204,21 @@ async fn phases(
         run_id,
         &rules,
         &progress,
-    )
-    .await;
+    );
+    let (read_back_result, sent) = tokio::join!(reading_back, sending);
+    let mut read_back_failure = None;
+    match read_back_result {
+        None => {}
+        Some(Ok(read_back)) => {
+            summary.read_back_orders = read_back.orders_seen;
+            summary.refreshed = read_back.refreshed;
+        }
+        Some(Err(ReadBackError::State(error))) => return Err(error.into()),
+        Some(Err(ReadBackError::Api(message))) => {
+            tracing::error!(%message, "statuses could not be read back; the run goes on");
+            read_back_failure = Some(message);
+        }
+    }
     if let Some(sender) = sender {
         summary.add_send_counters(sender.counters());
     }
@@ -226,7 +226,7 @@ async fn phases(
     summary.add_read_stats(&read_stats);
     tracing::debug!(
         elapsed_ms = phase_started.elapsed().as_millis() as u64,
-        "sending done"
+        "read-back and sending done"
     );
     let phase_started = Instant::now();
 

@@ -46,11 +46,13 @@ pub enum ReadBackError {
     State(#[from] StateError),
 }
 
-/// Reads back the statuses of the open orders the store knows.
+/// Reads back the statuses of the open orders the store knows, for run `run` (whose own sends
+/// keep their answers).
 pub async fn read_back(
     sender: &Sender,
     state: &Arc<Mutex<StateDb>>,
     today: Date,
+    run: i64,
 ) -> Result<ReadBack, ReadBackError> {
     let store = Arc::clone(state);
     let oldest = tokio::task::spawn_blocking(move || match store.lock() {
@@ -66,7 +68,7 @@ pub async fn read_back(
     let max_age = ((today - oldest).whole_days() + 1).max(1);
     tracing::info!(max_age, "reading back statuses (GET /orders)");
     let outcome = sender
-        .call(|| read_once(sender, Arc::clone(state), max_age))
+        .call(|| read_once(sender, Arc::clone(state), max_age, run))
         .await;
     match outcome {
         Ok(Ok((orders_seen, refreshed))) => Ok(ReadBack {
@@ -87,6 +89,7 @@ async fn read_once(
     sender: &Sender,
     state: Arc<Mutex<StateDb>>,
     max_age: i64,
+    run: i64,
 ) -> Result<Result<(u64, u64), StateError>, ApiError> {
     let response = sender
         .client()
@@ -96,7 +99,7 @@ async fn read_once(
     // a wake-up per piece, so they are gathered into blocks first.
     let (blocks, receiver) = mpsc::channel::<std::io::Result<Bytes>>(2);
     let parser =
-        tokio::task::spawn_blocking(move || apply_stream(BlockReader::new(receiver), &state));
+        tokio::task::spawn_blocking(move || apply_stream(BlockReader::new(receiver), &state, run));
     let mut body = response.bytes_stream();
     let mut block = BytesMut::with_capacity(BLOCK);
     loop {
@@ -137,13 +140,14 @@ async fn read_once(
 fn apply_stream(
     reader: impl std::io::Read,
     state: &Mutex<StateDb>,
+    run: i64,
 ) -> Result<(u64, u64), StreamError<StateError>> {
     let mut batch: Vec<(String, String)> = Vec::with_capacity(APPLY_BATCH);
     let mut refreshed = 0u64;
     let apply = |batch: &mut Vec<(String, String)>, refreshed: &mut u64| {
         if let Ok(mut db) = state.lock() {
             *refreshed +=
-                db.apply_read_back(batch.iter().map(|(n, s)| (n.as_str(), s.as_str())))?;
+                db.apply_read_back(batch.iter().map(|(n, s)| (n.as_str(), s.as_str())), run)?;
         }
         batch.clear();
         Ok::<(), StateError>(())

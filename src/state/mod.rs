@@ -26,6 +26,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../sql/state/0001_orders_and_runs.sql")),
     (2, include_str!("../../sql/state/0002_refunds.sql")),
     (3, include_str!("../../sql/state/0003_row_fingerprint.sql")),
+    (4, include_str!("../../sql/state/0004_status_run.sql")),
 ];
 
 /// How long to wait for another writer (the shop, or a concurrent reader's lock).

@@ -131,8 +131,8 @@ impl StateDb {
                     "INSERT INTO kksync_order_state
                          (number, accepted_fingerprint, accepted_at, order_date, payment_status,
                           status_at, last_error, error_fingerprint, error_transient, attempts, last_run,
-                          row_fingerprint)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?3, NULL, NULL, 0, 0, ?6, ?7)
+                          row_fingerprint, status_run)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?3, NULL, NULL, 0, 0, ?6, ?7, ?6)
                      ON CONFLICT (number) DO UPDATE SET
                          accepted_fingerprint = excluded.accepted_fingerprint,
                          accepted_at = excluded.accepted_at,
@@ -141,7 +141,8 @@ impl StateDb {
                          status_at = excluded.status_at,
                          last_error = NULL, error_fingerprint = NULL, error_transient = 0,
                          attempts = 0, last_run = excluded.last_run,
-                         row_fingerprint = excluded.row_fingerprint",
+                         row_fingerprint = excluded.row_fingerprint,
+                         status_run = excluded.status_run",
                 )
                 .map_err(fail("journaling"))?;
             let mut failed = tx
@@ -228,7 +229,9 @@ impl StateDb {
     }
 
     /// Applies statuses read back from the API, in one transaction; only orders the store
-    /// knows are updated, and only when the status differs. Returns how many changed.
+    /// knows are updated, only when the status differs, and not when a send of run `run`
+    /// reported it: that answer is newer than the read-back, which runs alongside the sends.
+    /// Returns how many changed.
     ///
     /// The batch goes to SQLite as one JSON array joined in a single `UPDATE`: a statement
     /// per order cost more than the lookup itself. Should a number appear twice in one batch
@@ -236,6 +239,7 @@ impl StateDb {
     pub fn apply_read_back<'a>(
         &mut self,
         statuses: impl IntoIterator<Item = (&'a str, &'a str)>,
+        run: i64,
     ) -> Result<u64, StateError> {
         let batch: Vec<(&str, &str)> = statuses.into_iter().collect();
         if batch.is_empty() {
@@ -251,12 +255,14 @@ impl StateDb {
         let changed = self
             .connection()
             .prepare_cached(
-                "UPDATE kksync_order_state SET payment_status = r.status, status_at = ?2
+                "UPDATE kksync_order_state
+                 SET payment_status = r.status, status_at = ?2, status_run = NULL
                  FROM (SELECT value ->> 0 AS number, value ->> 1 AS status FROM json_each(?1)) AS r
                  WHERE kksync_order_state.number = r.number
-                   AND kksync_order_state.payment_status IS NOT r.status",
+                   AND kksync_order_state.payment_status IS NOT r.status
+                   AND kksync_order_state.status_run IS NOT ?3",
             )
-            .and_then(|mut update| update.execute(params![json, now_rfc3339()]))
+            .and_then(|mut update| update.execute(params![json, now_rfc3339(), run]))
             .map_err(fail("applying the read-back"))?;
         Ok(changed as u64)
     }
@@ -401,7 +407,7 @@ mod tests {
         )
         .unwrap();
         let changed = db
-            .apply_read_back([("A1", "PAID"), ("A2", "UNPAID"), ("ZZ", "PAID")])
+            .apply_read_back([("A1", "PAID"), ("A2", "UNPAID"), ("ZZ", "PAID")], 2)
             .unwrap();
         assert_eq!(changed, 1);
         assert_eq!(
@@ -409,6 +415,13 @@ mod tests {
             Some("PAID")
         );
         assert_eq!(db.known("ZZ").unwrap(), None);
+        // A status a send of the same run reported is newer than the read-back: it stays.
+        let changed = db.apply_read_back([("A2", "CANCELLED")], 1).unwrap();
+        assert_eq!(changed, 0);
+        assert_eq!(
+            db.known("A2").unwrap().unwrap().payment_status.as_deref(),
+            Some("UNPAID")
+        );
     }
 
     #[test]
