@@ -207,13 +207,16 @@ async fn phases(
     );
     let (read_back_result, sent) = tokio::join!(reading_back, sending);
     let mut read_back_failure = None;
+    // The store failed under the read-back: the run fails, but only after what was sent has
+    // been counted and written back.
+    let mut read_back_store_error = None;
     match read_back_result {
         None => {}
         Some(Ok(read_back)) => {
             summary.read_back_orders = read_back.orders_seen;
             summary.refreshed = read_back.refreshed;
         }
-        Some(Err(ReadBackError::State(error))) => return Err(error.into()),
+        Some(Err(ReadBackError::State(error))) => read_back_store_error = Some(error),
         Some(Err(ReadBackError::Api(message))) => {
             tracing::error!(%message, "statuses could not be read back; the run goes on");
             read_back_failure = Some(message);
@@ -267,6 +270,9 @@ async fn phases(
         && let Some(error) = stop_error(sender.stop_reason(), sender.counters())
     {
         return Err(error);
+    }
+    if let Some(error) = read_back_store_error {
+        return Err(error.into());
     }
     match read_back_failure {
         Some(last_error) => Err(Error::ReadBackFailed { last_error }),

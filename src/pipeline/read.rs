@@ -345,52 +345,78 @@ impl Reader<'_, '_> {
     }
 
     /// The second pass: reads the source again and settles every deferred row. A deferred row
-    /// is its number's first valid row unless an earlier valid row has that number. Returns
-    /// `false` when the receiving side has gone away.
+    /// is its number's first valid row unless an earlier valid row has that number. A deferred
+    /// row that is gone or changed its number (the shop edited the source meanwhile) is not
+    /// sent but rejected for this run. Returns `false` when the receiving side has gone away.
     fn settle(
         &mut self,
         source: &mut dyn OrderSource,
         deferred: &[(u64, String)],
     ) -> Result<bool, ReadError> {
         let numbers: HashSet<&str> = deferred.iter().map(|(_, n)| n.as_str()).collect();
-        let mut deferred_rows = deferred.iter().map(|(row, _)| *row).peekable();
+        let mut pending = deferred.iter().peekable();
+        // Deferred rows that are gone or carry another number now: the source changed.
+        let mut unsettled: Vec<(u64, &str)> = Vec::new();
         // Numbers whose first valid row has been passed.
         let mut found: HashSet<String> = HashSet::new();
         while let Some(row) = source.next_row()? {
-            let is_deferred = deferred_rows.next_if_eq(&row.row).is_some();
+            while let Some((gone, number)) = pending.next_if(|(r, _)| *r < row.row) {
+                unsettled.push((*gone, number));
+            }
+            let deferred_number = pending
+                .next_if(|(r, _)| *r == row.row)
+                .map(|(_, n)| n.as_str());
             let view = RowView {
                 record: &row.record,
                 layout: source.layout(),
             };
-            let Some(number) = row
+            let number = row
                 .defect
                 .is_none()
                 .then(|| view.get(Field::Number))
-                .flatten()
-            else {
-                continue;
-            };
-            if !numbers.contains(number) {
-                continue;
-            }
-            if is_deferred {
-                let check = match found.contains(number) {
-                    true => DuplicateCheck::Repeat,
-                    false => DuplicateCheck::First,
-                };
-                if self.handle(source, &row, check)? == Handled::Valid {
-                    found.insert(number.to_string());
+                .flatten();
+            match (deferred_number, number) {
+                (Some(expected), Some(number)) if expected == number => {
+                    let check = match found.contains(number) {
+                        true => DuplicateCheck::Repeat,
+                        false => DuplicateCheck::First,
+                    };
+                    if self.handle(source, &row, check)? == Handled::Valid {
+                        found.insert(number.to_string());
+                    }
+                    if self.chunk_full() && !self.send_chunk(source)? {
+                        return Ok(false);
+                    }
                 }
-                if self.chunk_full() && !self.send_chunk(source)? {
-                    return Ok(false);
+                (Some(expected), _) => unsettled.push((row.row, expected)),
+                (None, Some(number)) => {
+                    if numbers.contains(number)
+                        && !found.contains(number)
+                        && self.was_valid(source, &row, number)?
+                    {
+                        // Valid in the first pass: it was the first, as the filter had not
+                        // seen it.
+                        found.insert(number.to_string());
+                    }
                 }
-            } else if !found.contains(number) && self.was_valid(source, &row, number)? {
-                // Valid in the first pass: it was the first, as the filter had not seen it.
-                found.insert(number.to_string());
+                (None, None) => {}
             }
-            if deferred_rows.peek().is_none() {
+            if pending.peek().is_none() {
                 break;
             }
+        }
+        unsettled.extend(pending.map(|(row, number)| (*row, number.as_str())));
+        for (row, number) in unsettled {
+            // Not sent, and not lost: the row carries this error until the next run checks it.
+            let error = format!(
+                "row {row}: changed while kksync was reading the source (number \"{number}\" \
+                 was there before); it is checked again on the next run"
+            );
+            self.reject(
+                row,
+                error,
+                vec!["changed while the run read the source".into()],
+            )?;
         }
         Ok(true)
     }
@@ -464,29 +490,20 @@ mod tests {
     use crate::cli::SourceFormat;
     use crate::config::SourceSettings;
 
-    /// With a filter that says "maybe" to everything, every check after the sorted start is
-    /// settled by the second pass, and the outcome is the exact one.
-    #[test]
-    fn deferred_rows_are_settled_exactly_by_a_second_pass() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("orders.csv");
-        let today = crate::dates::berlin_today();
-        let date = today.format(crate::dates::API_DATE).unwrap();
-        let rows = [
-            ("A-2", date.as_str()),
-            ("A-5", date.as_str()),
-            ("A-1", "31-02-2024"),
-            ("A-1", date.as_str()),
-            ("A-3", date.as_str()),
-            ("A-2", date.as_str()),
-            ("A-1", date.as_str()),
-            ("A-4", date.as_str()),
-        ];
+    fn csv_of(rows: &[(&str, &str)]) -> String {
         let mut csv = String::from("number,date,type,amount,currency,billing.countryCode\n");
         for (number, date) in rows {
             csv.push_str(&format!("{number},{date},INVOICE,1.00,EUR,DE\n"));
         }
-        std::fs::write(&path, csv).unwrap();
+        csv
+    }
+
+    /// Reads `first` with a filter that says "maybe" to everything; the second pass reads
+    /// `second` (the file as the shop changed it meanwhile). The numbers sent, and the store.
+    fn read_saturated(first: &str, second: &str) -> (ReadStats, Vec<String>, Arc<Mutex<StateDb>>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orders.csv");
+        std::fs::write(&path, first).unwrap();
         let settings = SourceSettings {
             path: path.clone(),
             format: SourceFormat::Csv,
@@ -495,8 +512,15 @@ mod tests {
         };
         let state = Arc::new(Mutex::new(StateDb::in_memory().unwrap()));
         state.lock().unwrap().reset_row_errors().unwrap();
-        let rules = Rules::for_today(today);
-        let reopen = || crate::source::open(&settings, true).map(|(source, _)| source);
+        let rules = Rules::for_today(crate::dates::berlin_today());
+        let reopen = || {
+            std::fs::write(&path, second).map_err(|e| SourceError::Io {
+                path: path.clone(),
+                action: "rewriting",
+                source: e,
+            })?;
+            crate::source::open(&settings, true).map(|(source, _)| source)
+        };
         let context = ReadContext {
             rules: &rules,
             chunk_size: 100,
@@ -514,17 +538,38 @@ mod tests {
         while let Ok(chunk) = receiver.try_recv() {
             sent.extend(chunk.orders.into_iter().map(|o| o.number));
         }
+        (stats, sent, state)
+    }
+
+    fn today() -> String {
+        crate::dates::berlin_today()
+            .format(crate::dates::API_DATE)
+            .unwrap()
+    }
+
+    /// With a filter that says "maybe" to everything, every check after the sorted start is
+    /// settled by the second pass, and the outcome is the exact one.
+    #[test]
+    fn deferred_rows_are_settled_exactly_by_a_second_pass() {
+        let date = today();
+        let csv = csv_of(&[
+            ("A-2", &date),
+            ("A-5", &date),
+            ("A-1", "31-02-2024"),
+            ("A-1", &date),
+            ("A-3", &date),
+            ("A-2", &date),
+            ("A-1", &date),
+            ("A-4", &date),
+        ]);
+        let (stats, sent, state) = read_saturated(&csv, &csv);
         assert!(stats.complete);
-        assert_eq!(sent.len(), 5, "{sent:?}");
         let mut numbers = sent.clone();
         numbers.sort();
-        assert_eq!(numbers, ["A-1", "A-2", "A-3", "A-4", "A-5"]);
+        assert_eq!(numbers, ["A-1", "A-2", "A-3", "A-4", "A-5"], "{sent:?}");
         assert_eq!(stats.invalid_by_reason.values().sum::<u64>(), 3);
         let db = state.lock().unwrap();
         // Rows (header = row 1): 4 invalid date, 7 and 8 repeat A-2 and A-1.
-        for row in [4, 7, 8] {
-            assert!(db.row_error(row).unwrap().is_some(), "row {row}");
-        }
         for (row, number) in [(7, "A-2"), (8, "A-1")] {
             let (error, _) = db.row_error(row).unwrap().unwrap();
             assert!(
@@ -532,9 +577,49 @@ mod tests {
                 "{error}"
             );
         }
+        assert!(db.row_error(4).unwrap().is_some());
         assert!(
             db.row_error(5).unwrap().is_none(),
             "the first valid A-1 is sent"
+        );
+    }
+
+    /// A deferred row the shop changed or removed before the second pass is neither sent nor
+    /// lost: it is rejected for this run, and the rows after it are still settled.
+    #[test]
+    fn deferred_rows_changed_meanwhile_are_rejected_not_dropped() {
+        let date = today();
+        let first = csv_of(&[
+            ("A-2", &date),
+            ("A-5", &date),
+            ("A-1", &date),
+            ("A-3", &date),
+        ]);
+        let second = csv_of(&[
+            ("A-2", &date),
+            ("A-5", &date),
+            ("B-9", &date),
+            ("A-3", &date),
+        ]);
+        let (stats, sent, state) = read_saturated(&first, &second);
+        assert!(stats.complete);
+        assert_eq!(sent, ["A-2", "A-5", "A-3"]);
+        let db = state.lock().unwrap();
+        let (error, _) = db.row_error(4).unwrap().unwrap();
+        assert!(
+            error.contains("changed while kksync was reading"),
+            "{error}"
+        );
+        // Cut off before the last deferred row: it is rejected the same way.
+        drop(db);
+        let shorter = csv_of(&[("A-2", &date), ("A-5", &date), ("A-1", &date)]);
+        let (_, sent, state) = read_saturated(&first, &shorter);
+        assert_eq!(sent, ["A-2", "A-5", "A-1"]);
+        let db = state.lock().unwrap();
+        assert!(
+            db.row_error(5)
+                .unwrap()
+                .is_some_and(|(e, _)| e.contains("changed while"))
         );
     }
 }

@@ -76,7 +76,7 @@ pub async fn read_back(
             orders_seen,
             refreshed,
         }),
-        Ok(Err(state_error)) => Err(state_error.into()),
+        Ok(Err(error)) => Err(error),
         Err(CallFailure::GaveUp(message) | CallFailure::Rejected(message)) => {
             Err(ReadBackError::Api(message))
         }
@@ -84,13 +84,16 @@ pub async fn read_back(
     }
 }
 
-/// One attempt: the request, then the body parsed on a blocking thread as it arrives.
+/// One attempt: the request, then the body parsed on a blocking thread as it arrives. Network
+/// faults are the outer error (retried); a reply that is not a list of orders, and the store
+/// failing, are the inner one: they end the read-back but, unlike an unexpected answer to a
+/// send, do not stop the run (the sends running alongside go on).
 async fn read_once(
     sender: &Sender,
     state: Arc<Mutex<StateDb>>,
     max_age: i64,
     run: i64,
-) -> Result<Result<(u64, u64), StateError>, ApiError> {
+) -> Result<Result<(u64, u64), ReadBackError>, ApiError> {
     let response = sender
         .client()
         .get_orders(&[("maxAge", max_age.to_string())])
@@ -124,16 +127,21 @@ async fn read_once(
         }
     }
     drop(blocks);
-    let parsed = parser
-        .await
-        .map_err(|e| ApiError::Unexpected(format!("read-back task failed: {e}")))?;
+    let parsed = match parser.await {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            return Ok(Err(ReadBackError::Api(format!(
+                "the read-back task failed: {error}"
+            ))));
+        }
+    };
     match parsed {
         Ok(counts) => Ok(Ok(counts)),
-        Err(StreamError::Consumer(error)) => Ok(Err(error)),
+        Err(StreamError::Consumer(error)) => Ok(Err(ReadBackError::State(error))),
         Err(StreamError::Io(error)) => Err(ApiError::Network(error.to_string())),
-        Err(StreamError::Syntax(message)) => Err(ApiError::Unexpected(format!(
+        Err(StreamError::Syntax(message)) => Ok(Err(ReadBackError::Api(format!(
             "GET /orders: the reply is not a list of orders ({message})"
-        ))),
+        )))),
     }
 }
 

@@ -7,9 +7,11 @@
 //! falls back to point lookups for a number behind its page, so any order is answered
 //! correctly, only a sorted one faster.
 //!
-//! A page is a snapshot. The callers only write the state of numbers they have already asked
-//! for (the journal of a sent order, a cleared error), never of a number still ahead in the
-//! page, so the snapshot never hides a change the caller could ask for.
+//! A page is a snapshot. The send phase writes only the state of numbers it has already asked
+//! for (the journal of a sent order, a cleared error). The read-back running alongside may
+//! update `payment_status` of a number still ahead in the page; the send phase uses that only
+//! for `--resend-open-after`, where a stale status costs at most one harmless resend. The
+//! write-back starts with a new `Lookahead`, after both have finished.
 
 use rusqlite::params;
 
