@@ -35,7 +35,7 @@ pub struct SeenNumbers {
     bits: Vec<u64>,
     /// The previous number checked.
     last: Option<String>,
-    /// Every number so far was greater than the one before.
+    /// Every number so far was at least the one before.
     ascending: bool,
 }
 
@@ -78,7 +78,9 @@ impl SeenNumbers {
             (true, Some(std::cmp::Ordering::Greater)) if self.ascending => Seen::New,
             (true, _) => Seen::Maybe,
         };
-        if previous.is_some_and(|order| order.is_le()) {
+        // A repeat of the previous number keeps the order (every earlier number is still at
+        // most the previous one); only a smaller number breaks it.
+        if previous.is_some_and(|order| order.is_lt()) {
             self.ascending = false;
         }
         match &mut self.last {
@@ -131,6 +133,8 @@ mod tests {
             assert_eq!(seen.check(&format!("N{i:05}")), Seen::New);
         }
         assert_eq!(seen.check("N00999"), Seen::Duplicate);
+        // An adjacent repeat does not break the order.
+        assert_eq!(seen.check("N01000"), Seen::New);
         // Out of order once: from now on a "maybe" stays a maybe.
         assert_eq!(seen.check("N00001"), Seen::Maybe);
         assert_eq!(seen.check("N99999"), Seen::Maybe);
