@@ -19,7 +19,6 @@ use crate::api::ApiClient;
 use crate::api::stream::{StreamError, for_each_order_status};
 use crate::config::SyncConfig;
 use crate::error::Error;
-use crate::order::{Field, RowView};
 use crate::pipeline::limit::Limiter;
 use crate::pipeline::retry::RetryPolicy;
 use crate::pipeline::send::{CallFailure, SendCounters, Sender};
@@ -206,16 +205,7 @@ fn open_numbers(
     let (mut rows, mut unnamed) = (0u64, 0u64);
     while let Some(row) = source.next_row()? {
         rows += 1;
-        let view = RowView {
-            record: &row.record,
-            layout: source.layout(),
-        };
-        let number = row
-            .defect
-            .is_none()
-            .then(|| view.get(Field::Number))
-            .flatten();
-        let Some(number) = number else {
+        let Some(number) = row.number(source.layout()) else {
             unnamed += 1;
             continue;
         };

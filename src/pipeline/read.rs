@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::plan::{Decision, Incremental, decide};
 use super::seen::{Seen, SeenNumbers};
-use crate::order::{self, Field, Issue, PreparedOrder, Problem, RowError, RowView, Rules};
+use crate::order::{self, Issue, PreparedOrder, Problem, RowError, RowView, Rules};
 use crate::source::{OrderSource, SourceError, SourceRow};
 use crate::state::lookahead::Lookahead;
 use crate::state::orders::Known;
@@ -152,12 +152,7 @@ fn read_with(
     while let Some(row) = source.next_row()? {
         reader.stats.rows += 1;
         if reader.handle(source, &row, DuplicateCheck::Filter)? == Handled::Deferred {
-            let number = RowView {
-                record: &row.record,
-                layout: source.layout(),
-            }
-            .get(Field::Number)
-            .unwrap_or_default();
+            let number = row.number(source.layout()).unwrap_or_default();
             deferred.push((row.row, number.to_string()));
         }
         if reader.chunk_full() && !reader.send_chunk(source)? {
@@ -196,16 +191,9 @@ impl Reader<'_, '_> {
             record: &row.record,
             layout: source.layout(),
         };
-        let number = row
-            .defect
-            .is_none()
-            .then(|| view.get(Field::Number))
-            .flatten();
+        let number = row.number(source.layout());
         let known = match number {
-            Some(number) => {
-                let db = self.context.state.lock().map_err(|_| ReadError::Poisoned)?;
-                self.lookahead.known(&db, number)?
-            }
+            Some(number) => self.known(number)?,
             None => None,
         };
         let row_fingerprint = number.map(|_| order::row_fingerprint(view));
@@ -248,6 +236,12 @@ impl Reader<'_, '_> {
                 Ok(Handled::Invalid)
             }
         }
+    }
+
+    /// What the store knows about `number`.
+    fn known(&mut self, number: &str) -> Result<Option<Known>, ReadError> {
+        let db = self.context.state.lock().map_err(|_| ReadError::Poisoned)?;
+        Ok(self.lookahead.known(&db, number)?)
     }
 
     /// Fast path: the row is exactly as it was when the API accepted it, so neither
@@ -366,15 +360,7 @@ impl Reader<'_, '_> {
             let deferred_number = pending
                 .next_if(|(r, _)| *r == row.row)
                 .map(|(_, n)| n.as_str());
-            let view = RowView {
-                record: &row.record,
-                layout: source.layout(),
-            };
-            let number = row
-                .defect
-                .is_none()
-                .then(|| view.get(Field::Number))
-                .flatten();
+            let number = row.number(source.layout());
             match (deferred_number, number) {
                 (Some(expected), Some(number)) if expected == number => {
                     let check = match found.contains(number) {
@@ -429,10 +415,7 @@ impl Reader<'_, '_> {
         row: &SourceRow,
         number: &str,
     ) -> Result<bool, ReadError> {
-        let known = {
-            let db = self.context.state.lock().map_err(|_| ReadError::Poisoned)?;
-            self.lookahead.known(&db, number)?
-        };
+        let known = self.known(number)?;
         let view = RowView {
             record: &row.record,
             layout: source.layout(),

@@ -72,6 +72,20 @@ pub struct SourceRow {
     pub defect: Option<String>,
 }
 
+impl SourceRow {
+    /// The row's order number, unless the row is defective as a whole or names none.
+    pub fn number<'r>(&'r self, layout: &'r Layout) -> Option<&'r str> {
+        if self.defect.is_some() {
+            return None;
+        }
+        crate::order::RowView {
+            record: &self.record,
+            layout,
+        }
+        .get(crate::order::Field::Number)
+    }
+}
+
 /// What became of a row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RowResult {
