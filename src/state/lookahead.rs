@@ -52,14 +52,11 @@ impl Default for Lookahead {
 impl Lookahead {
     /// What the store knows about `number` (as [`StateDb::known`]).
     pub fn known(&mut self, db: &StateDb, number: &str) -> Result<Option<Known>, StateError> {
-        if self.from.as_deref().is_none_or(|from| number < from) {
-            if self.from.is_some() {
-                // Behind the page: the source is not sorted here.
-                return db.known(number);
-            }
-            self.load(db, number)?;
-        } else if !self.covers(number) {
-            self.load(db, number)?;
+        match self.from.as_deref() {
+            // Behind the page: the source is not sorted here.
+            Some(from) if number < from => return db.known(number),
+            Some(_) if self.covers(number) => {}
+            _ => self.load(db, number)?,
         }
         match self.page.binary_search_by(|(n, _)| n.as_str().cmp(number)) {
             Ok(index) => {
