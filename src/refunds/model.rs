@@ -186,7 +186,7 @@ impl Layout {
 #[derive(Clone, Copy)]
 pub struct RowView<'a> {
     /// The values.
-    pub record: &'a csv::StringRecord,
+    pub record: &'a crate::source::TextRecord,
     /// Which is which.
     pub layout: &'a Layout,
 }
@@ -680,9 +680,9 @@ mod tests {
 
     const TODAY: Date = date!(2026 - 03 - 10);
 
-    fn row(pairs: &[(&str, &str)]) -> (Layout, csv::StringRecord) {
+    fn row(pairs: &[(&str, &str)]) -> (Layout, crate::source::TextRecord) {
         let layout = Layout::from_headers(pairs.iter().map(|(h, _)| *h));
-        let record = csv::StringRecord::from(pairs.iter().map(|(_, v)| *v).collect::<Vec<_>>());
+        let record = pairs.iter().map(|(_, v)| *v).collect();
         (layout, record)
     }
 

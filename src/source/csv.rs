@@ -5,10 +5,10 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use csv::{ByteRecord, StringRecord, Terminator};
+use csv::{ByteRecord, Terminator};
 use tempfile::NamedTempFile;
 
-use super::{FinishedRow, OrderSource, ResultSink, RowResult, SourceError, SourceRow};
+use super::{FinishedRow, OrderSource, ResultSink, RowResult, SourceError, SourceRow, TextRecord};
 use crate::order::{ColumnNames, Field, Layout};
 
 /// Result column with the payment status.
@@ -34,8 +34,8 @@ pub struct CsvSource {
     status_index: Option<usize>,
     error_index: Option<usize>,
     next_row: u64,
-    /// Size of the previous row, so each new record is allocated once at the right size.
-    last_bytes: usize,
+    /// The row being read, reused: the row handed out is a [`TextRecord`] copy of it.
+    buffer: ByteRecord,
     file_bytes: u64,
 }
 
@@ -113,7 +113,7 @@ pub(super) fn open(
         status_index,
         error_index,
         next_row: 2,
-        last_bytes: 256,
+        buffer: ByteRecord::new(),
         file_bytes: file_len,
     };
     if read_only {
@@ -181,12 +181,12 @@ impl OrderSource for CsvSource {
         &self.layout
     }
 
-    fn previous_status<'r>(&self, record: &'r StringRecord) -> Option<&'r str> {
+    fn previous_status<'r>(&self, record: &'r TextRecord) -> Option<&'r str> {
         let status = record.get(self.status_index?)?.trim();
         (!status.is_empty()).then_some(status)
     }
 
-    fn previous_error<'r>(&self, record: &'r StringRecord) -> Option<&'r str> {
+    fn previous_error<'r>(&self, record: &'r TextRecord) -> Option<&'r str> {
         let error = record.get(self.error_index?)?.trim();
         (!error.is_empty()).then_some(error)
     }
@@ -197,41 +197,15 @@ impl OrderSource for CsvSource {
     }
 
     fn next_row(&mut self) -> Result<Option<SourceRow>, SourceError> {
-        let mut bytes = ByteRecord::with_capacity(self.last_bytes + 64, self.header_len + 2);
-        match self.reader.read_byte_record(&mut bytes) {
+        let bytes = &mut self.buffer;
+        match self.reader.read_byte_record(bytes) {
             Ok(false) => return Ok(None),
             Ok(true) => {}
             Err(error) => return Err(csv_error(&self.path, error)),
         }
         let row = self.next_row;
         self.next_row += 1;
-        self.last_bytes = bytes.as_slice().len();
-        let defect = (bytes.len() > self.header_len).then(|| {
-            format!(
-                "row {row}: has {} fields but the header has {}; check the delimiter and quoting",
-                bytes.len(),
-                self.header_len
-            )
-        });
-        let (record, raw) = match StringRecord::from_byte_record(bytes) {
-            Ok(record) => (record, None),
-            Err(error) => {
-                // Not UTF-8: most likely a Latin-1 export. Validate a Latin-1 reading, but keep
-                // the original bytes for write-back.
-                let bytes = error.into_byte_record();
-                let decoded: StringRecord = bytes
-                    .iter()
-                    .map(|f| f.iter().map(|&b| b as char).collect::<String>())
-                    .collect();
-                (decoded, Some(bytes))
-            }
-        };
-        Ok(Some(SourceRow {
-            row,
-            record,
-            raw,
-            defect,
-        }))
+        Ok(Some(SourceRow::from_csv(row, bytes, self.header_len)))
     }
 }
 
@@ -254,8 +228,8 @@ impl CsvSink {
             permissions,
         };
         let header: Vec<&[u8]> = headers.iter().map(strip_bom).collect();
-        let header = ByteRecord::from(header);
-        sink.write_with_results(&header, Some(STATUS_COLUMN), Some(ERROR_COLUMN))
+        let field = |i: usize| header.get(i).copied();
+        sink.write_with_results(header.len(), field, Some(STATUS_COLUMN), Some(ERROR_COLUMN))
             .map_err(|e| sink.write_error(e))?;
         Ok(sink)
     }
@@ -274,16 +248,18 @@ impl CsvSink {
         }
     }
 
-    /// Writes a row: its fields (padded to the header's width) with the result columns set in
-    /// place or inserted after the original columns, so nothing is overwritten.
-    fn write_with_results(
+    /// Writes a row of `len` fields, field `i` being `fields(i)`, padded to the header's width,
+    /// with the result columns set in place or inserted after the original columns, so nothing
+    /// is overwritten.
+    fn write_with_results<'f>(
         &mut self,
-        fields: &ByteRecord,
+        len: usize,
+        fields: impl Fn(usize) -> Option<&'f [u8]>,
         status: Option<&str>,
         error: Option<&str>,
     ) -> Result<(), csv::Error> {
         let (status_column, error_column) = (self.status, self.error);
-        let width = fields.len().max(self.header_len);
+        let width = len.max(self.header_len);
         let mut appended: [&[u8]; 2] = [b"", b""];
         let mut appended_count = 0;
         let mut replaced: [Option<(usize, &[u8])>; 2] = [None, None];
@@ -306,7 +282,7 @@ impl CsvSink {
                     return value;
                 }
             }
-            fields.get(i).unwrap_or(b"")
+            fields(i).unwrap_or(b"")
         };
         // Original columns, then the appended result columns, then any extra fields of a row
         // that is wider than the header.
@@ -322,16 +298,13 @@ impl ResultSink for CsvSink {
     fn write(&mut self, rows: &[FinishedRow]) -> Result<(), SourceError> {
         for finished in rows {
             let source = &finished.source;
-            let fields = source
-                .raw
-                .as_ref()
-                .unwrap_or_else(|| source.record.as_byte_record());
             let (status, error) = match &finished.result {
                 RowResult::Synced { status } => (Some(status.as_str()), Some("")),
                 RowResult::Failed { error } => (None, Some(error.as_str())),
                 RowResult::Untouched => (None, None),
             };
-            self.write_with_results(fields, status, error)
+            let field = |i| source.field_bytes(i);
+            self.write_with_results(source.field_count(), field, status, error)
                 .map_err(|e| self.write_error(e))?;
         }
         Ok(())

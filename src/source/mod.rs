@@ -4,16 +4,18 @@
 //! batch, in the same order ([`ResultSink`]). CSV and SQLite differ only behind these two traits.
 
 pub(crate) mod csv;
+pub(crate) mod record;
 pub(crate) mod sqlite;
 
 use std::path::PathBuf;
 
-use ::csv::{ByteRecord, StringRecord};
+use ::csv::ByteRecord;
 
 use crate::cli::SourceFormat;
 use crate::config::SourceSettings;
 use crate::order::Layout;
 
+pub use self::record::TextRecord;
 pub use self::sqlite::init_db;
 
 /// Reading or writing the source failed.
@@ -64,7 +66,7 @@ pub struct SourceRow {
     /// SQLite: rowid). SQLite also uses it to write the result back.
     pub row: u64,
     /// The values as text, one per column of the source's layout.
-    pub record: StringRecord,
+    pub record: TextRecord,
     /// The original bytes when the row was not valid UTF-8 (it was decoded as Latin-1 for
     /// validation); write-back uses these so the file keeps its bytes.
     pub raw: Option<ByteRecord>,
@@ -73,6 +75,41 @@ pub struct SourceRow {
 }
 
 impl SourceRow {
+    /// CSV row `row` from its bytes, checked against the header's width.
+    pub(crate) fn from_csv(row: u64, bytes: &ByteRecord, header_len: usize) -> SourceRow {
+        let defect = (bytes.len() > header_len).then(|| {
+            format!(
+                "row {row}: has {} fields but the header has {header_len}; check the delimiter and quoting",
+                bytes.len(),
+            )
+        });
+        let (record, raw) = match TextRecord::from_utf8(bytes) {
+            Some(record) => (record, None),
+            // Not UTF-8: most likely a Latin-1 export. Validate a Latin-1 reading, but keep
+            // the original bytes for write-back.
+            None => (TextRecord::from_latin1(bytes), Some(bytes.clone())),
+        };
+        SourceRow {
+            row,
+            record,
+            raw,
+            defect,
+        }
+    }
+
+    /// How many fields the row has.
+    pub(crate) fn field_count(&self) -> usize {
+        self.record.len()
+    }
+
+    /// Field `index` as it is to be written back: the original bytes.
+    pub(crate) fn field_bytes(&self, index: usize) -> Option<&[u8]> {
+        match &self.raw {
+            Some(raw) => raw.get(index),
+            None => self.record.get(index).map(str::as_bytes),
+        }
+    }
+
     /// The row's order number, unless the row is defective as a whole or names none.
     pub fn number<'r>(&'r self, layout: &'r Layout) -> Option<&'r str> {
         if self.defect.is_some() {
@@ -117,9 +154,9 @@ pub trait OrderSource: Send {
     /// Which column is which field.
     fn layout(&self) -> &Layout;
     /// The payment status already recorded for this row by an earlier run, if any.
-    fn previous_status<'r>(&self, record: &'r StringRecord) -> Option<&'r str>;
+    fn previous_status<'r>(&self, record: &'r TextRecord) -> Option<&'r str>;
     /// The `syncError` already recorded for this row, if any.
-    fn previous_error<'r>(&self, record: &'r StringRecord) -> Option<&'r str>;
+    fn previous_error<'r>(&self, record: &'r TextRecord) -> Option<&'r str>;
     /// The next row, or `None` at the end.
     fn next_row(&mut self) -> Result<Option<SourceRow>, SourceError>;
     /// A guess at the total number of rows, once some have been read (for sizing memory once

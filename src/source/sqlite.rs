@@ -6,11 +6,10 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use csv::StringRecord;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
-use super::{FinishedRow, OrderSource, ResultSink, RowResult, SourceError, SourceRow};
+use super::{FinishedRow, OrderSource, ResultSink, RowResult, SourceError, SourceRow, TextRecord};
 use crate::order::{ColumnNames, Field, Layout};
 
 /// The schema `kksync init-db` creates.
@@ -97,7 +96,7 @@ impl RowidPages {
             let rowid: i64 = row
                 .get(0)
                 .map_err(sql_error(&self.path, "reading a rowid"))?;
-            let mut record = StringRecord::with_capacity(256, self.column_count);
+            let mut record = TextRecord::with_capacity(256, self.column_count);
             for i in 0..self.column_count {
                 let value = row
                     .get_ref(i + 1)
@@ -274,12 +273,12 @@ impl OrderSource for SqliteSource {
         &self.layout
     }
 
-    fn previous_status<'r>(&self, record: &'r StringRecord) -> Option<&'r str> {
+    fn previous_status<'r>(&self, record: &'r TextRecord) -> Option<&'r str> {
         let status = record.get(self.status_index?)?.trim();
         (!status.is_empty()).then_some(status)
     }
 
-    fn previous_error<'r>(&self, record: &'r StringRecord) -> Option<&'r str> {
+    fn previous_error<'r>(&self, record: &'r TextRecord) -> Option<&'r str> {
         let error = record.get(self.error_index?)?.trim();
         (!error.is_empty()).then_some(error)
     }

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use csv::{ByteRecord, StringRecord};
+use csv::ByteRecord;
 use tempfile::NamedTempFile;
 
 use super::{FinishedRow, RefundSink, RefundSource, RowUpdate, missing_columns_message};
@@ -119,31 +119,7 @@ impl RefundSource for CsvRefunds {
         }
         let row = self.next_row;
         self.next_row += 1;
-        let defect = (bytes.len() > self.header_len).then(|| {
-            format!(
-                "row {row}: has {} fields but the header has {}; check the delimiter and quoting",
-                bytes.len(),
-                self.header_len
-            )
-        });
-        let (record, raw) = match StringRecord::from_byte_record(bytes) {
-            Ok(record) => (record, None),
-            Err(error) => {
-                // Not UTF-8: most likely Latin-1. Validate a Latin-1 reading, write the bytes back.
-                let bytes = error.into_byte_record();
-                let decoded: StringRecord = bytes
-                    .iter()
-                    .map(|f| f.iter().map(|&b| b as char).collect::<String>())
-                    .collect();
-                (decoded, Some(bytes))
-            }
-        };
-        Ok(Some(SourceRow {
-            row,
-            record,
-            raw,
-            defect,
-        }))
+        Ok(Some(SourceRow::from_csv(row, &bytes, self.header_len)))
     }
 }
 
@@ -165,7 +141,7 @@ impl CsvRefundSink {
             appended,
             permissions,
         };
-        let header = ByteRecord::from(headers.iter().map(strip_bom).collect::<Vec<_>>());
+        let header: Vec<&[u8]> = headers.iter().map(strip_bom).collect();
         // Result columns already in the header keep their spelling; missing ones are appended.
         let names: Vec<Option<&str>> = ResultColumn::ALL
             .iter()
@@ -175,7 +151,8 @@ impl CsvRefundSink {
                 Place::Existing(_) => None,
             })
             .collect();
-        sink.write_record(&header, &names)
+        let field = |i: usize| header.get(i).copied();
+        sink.write_record(header.len(), field, &names)
             .map_err(|e| sink.write_error(e))?;
         Ok(sink)
     }
@@ -197,9 +174,11 @@ impl CsvRefundSink {
     /// Writes a row: its fields (padded to the header's width), the result values set in place
     /// or appended after the original columns, then any extra fields of a too-wide row.
     /// `values[i]` is the value of `ResultColumn::ALL[i]`; `None` keeps what the row has.
-    fn write_record(
+    /// Writes a row of `len` fields, field `i` being `fields(i)`, with the result values.
+    fn write_record<'f>(
         &mut self,
-        fields: &ByteRecord,
+        len: usize,
+        fields: impl Fn(usize) -> Option<&'f [u8]>,
         values: &[Option<&str>],
     ) -> Result<(), csv::Error> {
         let mut replaced: Vec<(usize, &[u8])> = Vec::new();
@@ -216,13 +195,13 @@ impl CsvRefundSink {
             }
         }
         let header_len = self.header_len;
-        let width = fields.len().max(header_len);
+        let width = len.max(header_len);
         let field = |i: usize| -> &[u8] {
             replaced
                 .iter()
                 .find(|(at, _)| *at == i)
                 .map(|(_, v)| *v)
-                .unwrap_or_else(|| fields.get(i).unwrap_or(b""))
+                .unwrap_or_else(|| fields(i).unwrap_or(b""))
         };
         let record = (0..header_len)
             .map(field)
@@ -251,11 +230,9 @@ impl RefundSink for CsvRefundSink {
     fn write(&mut self, rows: &[FinishedRow]) -> Result<(), SourceError> {
         for finished in rows {
             let source = &finished.source;
-            let fields = source
-                .raw
-                .as_ref()
-                .unwrap_or_else(|| source.record.as_byte_record());
-            self.write_record(fields, &result_values(&finished.update))
+            let field = |i| source.field_bytes(i);
+            let values = result_values(&finished.update);
+            self.write_record(source.field_count(), field, &values)
                 .map_err(|e| self.write_error(e))?;
         }
         Ok(())

@@ -9,11 +9,13 @@ use std::fmt;
 use std::str::FromStr;
 
 use rust_decimal::Decimal;
-use serde::Serialize;
-use serde::ser::Serializer;
+#[cfg(test)]
+use serde::{Serialize, ser::Serializer};
 use time::Date;
 
 use crate::dates;
+
+mod json;
 
 macro_rules! fields {
     ($( $variant:ident = $api:literal / $sql:literal ),* $(,)?) => {
@@ -188,7 +190,7 @@ impl Layout {
 #[derive(Clone, Copy)]
 pub struct RowView<'a> {
     /// The row's values.
-    pub record: &'a csv::StringRecord,
+    pub record: &'a crate::source::TextRecord,
     /// Which value is which field.
     pub layout: &'a Layout,
 }
@@ -382,25 +384,8 @@ pub fn prepare(
     match payload {
         Some(payload) if problems.is_empty() => {
             // The JSON is about as long as the row's text plus the field names.
-            let mut json = Vec::with_capacity(view.record.as_slice().len() + 384);
-            // Serializing borrowed strings and pre-formatted numbers into memory cannot fail;
-            // should it ever, the row is reported rather than the run stopped.
-            let not_serializable = |_| RowError {
-                row,
-                problems: vec![Problem::new(Field::Amount, None, Issue::NotANumber)],
-            };
-            serde_json::to_writer(&mut json, &payload).map_err(not_serializable)?;
-            let fingerprint = if payload.initial_dunning_level.is_some() {
-                let mut update = Vec::with_capacity(json.len());
-                let payload = OrderPayload {
-                    initial_dunning_level: None,
-                    ..payload
-                };
-                serde_json::to_writer(&mut update, &payload).map_err(not_serializable)?;
-                xxhash_rust::xxh3::xxh3_64(&update)
-            } else {
-                xxhash_rust::xxh3::xxh3_64(&json)
-            };
+            let mut json = Vec::with_capacity(view.record.as_str().len() + 384);
+            let fingerprint = json::write_order(&mut json, &payload);
             Ok(PreparedOrder {
                 number: payload.number.to_string(),
                 json,
@@ -677,8 +662,8 @@ fn non_empty(text: &str) -> Option<&str> {
 }
 
 /// The API's order types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(test, derive(Serialize), serde(rename_all = "UPPERCASE"))]
 pub enum OrderType {
     /// Pay on invoice (Rechnung).
     Invoice,
@@ -709,6 +694,7 @@ impl OrderType {
 #[derive(Debug, Clone, Copy)]
 struct Money(Decimal);
 
+#[cfg(test)]
 impl Serialize for Money {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         // Integer formatting of the cents is much cheaper than Decimal's Display, and this runs
@@ -731,6 +717,7 @@ impl Serialize for Money {
 #[derive(Debug, Clone, Copy)]
 struct PlainDecimal(Decimal);
 
+#[cfg(test)]
 impl Serialize for PlainDecimal {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         raw_number(self.0.normalize().to_string(), serializer)
@@ -738,6 +725,7 @@ impl Serialize for PlainDecimal {
 }
 
 /// Writes `text` as a JSON number token, so decimals are never routed through `f64`.
+#[cfg(test)]
 fn raw_number<S: Serializer>(text: String, serializer: S) -> Result<S::Ok, S::Error> {
     let raw = serde_json::value::RawValue::from_string(text).map_err(serde::ser::Error::custom)?;
     raw.serialize(serializer)
@@ -746,6 +734,7 @@ fn raw_number<S: Serializer>(text: String, serializer: S) -> Result<S::Ok, S::Er
 #[derive(Debug, Clone, Copy)]
 struct ApiDate(Date);
 
+#[cfg(test)]
 impl Serialize for ApiDate {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match dates::api_date_bytes(self.0) {
@@ -757,77 +746,77 @@ impl Serialize for ApiDate {
     }
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
+// The payload is written by `json::write_order`; the derived `Serialize` impls (also of the
+// types below) are the reference its tests compare against, byte for byte.
+#[cfg_attr(test, derive(Serialize), serde(rename_all = "camelCase"))]
 struct OrderPayload<'a> {
     number: &'a str,
     date: ApiDate,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     due_date: Option<ApiDate>,
-    #[serde(rename = "type")]
+    #[cfg_attr(test, serde(rename = "type"))]
     order_type: OrderType,
     amount: Money,
     currency: Cow<'a, str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     exchange_rate: Option<PlainDecimal>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     customer_email: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     customer_number: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     language: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     payment_method: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     payment_method_description: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     status_description: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     marketplace_number: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     items: Option<Vec<Item<'a>>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     item_numbers: Option<Vec<&'a str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     invoice_numbers: Option<Vec<&'a str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     shipping_numbers: Option<Vec<&'a str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     proforma_numbers: Option<Vec<&'a str>>,
     billing: Address<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     shipping: Option<Address<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     initial_dunning_level: Option<u32>,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(Serialize), serde(rename_all = "camelCase"))]
 struct Address<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     gender: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     company: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     first_name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     last_name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     street: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     post_code: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     city: Option<&'a str>,
     country_code: Cow<'a, str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     phone: Option<&'a str>,
 }
 
-#[derive(Serialize)]
+#[cfg_attr(test, derive(Serialize))]
 struct Item<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     number: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     name: Option<&'a str>,
 }
 
@@ -836,7 +825,7 @@ mod tests {
     use super::*;
     use time::macros::date;
 
-    fn row(pairs: &[(&str, &str)]) -> (csv::StringRecord, Layout) {
+    fn row(pairs: &[(&str, &str)]) -> (crate::source::TextRecord, Layout) {
         let names: Vec<&str> = pairs.iter().map(|p| p.0).collect();
         let layout = Layout::from_columns(names.iter().copied(), Field::csv_name);
         (pairs.iter().map(|p| p.1).collect(), layout)
@@ -1051,7 +1040,7 @@ mod tests {
         let names: Vec<&str> = Field::ALL.iter().map(|f| f.csv_name()).collect();
         let layout = Layout::from_columns(names.iter().copied(), Field::csv_name);
         for _ in 0..20_000 {
-            let record: csv::StringRecord = names
+            let fields: Vec<String> = names
                 .iter()
                 .map(|_| {
                     let len = rng.random_range(0..6);
@@ -1060,6 +1049,7 @@ mod tests {
                         .collect::<String>()
                 })
                 .collect();
+            let record: crate::source::TextRecord = fields.iter().map(String::as_str).collect();
             let _ = prepare(
                 RowView {
                     record: &record,
@@ -1073,9 +1063,97 @@ mod tests {
     }
 
     #[test]
+    fn written_json_is_byte_for_byte_what_serde_json_writes() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let text = [
+            "",
+            "Müller",
+            "a\"b",
+            "back\\slash",
+            "tab\there",
+            "line\nbreak",
+            "\u{1}\u{1f}",
+            "\u{7f}",
+            "Größe €",
+            "\u{2028}",
+            "x|y",
+            "SKU-1:Hemd \"M\"",
+            "12:",
+            ":nur Name",
+            "<html>",
+            "'",
+            "/",
+            "𝄞",
+        ];
+        let pick = |rng: &mut rand::rngs::StdRng, pool: &[&'static str]| {
+            pool[rng.random_range(0..pool.len())]
+        };
+        let names: Vec<&str> = Field::ALL.iter().map(|f| f.csv_name()).collect();
+        let layout = Layout::from_columns(names.iter().copied(), Field::csv_name);
+        let mut compared = 0;
+        for _ in 0..5_000 {
+            let fields: Vec<String> = Field::ALL
+                .iter()
+                .map(|field| {
+                    let value = match field {
+                        Field::Number => pick(&mut rng, &["N-1", "N \"2\"", "Nr.\\3"]),
+                        Field::Date => pick(&mut rng, &["2026-11-20", "01-02-2024"]),
+                        Field::DueDate => pick(&mut rng, &["", "2026-12-24", "31-12-2026"]),
+                        Field::Type => pick(&mut rng, &["invoice", "PREPAYMENT", "cod", "other"]),
+                        Field::Amount => pick(&mut rng, &["0", "1.234,5", "19.99", "7", "-0"]),
+                        Field::Currency => pick(&mut rng, &["eur", "CHF"]),
+                        Field::ExchangeRate => pick(&mut rng, &["", "1", "0,5", "1.2500"]),
+                        Field::InitialDunningLevel => pick(&mut rng, &["", "0", "2"]),
+                        Field::BillingCountryCode => pick(&mut rng, &["de", "AT"]),
+                        Field::ShippingCountryCode => pick(&mut rng, &["", "ch"]),
+                        _ if rng.random_bool(0.3) => "",
+                        _ => pick(&mut rng, &text),
+                    };
+                    value.to_string()
+                })
+                .collect();
+            let record: crate::source::TextRecord = fields.iter().map(String::as_str).collect();
+            let view = RowView {
+                record: &record,
+                layout: &layout,
+            };
+            let mut problems = Vec::new();
+            let created_before = rng.random();
+            let Some(payload) = build_payload(view, &rules(), created_before, &mut problems) else {
+                continue;
+            };
+            if !problems.is_empty() {
+                continue;
+            }
+            let mut written = Vec::new();
+            let fingerprint = json::write_order(&mut written, &payload);
+            let reference = serde_json::to_vec(&payload).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&written),
+                String::from_utf8_lossy(&reference)
+            );
+            let update = OrderPayload {
+                initial_dunning_level: None,
+                ..payload
+            };
+            let update = serde_json::to_vec(&update).unwrap();
+            assert_eq!(fingerprint, xxhash_rust::xxh3::xxh3_64(&update));
+            compared += 1;
+        }
+        assert!(compared > 1_000, "only {compared} valid payloads compared");
+    }
+
+    #[test]
     fn money_has_exactly_two_decimals() {
-        let json =
-            |text: &str| serde_json::to_string(&Money(Decimal::from_str(text).unwrap())).unwrap();
+        let json = |text: &str| {
+            let money = Money(Decimal::from_str(text).unwrap());
+            let mut written = Vec::new();
+            json::write_money(&mut written, money);
+            let reference = serde_json::to_string(&money).unwrap();
+            assert_eq!(String::from_utf8_lossy(&written), reference);
+            reference
+        };
         assert_eq!(json("0"), "0.00");
         assert_eq!(json("12.3"), "12.30");
         assert_eq!(json("149.90"), "149.90");

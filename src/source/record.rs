@@ -1,0 +1,134 @@
+//! A row's values as text.
+//!
+//! `csv::StringRecord` checks UTF-8 field by field as soon as a row holds one non-ASCII byte
+//! (an umlaut in a name is enough), and those ~35 short checks per row cost more than
+//! reading the row. [`TextRecord`] checks the row's bytes once and then only that every field
+//! starts on a character boundary, which is the same guarantee: a field is valid UTF-8 exactly
+//! when the whole row is and the field neither starts nor ends inside a character.
+
+use csv::ByteRecord;
+
+/// A row's fields, held back to back in one string.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TextRecord {
+    text: String,
+    /// Where each field ends in `text`; field `i` starts where field `i - 1` ends.
+    ends: Vec<usize>,
+}
+
+impl TextRecord {
+    /// An empty record with room for `bytes` of text in `fields` fields.
+    pub fn with_capacity(bytes: usize, fields: usize) -> Self {
+        TextRecord {
+            text: String::with_capacity(bytes),
+            ends: Vec::with_capacity(fields),
+        }
+    }
+
+    /// The fields of a CSV record, or `None` when one of them is not UTF-8.
+    pub fn from_utf8(record: &ByteRecord) -> Option<Self> {
+        let text = std::str::from_utf8(record.as_slice()).ok()?;
+        let mut ends = Vec::with_capacity(record.len());
+        let mut end = 0;
+        for field in record {
+            end += field.len();
+            if !text.is_char_boundary(end) {
+                return None;
+            }
+            ends.push(end);
+        }
+        Some(TextRecord {
+            text: text.to_owned(),
+            ends,
+        })
+    }
+
+    /// The fields of a CSV record read as Latin-1 (every byte one character), which decodes
+    /// any bytes.
+    pub fn from_latin1(record: &ByteRecord) -> Self {
+        let mut decoded = TextRecord::with_capacity(record.as_slice().len() * 2, record.len());
+        for field in record {
+            decoded.text.extend(field.iter().map(|&b| char::from(b)));
+            decoded.ends.push(decoded.text.len());
+        }
+        decoded
+    }
+
+    /// Appends a field.
+    pub fn push_field(&mut self, value: &str) {
+        self.text.push_str(value);
+        self.ends.push(self.text.len());
+    }
+
+    /// Field `index`, if the record has it.
+    pub fn get(&self, index: usize) -> Option<&str> {
+        let end = *self.ends.get(index)?;
+        let start = match index {
+            0 => 0,
+            _ => self.ends[index - 1],
+        };
+        self.text.get(start..end)
+    }
+
+    /// The number of fields.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether the record has no fields.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// All fields back to back (for sizing buffers).
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The fields in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+}
+
+impl<'a> FromIterator<&'a str> for TextRecord {
+    fn from_iter<I: IntoIterator<Item = &'a str>>(fields: I) -> Self {
+        let mut record = TextRecord::default();
+        for field in fields {
+            record.push_field(field);
+        }
+        record
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_round_trip_with_empty_and_non_ascii_ones() {
+        let bytes = ByteRecord::from(vec!["1001", "", "Köln", "Größe €", ""]);
+        let record = TextRecord::from_utf8(&bytes).unwrap();
+        assert_eq!(record.len(), 5);
+        let fields: Vec<&str> = record.iter().collect();
+        assert_eq!(fields, ["1001", "", "Köln", "Größe €", ""]);
+        assert_eq!(record.get(5), None);
+        assert_eq!(record, fields.into_iter().collect());
+    }
+
+    #[test]
+    fn a_character_split_between_two_fields_is_not_utf8() {
+        // "ä" is C3 A4: the row's bytes are valid UTF-8, but neither field is.
+        let bytes = ByteRecord::from(vec![&b"a\xC3"[..], &b"\xA4b"[..]]);
+        assert!(std::str::from_utf8(bytes.as_slice()).is_ok());
+        assert_eq!(TextRecord::from_utf8(&bytes), None);
+    }
+
+    #[test]
+    fn invalid_bytes_are_refused_and_read_as_latin1() {
+        let bytes = ByteRecord::from(vec![&b"K\xF6ln"[..], &b"x"[..]]);
+        assert_eq!(TextRecord::from_utf8(&bytes), None);
+        let decoded = TextRecord::from_latin1(&bytes);
+        assert_eq!(decoded.iter().collect::<Vec<_>>(), ["Köln", "x"]);
+    }
+}
