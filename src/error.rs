@@ -38,6 +38,14 @@ pub enum Error {
         /// The API's own error text.
         message: String,
     },
+    /// The API refuses every request of the shop; nothing more is sent.
+    #[error(
+        "the API refused the shop's requests ({message}); the run was stopped and the source left as it was; check the shop's API access in the Komfortkasse merchant area"
+    )]
+    ShopRefused {
+        /// The API's own error text.
+        message: String,
+    },
     /// The API answered in a way that says the URL or service is wrong (redirect, HTML page...).
     #[error("the API answered unexpectedly: {0}; check --api-url")]
     UnexpectedApi(ApiError),

@@ -5,6 +5,20 @@ use std::time::Duration;
 /// The API's message for the one retryable 400 (reference §0.1).
 pub const LOCK_MESSAGE: &str = "Could not acquire lock";
 
+/// 400s that refuse every request of the shop, not one order (reference §0.1): splitting a
+/// chunk cannot isolate anything, and marking orders rejected would keep them from being sent
+/// once the shop is active again. They stop the run like a 401.
+pub const SHOP_ERRORS: [&str; 3] = [
+    "API not active, contact support",
+    "Shop not active",
+    "Update not allowed for non-API Shop",
+];
+
+/// The 400 for an order that exists already at Komfortkasse but was sent with
+/// `initialDunningLevel`, which only a creation may carry (reference §0.1).
+pub const DUNNING_ON_UPDATE_MESSAGE: &str =
+    "Parameter initialDunningLevel can only be given when creating a new order";
+
 /// What went wrong with one request.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
@@ -77,9 +91,17 @@ impl ApiError {
             | ApiError::Connect(_)
             | ApiError::Network(_) => RetryClass::Transient,
             ApiError::Throttled { retry_after } => RetryClass::Throttled(*retry_after),
+            ApiError::Rejected { message, .. } if Self::refuses_the_shop(message) => {
+                RetryClass::StopRun
+            }
             ApiError::Rejected { .. } => RetryClass::Reject,
             ApiError::Unauthorized { .. } | ApiError::Unexpected(_) => RetryClass::StopRun,
         }
+    }
+
+    /// Whether a 400's message refuses every request of the shop ([`SHOP_ERRORS`]).
+    pub fn refuses_the_shop(message: &str) -> bool {
+        SHOP_ERRORS.contains(&message.trim())
     }
 
     /// Whether a retry may help.

@@ -6,4 +6,4 @@ mod error;
 pub mod stream;
 
 pub use client::{Ack, ApiClient, Reply};
-pub use error::{ApiError, RetryClass};
+pub use error::{ApiError, DUNNING_ON_UPDATE_MESSAGE, RetryClass};

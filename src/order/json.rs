@@ -13,9 +13,10 @@ use std::io::Write;
 use super::{Address, ApiDate, Item, Money, OrderPayload, OrderType, PlainDecimal};
 use crate::dates;
 
-/// Writes `payload` as a JSON object into `out` and returns the xxh3-64 fingerprint of the
-/// payload as an update would send it, i.e. without `initialDunningLevel`.
-pub(super) fn write_order(out: &mut Vec<u8>, payload: &OrderPayload<'_>) -> u64 {
+/// Writes `payload` as a JSON object into `out`. Returns the xxh3-64 fingerprint of the
+/// payload as an update would send it, i.e. without `initialDunningLevel`, and where in `out`
+/// that field starts, if the payload has it (it comes last).
+pub(super) fn write_order(out: &mut Vec<u8>, payload: &OrderPayload<'_>) -> (u64, Option<usize>) {
     let mut object = Object::open(out);
     object.str("number", payload.number);
     object.date("date", payload.date);
@@ -63,20 +64,24 @@ pub(super) fn write_order(out: &mut Vec<u8>, payload: &OrderPayload<'_>) -> u64 
     }
     // `initialDunningLevel` comes last, so the update's payload is everything before it.
     let start = object.start;
-    let update_fingerprint = match payload.initial_dunning_level {
+    let creation_only = match payload.initial_dunning_level {
         None => None,
         Some(level) => {
             let mut hasher = xxhash_rust::xxh3::Xxh3::new();
             hasher.update(&object.out[start..]);
             hasher.update(b"}");
+            let at = object.out.len();
             object.key("initialDunningLevel");
             // Writing into a Vec cannot fail.
             let _ = write!(object.out, "{level}");
-            Some(hasher.digest())
+            Some((hasher.digest(), at))
         }
     };
     object.close();
-    update_fingerprint.unwrap_or_else(|| xxhash_rust::xxh3::xxh3_64(&out[start..]))
+    match creation_only {
+        Some((fingerprint, at)) => (fingerprint, Some(at)),
+        None => (xxhash_rust::xxh3::xxh3_64(&out[start..]), None),
+    }
 }
 
 /// A JSON object being written: keys are `&'static str` names that need no escaping.

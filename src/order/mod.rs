@@ -349,6 +349,25 @@ pub struct PreparedOrder {
     pub fingerprint: u64,
     /// [`row_fingerprint`] of the row it was made from.
     pub row_fingerprint: u64,
+    /// Where `,"initialDunningLevel":…` starts in `json`, when the payload has it: a creation
+    /// may carry it, an update may not.
+    pub creation_only_at: Option<usize>,
+}
+
+impl PreparedOrder {
+    /// The order as an update sends it, without `initialDunningLevel`; `None` when the
+    /// payload has nothing only a creation may carry.
+    pub fn without_creation_fields(&self) -> Option<PreparedOrder> {
+        let at = self.creation_only_at?;
+        let mut json = self.json.get(..at)?.to_vec();
+        json.push(b'}');
+        Some(PreparedOrder {
+            number: self.number.clone(),
+            json,
+            creation_only_at: None,
+            ..*self
+        })
+    }
 }
 
 /// xxh3-64 of the row's order fields (every field kksync reads, in a fixed order, with their
@@ -385,13 +404,14 @@ pub fn prepare(
         Some(payload) if problems.is_empty() => {
             // The JSON is about as long as the row's text plus the field names.
             let mut json = Vec::with_capacity(view.record.as_str().len() + 384);
-            let fingerprint = json::write_order(&mut json, &payload);
+            let (fingerprint, creation_only_at) = json::write_order(&mut json, &payload);
             Ok(PreparedOrder {
                 number: payload.number.to_string(),
                 json,
                 date: payload.date.0,
                 fingerprint,
                 row_fingerprint: 0,
+                creation_only_at,
             })
         }
         _ => Err(RowError { row, problems }),
@@ -1127,7 +1147,7 @@ mod tests {
                 continue;
             }
             let mut written = Vec::new();
-            let fingerprint = json::write_order(&mut written, &payload);
+            let (fingerprint, creation_only_at) = json::write_order(&mut written, &payload);
             let reference = serde_json::to_vec(&payload).unwrap();
             assert_eq!(
                 String::from_utf8_lossy(&written),
@@ -1139,6 +1159,13 @@ mod tests {
             };
             let update = serde_json::to_vec(&update).unwrap();
             assert_eq!(fingerprint, xxhash_rust::xxh3::xxh3_64(&update));
+            if let Some(at) = creation_only_at {
+                let mut stripped = written[..at].to_vec();
+                stripped.push(b'}');
+                assert_eq!(stripped, update);
+            } else {
+                assert_eq!(written, update);
+            }
             compared += 1;
         }
         assert!(compared > 1_000, "only {compared} valid payloads compared");

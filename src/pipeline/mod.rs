@@ -238,7 +238,11 @@ async fn phases(
     let stopped_at_once = sender.is_some_and(|s| {
         matches!(
             s.stop_reason(),
-            Some(StopReason::Unauthorized(_) | StopReason::Unexpected(_))
+            Some(
+                StopReason::Unauthorized(_)
+                    | StopReason::ShopRefused(_)
+                    | StopReason::Unexpected(_)
+            )
         )
     });
     if run_id.is_some() && read_stats.complete && !stopped_at_once {
@@ -542,6 +546,7 @@ async fn process(
 pub fn stop_error(reason: Option<StopReason>, counters: &SendCounters) -> Option<Error> {
     match reason {
         Some(StopReason::Unauthorized(message)) => Some(Error::Unauthorized { message }),
+        Some(StopReason::ShopRefused(message)) => Some(Error::ShopRefused { message }),
         Some(StopReason::Unexpected(error)) => Some(Error::UnexpectedApi(error)),
         Some(StopReason::Unreachable(last_error)) => Some(Error::ApiUnreachable { last_error }),
         Some(StopReason::Interrupted(signal)) => Some(Error::Interrupted { signal }),

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::limit::Limiter;
 use super::retry::RetryPolicy;
-use crate::api::{Ack, ApiClient, ApiError, RetryClass};
+use crate::api::{Ack, ApiClient, ApiError, DUNNING_ON_UPDATE_MESSAGE, RetryClass};
 use crate::order::PreparedOrder;
 
 /// What became of one order of a chunk.
@@ -51,6 +51,8 @@ pub struct SendCounters {
 pub enum StopReason {
     /// The API key was refused.
     Unauthorized(String),
+    /// The API refuses every request of the shop (API access off, shop inactive, read-only).
+    ShopRefused(String),
     /// The API answered like something that is not the API.
     Unexpected(ApiError),
     /// Chunk after chunk gave up because the service could not be reached.
@@ -208,10 +210,19 @@ impl Sender {
                 }
             },
             Err(Failure::Rejected(message)) if orders.len() == 1 => {
-                vec![OrderOutcome::Failed {
-                    error: format!("rejected by the API: {message}"),
-                    transient: false,
-                }]
+                match orders[0].without_creation_fields() {
+                    // The order exists at Komfortkasse already (sent by an earlier run whose
+                    // answer was lost, by a shop plugin, or kksync's state was deleted): send
+                    // it as the update it is.
+                    Some(update) if message.trim() == DUNNING_ON_UPDATE_MESSAGE => {
+                        tracing::debug!(number = %update.number, "exists already; resent without initialDunningLevel");
+                        Box::pin(self.send_chunk(&[&update])).await
+                    }
+                    _ => vec![OrderOutcome::Failed {
+                        error: format!("rejected by the API: {message}"),
+                        transient: false,
+                    }],
+                }
             }
             Err(Failure::Rejected(_)) => {
                 // One bad order makes the API refuse the whole chunk: resend the halves until
@@ -312,6 +323,7 @@ impl Sender {
                 RetryClass::StopRun => {
                     let reason = match error {
                         ApiError::Unauthorized { message } => StopReason::Unauthorized(message),
+                        ApiError::Rejected { message, .. } => StopReason::ShopRefused(message),
                         other => StopReason::Unexpected(other),
                     };
                     self.stop_run(reason);
@@ -412,6 +424,7 @@ mod tests {
             date: time::macros::date!(2026 - 01 - 01),
             fingerprint: 0,
             row_fingerprint: 0,
+            creation_only_at: None,
         }
     }
 

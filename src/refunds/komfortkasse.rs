@@ -21,18 +21,13 @@ use super::model::{Provider, Refund, RefundKey};
 use super::outcome::{self, Outcome};
 use super::retry::{Failure, Retrier};
 use super::run::Ctx;
+use crate::api::ApiError;
 use crate::state::StateError;
 
 /// The header carrying the API key.
 const API_KEY_HEADER: &str = "X-Komfortkasse-API-Key";
 /// The message of the one retryable 400 (reference §0.1).
 const LOCK_MESSAGE: &str = "Could not acquire lock";
-/// 400s that refuse every request of the shop (reference §0.1): no refund can be sent.
-const SHOP_ERRORS: [&str; 3] = [
-    "API not active, contact support",
-    "Shop not active",
-    "Update not allowed for non-API Shop",
-];
 
 /// Statuses after which a refund never changes again; the others are read again by later runs.
 /// `RETURNED` is not final: the customer is asked for new bank details and it is sent again.
@@ -242,7 +237,7 @@ fn error(answer: &Answer) -> ProviderError {
             message: text,
         },
         400 if message.as_deref() == Some(LOCK_MESSAGE) => ProviderError::Locked,
-        400 if message.as_deref().is_some_and(|m| SHOP_ERRORS.contains(&m)) => {
+        400 if message.as_deref().is_some_and(ApiError::refuses_the_shop) => {
             ProviderError::ShopUnavailable(format!("Komfortkasse: {text}"))
         }
         404 if message.is_none() => ProviderError::Unexpected(format!(

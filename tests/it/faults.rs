@@ -142,7 +142,7 @@ async fn one_bad_order_among_a_hundred_is_isolated() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn initial_dunning_level_on_an_existing_order_is_rejected_alone_and_then_converges() {
+async fn an_order_that_exists_already_is_resent_without_initial_dunning_level() {
     let dir = TestDir::new();
     let date = crate::util::recent_date(1);
     let mut csv =
@@ -150,12 +150,13 @@ async fn initial_dunning_level_on_an_existing_order_is_rejected_alone_and_then_c
     for i in 0..10 {
         csv.push_str(&format!(
             "D-{i},{date},INVOICE,5.00,EUR,DE,{}\n",
-            if i == 4 { "2" } else { "" }
+            if i == 4 || i == 7 { "2" } else { "" }
         ));
     }
     let path = dir.write("orders.csv", &csv);
     let sandbox = sandbox(SandboxConfig::default()).await;
-    // The shop sent D-4 before, by other means: it exists already.
+    // The shop sent D-4 before, by other means (or kksync's answer was lost): it exists
+    // already, and the API refuses initialDunningLevel on it. D-7 is new and keeps it.
     let existing = json!([{"number": "D-4", "date": date, "type": "INVOICE", "amount": 5.0, "currency": "EUR", "billing": {"countryCode": "DE"}}]);
     let response = reqwest::Client::new()
         .post(format!("{}/orders", sandbox.base_url()))
@@ -166,14 +167,89 @@ async fn initial_dunning_level_on_an_existing_order_is_rejected_alone_and_then_c
         .unwrap();
     assert!(response.status().is_success());
 
-    sync(&path, &sandbox, &[]).await.expect_code(3);
+    let run = sync(&path, &sandbox, &[]).await;
+    run.expect_code(0);
     let (header, rows) = parse_csv(&dir.read("orders.csv"), b',');
-    let errors = column(&header, &rows, "syncError");
-    assert_eq!(
-        errors[4],
-        "rejected by the API: Parameter initialDunningLevel can only be given when creating a new order"
+    assert!(
+        column(&header, &rows, "syncError")
+            .iter()
+            .all(String::is_empty),
+        "{}",
+        run.stderr
     );
-    assert_eq!(errors.iter().filter(|e| !e.is_empty()).count(), 1);
+    assert!(
+        column(&header, &rows, "paymentStatus")
+            .iter()
+            .all(|s| s == "UNPAID")
+    );
+    assert_eq!(sandbox.order_count(), 10);
+    let stored = sandbox_order(&sandbox, "D-7").await;
+    assert_eq!(stored["initialDunningLevel"], 2, "{stored}");
+
+    // Converged: a second run sends nothing.
+    let before = sandbox.stats().orders_received;
+    sync(&path, &sandbox, &[]).await.expect_code(0);
+    assert_eq!(sandbox.stats().orders_received, before);
+    sandbox.shutdown().await;
+}
+
+/// The order as the sandbox stores it (`GET /order/{number}`).
+async fn sandbox_order(
+    sandbox: &kksync::sandbox::SandboxHandle,
+    number: &str,
+) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("{}/order/{number}", sandbox.base_url()))
+        .header("X-Komfortkasse-API-Key", KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shop_whose_api_access_is_off_stops_the_run_and_is_synced_once_it_is_on() {
+    let dir = TestDir::new();
+    let original = orders_csv(300, true);
+    let path = dir.write("orders.csv", &original);
+    let sandbox = sandbox(SandboxConfig {
+        shop_state: kksync::sandbox::ShopState::ApiInactive,
+        ..SandboxConfig::default()
+    })
+    .await;
+
+    let run = sync(&path, &sandbox, &["--concurrency", "4"]).await;
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("API not active, contact support"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        original.as_bytes(),
+        "source byte-identical: no order is marked rejected"
+    );
+    // No halving: the requests in flight when the first answer came, nothing after.
+    let requests = sandbox.stats().requests_total;
+    assert!((1..=5).contains(&requests), "{requests} requests");
+
+    let response = reqwest::Client::new()
+        .put(format!("{}/faults", sandbox.control_url()))
+        .json(&json!({"shop_state": "active"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    sync(&path, &sandbox, &[]).await.expect_code(0);
+    let (header, rows) = parse_csv(&dir.read("orders.csv"), b';');
+    assert!(
+        column(&header, &rows, "paymentStatus")
+            .iter()
+            .all(|s| s == "UNPAID")
+    );
     sandbox.shutdown().await;
 }
 
