@@ -375,16 +375,20 @@ impl PreparedOrder {
 /// mean equal payloads, so an unchanged row need not be validated and serialized again: a row
 /// the API accepted stays valid (its date does not move into the future, its due date only gets
 /// nearer).
+///
+/// The bytes are gathered first and hashed in one call: the same value as feeding them to a
+/// streaming hasher piece by piece (which fingerprints in existing state stores were made
+/// with), at a fraction of the cost of ~100 small updates per row.
 pub fn row_fingerprint(view: RowView<'_>) -> u64 {
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut bytes = Vec::with_capacity(view.record.as_str().len() + 8 * Field::ALL.len());
     for (index, field) in Field::ALL.iter().enumerate() {
         if let Some(value) = view.get(*field) {
-            hasher.update(&(index as u32).to_le_bytes());
-            hasher.update(&(value.len() as u32).to_le_bytes());
-            hasher.update(value.as_bytes());
+            bytes.extend_from_slice(&(index as u32).to_le_bytes());
+            bytes.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(value.as_bytes());
         }
     }
-    hasher.digest()
+    xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
 /// Validates one row and serializes it as the API's `Order` JSON.
@@ -1169,6 +1173,25 @@ mod tests {
             compared += 1;
         }
         assert!(compared > 1_000, "only {compared} valid payloads compared");
+    }
+
+    #[test]
+    fn row_fingerprints_keep_the_values_of_the_streaming_hasher() {
+        // State stores hold fingerprints made by feeding the fields to a streaming hasher.
+        let (record, layout) = row(&valid());
+        let view = RowView {
+            record: &record,
+            layout: &layout,
+        };
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for (index, field) in Field::ALL.iter().enumerate() {
+            if let Some(value) = view.get(*field) {
+                hasher.update(&(index as u32).to_le_bytes());
+                hasher.update(&(value.len() as u32).to_le_bytes());
+                hasher.update(value.as_bytes());
+            }
+        }
+        assert_eq!(row_fingerprint(view), hasher.digest());
     }
 
     #[test]
