@@ -640,8 +640,20 @@ pub fn parse_decimal(text: &str) -> Result<Decimal, Issue> {
         .collect();
     let (last_dot, last_comma) = (compact.rfind('.'), compact.rfind(','));
     let normalized = match (last_dot, last_comma) {
-        (Some(dot), Some(comma)) if comma > dot => compact.replace('.', "").replace(',', "."),
-        (Some(_), Some(_)) => compact.replace(',', ""),
+        // Both separators: the last one is the decimal mark, the other groups thousands, and a
+        // misplaced group (`1.23,45`) is a typo, not 123.45.
+        (Some(dot), Some(comma)) if comma > dot => {
+            if !thousands_grouped(&compact[..comma], '.') {
+                return Err(Issue::NotANumber);
+            }
+            compact.replace('.', "").replace(',', ".")
+        }
+        (Some(dot), Some(_)) => {
+            if !thousands_grouped(&compact[..dot], ',') {
+                return Err(Issue::NotANumber);
+            }
+            compact.replace(',', "")
+        }
         (None, Some(_)) if compact.matches(',').count() == 1 => compact.replace(',', "."),
         (None, Some(_)) => return Err(Issue::NotANumber),
         _ => compact,
@@ -655,6 +667,16 @@ pub fn parse_decimal(text: &str) -> Result<Decimal, Issue> {
         return Err(Issue::NotANumber);
     }
     Decimal::from_str(&normalized).map_err(|_| Issue::NotANumber)
+}
+
+/// Whether the integer part of an amount groups its digits by three (`1.234.567`, `-12,345`).
+fn thousands_grouped(integer: &str, separator: char) -> bool {
+    let digits = integer.strip_prefix('-').unwrap_or(integer);
+    let mut groups = digits.split(separator);
+    let first_ok = groups
+        .next()
+        .is_some_and(|g| (1..=3).contains(&g.len()) && g.bytes().all(|b| b.is_ascii_digit()));
+    first_ok && groups.all(|g| g.len() == 3 && g.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn split_list(text: &str) -> Vec<&str> {
@@ -1224,6 +1246,13 @@ mod tests {
         assert_eq!(d("1,234.56"), Ok("1234.56".into()));
         assert_eq!(d(" 7 "), Ok("7".into()));
         assert_eq!(d("1,2,3"), Err(Issue::NotANumber));
+        assert_eq!(d("1.234.567,89"), Ok("1234567.89".into()));
+        assert_eq!(d("-1.234,5"), Ok("-1234.5".into()));
+        assert_eq!(d("12,345,678.9"), Ok("12345678.9".into()));
+        assert_eq!(d("1.23,45"), Err(Issue::NotANumber));
+        assert_eq!(d("1234.567,8"), Err(Issue::NotANumber));
+        assert_eq!(d(".5,1"), Err(Issue::NotANumber));
+        assert_eq!(d("1,2345.6"), Err(Issue::NotANumber));
         assert_eq!(d(""), Err(Issue::NotANumber));
         assert_eq!(d("-"), Err(Issue::NotANumber));
         assert_eq!(d("abc"), Err(Issue::NotANumber));
