@@ -37,6 +37,7 @@ pub struct CsvSource {
     /// The row being read, reused: the row handed out is a [`TextRecord`] copy of it.
     buffer: ByteRecord,
     file_bytes: u64,
+    delimiter: u8,
 }
 
 /// Writes the CSV back into a temporary file beside it, renamed over it at the end.
@@ -82,6 +83,7 @@ pub(super) fn open(
         .byte_headers()
         .map_err(|e| csv_error(path, e))?
         .clone();
+    check_quotes_closed(path, dialect.delimiter, file_len, &reader, &headers, 1)?;
     let names: Vec<String> = headers
         .iter()
         .map(|h| String::from_utf8_lossy(strip_bom(h)).into_owned())
@@ -115,6 +117,7 @@ pub(super) fn open(
         next_row: 2,
         buffer: ByteRecord::new(),
         file_bytes: file_len,
+        delimiter: dialect.delimiter,
     };
     if read_only {
         return Ok((source, None));
@@ -137,6 +140,86 @@ pub(crate) fn csv_error(path: &Path, error: csv::Error) -> SourceError {
             message: format!("{kind:?}"),
         },
     }
+}
+
+/// csv (`csv_core`) is lenient about a quoted field that is never closed: the field runs to the
+/// end of the file, so every row after it would silently become part of it (and be sent, and
+/// written back inside the field). Such a record is necessarily the last one and reaches the end
+/// of the file, so only a record that does is checked: its raw bytes, from its start to the end
+/// of the file, are run through a small quote state machine. `row` names the record in the
+/// error. Every other record costs one comparison.
+pub(crate) fn check_quotes_closed<R: Read>(
+    path: &Path,
+    delimiter: u8,
+    file_len: u64,
+    reader: &csv::Reader<R>,
+    record: &ByteRecord,
+    row: u64,
+) -> Result<(), SourceError> {
+    if reader.position().byte() < file_len {
+        return Ok(());
+    }
+    let Some(start) = record.position() else {
+        return Ok(());
+    };
+    let io = |source| SourceError::Io {
+        path: path.to_path_buf(),
+        action: "reading",
+        source,
+    };
+    let mut file = File::open(path).map_err(io)?;
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start.byte())).map_err(io)?;
+    match unclosed_quote(BufReader::new(file), delimiter).map_err(io)? {
+        None => Ok(()),
+        Some(line_breaks) => Err(SourceError::Csv {
+            path: path.to_path_buf(),
+            message: format!(
+                "row {row}: a quoted field is not closed before the end of the file; it opens on line {} and would swallow every line after it (close or double that quote, then run again)",
+                start.line().saturating_add(line_breaks)
+            ),
+        }),
+    }
+}
+
+/// Reads CSV bytes from the start of a record to the end and tells whether a quoted field is
+/// still open at the end, with the number of line breaks before its opening quote. The rules
+/// are `csv_core`'s defaults: a `"` at the start of a field opens a quoted field, inside it `""`
+/// is a quote and a single `"` closes it; a `"` anywhere else is an ordinary character.
+fn unclosed_quote(mut reader: impl Read, delimiter: u8) -> std::io::Result<Option<u64>> {
+    #[derive(Clone, Copy)]
+    enum State {
+        FieldStart,
+        Unquoted,
+        Quoted,
+        QuoteInQuoted,
+    }
+    let mut state = State::FieldStart;
+    let (mut line_breaks, mut opened_after) = (0u64, 0u64);
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let n = match reader.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        for &b in buffer.get(..n).unwrap_or_default() {
+            let boundary = b == delimiter || b == b'\n' || b == b'\r';
+            state = match (state, b) {
+                (State::FieldStart, b'"') => {
+                    opened_after = line_breaks;
+                    State::Quoted
+                }
+                (State::Quoted, b'"') => State::QuoteInQuoted,
+                (State::Quoted, _) => State::Quoted,
+                (State::QuoteInQuoted, b'"') => State::Quoted,
+                (_, _) if boundary => State::FieldStart,
+                (_, _) => State::Unquoted,
+            };
+            line_breaks += u64::from(b == b'\n');
+        }
+    }
+    Ok(matches!(state, State::Quoted).then_some(opened_after))
 }
 
 pub(crate) fn strip_bom(field: &[u8]) -> &[u8] {
@@ -205,6 +288,14 @@ impl OrderSource for CsvSource {
         }
         let row = self.next_row;
         self.next_row += 1;
+        check_quotes_closed(
+            &self.path,
+            self.delimiter,
+            self.file_bytes,
+            &self.reader,
+            bytes,
+            row,
+        )?;
         Ok(Some(SourceRow::from_csv(row, bytes, self.header_len)))
     }
 }
@@ -554,6 +645,53 @@ mod tests {
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o640
         );
+    }
+
+    #[test]
+    fn the_quote_state_machine_finds_only_unclosed_fields() {
+        let open = |text: &str| unclosed_quote(text.as_bytes(), b';').unwrap();
+        assert_eq!(open("1;\"a;b\";c\n2;x\n"), None);
+        assert_eq!(open("1;\"say \"\"hi\"\"\";c\n"), None, "doubled quotes");
+        assert_eq!(open("1;\"multi\nline\"\n"), None);
+        assert_eq!(
+            open("1;ab\"c;d\n"),
+            None,
+            "a quote inside a field is literal"
+        );
+        assert_eq!(open("1;\"x\"y\"z\n"), None, "closed, then literal");
+        assert_eq!(open("1;\"\""), None, "empty quoted field at the end");
+        assert_eq!(open("1;\"Am Markt 5;UNPAID;\n2;b\n"), Some(0));
+        assert_eq!(
+            open("1;a\r\n2;\"x\"\"\n3"),
+            Some(1),
+            "an escaped quote does not close"
+        );
+    }
+
+    #[test]
+    fn an_unclosed_quote_fails_the_read_naming_its_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let text =
+            "number;street;paymentStatus\n1;Hauptstr. 1;\n2;\"Am Markt 5;UNPAID;\n3;Weg 3;\n";
+        let path = write(dir.path(), "o.csv", text.as_bytes());
+        let (mut source, _) = open(&path, None, &ColumnNames::default(), true).unwrap();
+        assert_eq!(source.next_row().unwrap().unwrap().row, 2);
+        let error = source.next_row().unwrap_err().to_string();
+        assert!(
+            error.contains("row 3: a quoted field is not closed before the end of the file")
+                && error.contains("line 3"),
+            "{error}"
+        );
+        // A well-formed last row, with or without a final line break, reads as before.
+        for text in ["number\n1\n\"2\"\n", "number\n1\n\"2\""] {
+            let path = write(dir.path(), "p.csv", text.as_bytes());
+            let (mut source, _) = open(&path, None, &ColumnNames::default(), true).unwrap();
+            let mut rows = 0;
+            while source.next_row().unwrap().is_some() {
+                rows += 1;
+            }
+            assert_eq!(rows, 2, "{text:?}");
+        }
     }
 
     #[test]
