@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use csv::{ByteRecord, Terminator};
 use tempfile::NamedTempFile;
 
-use super::{FinishedRow, OrderSource, ResultSink, RowResult, SourceError, SourceRow, TextRecord};
+use super::{
+    FileIdentity, FinishedRow, OrderSource, ResultSink, RowResult, SourceError, SourceRow,
+    TextRecord,
+};
 use crate::order::{ColumnNames, Field, Layout};
 
 /// Result column with the payment status.
@@ -38,6 +41,7 @@ pub struct CsvSource {
     buffer: ByteRecord,
     file_bytes: u64,
     delimiter: u8,
+    identity: FileIdentity,
 }
 
 /// Writes the CSV back into a temporary file beside it, renamed over it at the end.
@@ -47,7 +51,8 @@ pub struct CsvSink {
     header_len: usize,
     status: ResultColumn,
     error: ResultColumn,
-    permissions: std::fs::Permissions,
+    /// The source as it was opened: its identity, permissions and owner.
+    original: std::fs::Metadata,
 }
 
 /// Where a result column sits: in the original header, or appended after it (status first).
@@ -73,7 +78,7 @@ pub(super) fn open(
     let dialect = sniff(path, delimiter).map_err(io("reading the header"))?;
     let file = File::open(path).map_err(io("opening"))?;
     let metadata = file.metadata().map_err(io("reading permissions"))?;
-    let (permissions, file_len) = (metadata.permissions(), metadata.len());
+    let file_len = metadata.len();
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(dialect.delimiter)
         .flexible(true)
@@ -118,13 +123,14 @@ pub(super) fn open(
         buffer: ByteRecord::new(),
         file_bytes: file_len,
         delimiter: dialect.delimiter,
+        identity: FileIdentity::of(&metadata),
     };
     if read_only {
         return Ok((source, None));
     }
     let place = |index: Option<usize>| index.map_or(ResultColumn::Appended, ResultColumn::Existing);
     let (status, error) = (place(status_index), place(error_index));
-    let sink = CsvSink::create(path, dialect, &headers, status, error, permissions)?;
+    let sink = CsvSink::create(path, dialect, &headers, status, error, metadata)?;
     Ok((source, Some(sink)))
 }
 
@@ -274,6 +280,10 @@ impl OrderSource for CsvSource {
         (!error.is_empty()).then_some(error)
     }
 
+    fn identity(&self) -> Option<&FileIdentity> {
+        Some(&self.identity)
+    }
+
     fn estimated_rows(&self, rows_read: u64) -> Option<u64> {
         let bytes_read = self.reader.position().byte();
         (bytes_read > 0).then(|| rows_read.saturating_mul(self.file_bytes) / bytes_read)
@@ -307,7 +317,7 @@ impl CsvSink {
         headers: &ByteRecord,
         status: ResultColumn,
         error: ResultColumn,
-        permissions: std::fs::Permissions,
+        original: std::fs::Metadata,
     ) -> Result<Self, SourceError> {
         let writer = temp_writer(path, dialect)?;
         let mut sink = CsvSink {
@@ -316,7 +326,7 @@ impl CsvSink {
             header_len: headers.len(),
             status,
             error,
-            permissions,
+            original,
         };
         let header: Vec<&[u8]> = headers.iter().map(strip_bom).collect();
         let field = |i: usize| header.get(i).copied();
@@ -402,7 +412,7 @@ impl ResultSink for CsvSink {
     }
 
     fn finish(self: Box<Self>, changed: bool) -> Result<(), SourceError> {
-        replace_with_temp(self.writer, &self.path, &self.permissions, changed)
+        replace_with_temp(self.writer, &self.path, &self.original, changed)
     }
 }
 
@@ -481,12 +491,14 @@ pub(crate) fn temp_writer(
 }
 
 /// Completes an atomic rewrite: with `changed`, the temporary file is synced, given the
-/// original permissions, renamed over `path` and the folder synced; without, it is dropped and
-/// the source stays byte-identical.
+/// original owner and permissions, renamed over `path` and the folder synced; without, it is
+/// dropped and the source stays byte-identical. `original` is the source as it was opened: if
+/// the file at `path` is no longer that file (replaced, or modified, by someone else), nothing
+/// is renamed over it and the temporary file is removed.
 pub(crate) fn replace_with_temp(
     writer: csv::Writer<NamedTempFile>,
     path: &Path,
-    permissions: &std::fs::Permissions,
+    original: &std::fs::Metadata,
     changed: bool,
 ) -> Result<(), SourceError> {
     let io = |action| {
@@ -505,11 +517,64 @@ pub(crate) fn replace_with_temp(
     temp.as_file()
         .sync_all()
         .map_err(io("syncing the new file"))?;
-    std::fs::set_permissions(temp.path(), permissions.clone())
+    #[cfg(unix)]
+    keep_owner(temp.as_file(), original, path).map_err(io("copying the owner"))?;
+    std::fs::set_permissions(temp.path(), original.permissions())
         .map_err(io("copying permissions"))?;
+    // Right before the rename: the shop may have exported a new file meanwhile.
+    ensure_unchanged(path, original)?;
     temp.persist(path)
         .map_err(|e| io("replacing the source")(e.error))?;
     sync_parent_dir(path).map_err(io("syncing the folder"))
+}
+
+/// Fails with [`SourceError::Changed`] unless the file at `path` is still the one `original`
+/// describes (same device, inode, length and modification time).
+pub(crate) fn ensure_unchanged(
+    path: &Path,
+    original: &std::fs::Metadata,
+) -> Result<(), SourceError> {
+    let now = std::fs::metadata(path).ok().map(|m| FileIdentity::of(&m));
+    if now.as_ref() == Some(&FileIdentity::of(original)) {
+        return Ok(());
+    }
+    tracing::error!(source = %path.display(), "the source changed during the run; not overwriting it");
+    Err(SourceError::Changed {
+        path: path.to_path_buf(),
+    })
+}
+
+/// Gives the temporary file the source's owner and group. Only root may give a file away: for
+/// anyone else the group alone is tried, and what cannot be kept is logged, not fatal (the
+/// file still belongs to the user kksync runs as, who could write the source).
+#[cfg(unix)]
+fn keep_owner(temp: &File, original: &std::fs::Metadata, path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, fchown};
+    let (uid, gid) = (original.uid(), original.gid());
+    let current = temp.metadata()?;
+    if (current.uid(), current.gid()) == (uid, gid) {
+        return Ok(());
+    }
+    let denied = |e: &std::io::Error| e.kind() == std::io::ErrorKind::PermissionDenied;
+    match fchown(temp, Some(uid), Some(gid)) {
+        Ok(()) => return Ok(()),
+        Err(error) if denied(&error) => {}
+        Err(error) => return Err(error),
+    }
+    let group_kept = match fchown(temp, None, Some(gid)) {
+        Ok(()) => true,
+        Err(error) if denied(&error) => false,
+        Err(error) => return Err(error),
+    };
+    let now = temp.metadata()?;
+    tracing::warn!(
+        source = %path.display(),
+        was = %format!("{uid}:{gid}"),
+        now = %format!("{}:{}", now.uid(), now.gid()),
+        group_kept,
+        "not permitted to keep the source's owner; the rewritten file belongs to the user kksync runs as"
+    );
+    Ok(())
 }
 
 #[cfg(test)]
@@ -692,6 +757,46 @@ mod tests {
             }
             assert_eq!(rows, 2, "{text:?}");
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn owner_and_group_survive_the_rewrite() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "o.csv", b"number\n1\n");
+        // Only root may give a file away; as anyone else the rewrite keeps what it can.
+        if std::os::unix::fs::chown(&path, Some(1234), Some(5678)).is_err() {
+            eprintln!("not root: skipping the chown to another owner");
+            return;
+        }
+        let (_, sink) = open(&path, None, &ColumnNames::default(), false).unwrap();
+        Box::new(sink.unwrap()).finish(true).unwrap();
+        let metadata = std::fs::metadata(&path).unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"number,paymentStatus,syncError\n",
+            "the file was rewritten"
+        );
+        assert_eq!((metadata.uid(), metadata.gid()), (1234, 5678));
+    }
+
+    #[test]
+    fn a_source_replaced_meanwhile_is_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "o.csv", b"number\n1\n");
+        let (_, sink) = open(&path, None, &ColumnNames::default(), false).unwrap();
+        // A new export, renamed into place as shops do.
+        let fresh = write(dir.path(), "new.csv", b"number\n1\n2\n");
+        std::fs::rename(&fresh, &path).unwrap();
+        let error = Box::new(sink.unwrap()).finish(true).unwrap_err();
+        assert!(matches!(error, SourceError::Changed { .. }), "{error}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"number\n1\n2\n");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file"
+        );
     }
 
     #[test]

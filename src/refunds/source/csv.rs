@@ -42,7 +42,8 @@ pub struct CsvRefundSink {
     header_len: usize,
     places: Vec<Place>,
     appended: usize,
-    permissions: std::fs::Permissions,
+    /// The source as it was opened: its identity, permissions and owner.
+    original: std::fs::Metadata,
 }
 
 pub(super) fn open(
@@ -60,7 +61,7 @@ pub(super) fn open(
     let dialect = sniff(path, delimiter).map_err(io("reading the header"))?;
     let file = File::open(path).map_err(io("opening"))?;
     let metadata = file.metadata().map_err(io("reading permissions"))?;
-    let (permissions, file_bytes) = (metadata.permissions(), metadata.len());
+    let file_bytes = metadata.len();
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(dialect.delimiter)
         .flexible(true)
@@ -106,7 +107,7 @@ pub(super) fn open(
     if read_only {
         return Ok((source, None));
     }
-    let sink = CsvRefundSink::create(path, dialect, &headers, places, appended, permissions)?;
+    let sink = CsvRefundSink::create(path, dialect, &headers, places, appended, metadata)?;
     Ok((source, Some(sink)))
 }
 
@@ -143,7 +144,7 @@ impl CsvRefundSink {
         headers: &ByteRecord,
         places: Vec<Place>,
         appended: usize,
-        permissions: std::fs::Permissions,
+        original: std::fs::Metadata,
     ) -> Result<Self, SourceError> {
         let writer = temp_writer(path, dialect)?;
         let mut sink = CsvRefundSink {
@@ -152,7 +153,7 @@ impl CsvRefundSink {
             header_len: headers.len(),
             places,
             appended,
-            permissions,
+            original,
         };
         let header: Vec<&[u8]> = headers.iter().map(strip_bom).collect();
         // Result columns already in the header keep their spelling; missing ones are appended.
@@ -252,7 +253,7 @@ impl RefundSink for CsvRefundSink {
     }
 
     fn finish(self: Box<Self>, changed: bool) -> Result<(), SourceError> {
-        replace_with_temp(self.writer, &self.path, &self.permissions, changed)
+        replace_with_temp(self.writer, &self.path, &self.original, changed)
     }
 }
 
