@@ -180,3 +180,63 @@ async fn a_source_modified_during_the_write_back_is_not_overwritten() {
     assert!(temp_files(&dir).is_empty(), "{:?}", dir.files());
     sandbox.shutdown().await;
 }
+
+/// A symlink is another name for the same source: it shares the run lock and the state store,
+/// and the rewrite replaces the real file, leaving the symlink a symlink.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_symlinked_source_shares_the_lock_and_the_state_of_the_real_file() {
+    let dir = TestDir::new();
+    let source = dir.write("s.csv", orders_csv(20, false));
+    let link = dir.path("s2.csv");
+    std::os::unix::fs::symlink(&source, &link).unwrap();
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    let (path, url, second) = (source.clone(), sandbox.base_url(), link.clone());
+    let (code, stderr, concurrent) = tokio::task::spawn_blocking(move || {
+        let mut concurrent = None;
+        let (code, stderr) = sync_changing_the_source_at(&path, &url, "before-write-back", || {
+            let output = Command::new(env!("CARGO_BIN_EXE_kksync"))
+                .args(["sync", "--source"])
+                .arg(&second)
+                .args(["--api-url", &url, "--rate", "1000"])
+                .env("KOMFORTKASSE_API_KEY", KEY)
+                .env("RUST_LOG", "warn")
+                .output()
+                .expect("second kksync runs");
+            concurrent = Some(output);
+        });
+        (code, stderr, concurrent.expect("ran"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        concurrent.status.code(),
+        Some(4),
+        "the run through the symlink waits for the lock: {}",
+        String::from_utf8_lossy(&concurrent.stderr)
+    );
+    let received = |sandbox: &SandboxHandle| -> u64 {
+        sandbox.stats().post_orders.iter().map(|p| p.orders).sum()
+    };
+    assert_eq!(received(&sandbox), 20);
+
+    // Through the symlink now: the same state store, so nothing is resent.
+    sync(&link, &sandbox, &[]).await.expect_code(0);
+    assert_eq!(received(&sandbox), 20, "nothing resent");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the symlink stays a symlink"
+    );
+    assert!(!dir.path("s2.csv.kksync.db").exists(), "{:?}", dir.files());
+    let (header, rows) = parse_csv(&dir.read("s.csv"), b',');
+    assert!(
+        column(&header, &rows, "paymentStatus")
+            .iter()
+            .all(|s| s == "UNPAID")
+    );
+    sandbox.shutdown().await;
+}
