@@ -168,7 +168,7 @@ impl SyncConfig {
         let path = args.source.clone().ok_or(ConfigError::MissingSource)?;
         let source = SourceSettings {
             format: resolve_format(&path, args.source_format)?,
-            path,
+            path: real_source_path(path),
             columns: args.columns.clone(),
             delimiter: args.delimiter.map(delimiter_byte).transpose()?,
         };
@@ -232,6 +232,15 @@ fn option_error(option: &'static str, value: &str, reason: &str) -> ConfigError 
         value: value.to_string(),
         reason: reason.to_string(),
     }
+}
+
+/// The real file behind a source path (symlinks and `..` resolved), when it exists: the run
+/// lock, the sidecar state store and the atomic rename must all be those of the real file, or
+/// a second name for it (a symlink) would run beside a running sync with a state of its own,
+/// and the rename would replace the symlink with a regular file. The format is still told
+/// from the name as given.
+pub fn real_source_path(path: PathBuf) -> PathBuf {
+    std::fs::canonicalize(&path).unwrap_or(path)
 }
 
 /// The source format: as given, or from the file extension.
@@ -514,6 +523,28 @@ mod tests {
             config.api.unwrap().request_timeout,
             Duration::from_secs(600)
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlinked_source_resolves_to_the_real_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("s.csv");
+        std::fs::write(&real, "number\n").unwrap();
+        let link = dir.path().join("s2.csv");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let mut args = args(&[]);
+        args.source = Some(link);
+        let config = SyncConfig::from_args_with_env(&args, &env_with_key).unwrap();
+        let real = std::fs::canonicalize(&real).unwrap();
+        assert_eq!(config.source.path, real);
+        assert_eq!(
+            config.state.path,
+            dir.path().canonicalize().unwrap().join("s.csv.kksync.db")
+        );
+        // A source that does not exist yet is kept as given.
+        let config = SyncConfig::from_args_with_env(&self::args(&[]), &env_with_key).unwrap();
+        assert_eq!(config.source.path, Path::new("orders.csv"));
     }
 
     #[test]

@@ -7,12 +7,19 @@ use std::time::Duration;
 
 /// The environment variable naming the point to pause at.
 pub const VARIABLE: &str = "KKSYNC_TEST_PAUSE_AT";
+/// How many seconds the pause lasts (default an hour, i.e. until killed); the tests that change
+/// the source under a running sync let it go on after a short pause.
+pub const SECONDS_VARIABLE: &str = "KKSYNC_TEST_PAUSE_SECONDS";
 
 /// Pauses here if the environment asks for this point. Blocks the calling thread: call it
 /// from a blocking thread, and only at rare moments (it reads the environment).
 pub fn point(name: &str) {
     if std::env::var(VARIABLE).is_ok_and(|wanted| wanted == name) {
         eprintln!("kksync: paused at {name}");
-        std::thread::sleep(Duration::from_secs(3600));
+        let seconds = std::env::var(SECONDS_VARIABLE)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3600);
+        std::thread::sleep(Duration::from_secs(seconds));
     }
 }

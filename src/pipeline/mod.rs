@@ -225,7 +225,7 @@ async fn phases(
     if let Some(sender) = sender {
         summary.add_send_counters(sender.counters());
     }
-    let read_stats = sent?;
+    let (read_stats, read_identity) = sent?;
     summary.add_read_stats(&read_stats);
     tracing::debug!(
         elapsed_ms = phase_started.elapsed().as_millis() as u64,
@@ -253,7 +253,9 @@ async fn phases(
         let store = Arc::clone(state);
         let bar = progress.clone();
         let written = tokio::task::spawn_blocking(move || {
-            write_back(&settings, &store, &|rows| bar.inc(rows))
+            write_back(&settings, &store, read_identity.as_ref(), &|rows| {
+                bar.inc(rows)
+            })
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))?;
@@ -284,7 +286,9 @@ async fn phases(
     }
 }
 
-/// Phase 1: reads the source, sends the orders that need it and journals every answer.
+/// Phase 1: reads the source, sends the orders that need it and journals every answer. Returns
+/// what was read and the identity of the file as it was opened (CSV), which the write-back
+/// checks.
 async fn send_phase(
     config: &SyncConfig,
     summary: &mut Summary,
@@ -293,11 +297,12 @@ async fn send_phase(
     run_id: Option<i64>,
     rules: &Rules,
     progress: &ProgressBar,
-) -> Result<read::ReadStats, Error> {
+) -> Result<(read::ReadStats, Option<source::FileIdentity>), Error> {
     let settings = config.source.clone();
     let (mut source, _) = tokio::task::spawn_blocking(move || source::open(&settings, true))
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
+    let identity = source.identity().cloned();
     let concurrency = config.send.concurrency;
     let (chunk_tx, mut chunk_rx) = mpsc::channel::<Chunk>(concurrency + 1);
     let reader_state = Arc::clone(state);
@@ -354,11 +359,12 @@ async fn send_phase(
     if let Some(error) = failure {
         return Err(error);
     }
-    read.map_err(|error| match error {
+    let stats = read.map_err(|error| match error {
         ReadError::Source(e) => Error::Source(e),
         ReadError::State(e) => Error::State(e),
         ReadError::Poisoned => Error::Internal(error.to_string()),
-    })
+    })?;
+    Ok((stats, identity))
 }
 
 fn update_progress(progress: &ProgressBar, done: &Processed, chunks: u64) {

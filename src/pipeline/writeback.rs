@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::SourceSettings;
 use crate::order::{Field, RowView};
-use crate::source::{self, FinishedRow, OrderSource, RowResult, SourceError, SourceRow};
+use crate::source::{
+    self, FileIdentity, FinishedRow, OrderSource, RowResult, SourceError, SourceRow,
+};
 use crate::state::lookahead::Lookahead;
 use crate::state::{StateDb, StateError};
 
@@ -44,17 +46,28 @@ pub enum WriteBackError {
     Poisoned,
 }
 
-/// Writes every row's result back into the source. `on_rows` is told how many rows were done
+/// Writes every row's result back into the source. `read` is the identity of the file the send
+/// phase read (CSV): this run's validation errors are keyed by row number, so a file that
+/// changed since is not written back at all. `on_rows` is told how many rows were done
 /// (progress).
 pub fn write_back(
     settings: &SourceSettings,
     state: &Arc<Mutex<StateDb>>,
+    read: Option<&FileIdentity>,
     on_rows: &dyn Fn(u64),
 ) -> Result<WriteBackStats, WriteBackError> {
     let (mut source, sink) = source::open(settings, false)?;
     let Some(mut sink) = sink else {
         return Ok(WriteBackStats::default());
     };
+    if read.is_some() && source.identity() != read {
+        // Dropping the sink removes its temporary file.
+        tracing::error!(source = %settings.path.display(), "the source changed after it was read; not writing back");
+        return Err(SourceError::Changed {
+            path: settings.path.clone(),
+        }
+        .into());
+    }
     let mut stats = WriteBackStats::default();
     let mut errors = RowErrors::default();
     let mut lookahead = Lookahead::default();

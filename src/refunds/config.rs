@@ -108,6 +108,7 @@ impl RefundsConfig {
             Some(format) => format,
             None => format_of(&source)?,
         };
+        let source = crate::config::real_source_path(source);
         let state = args
             .state
             .clone()

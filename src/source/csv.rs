@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use csv::{ByteRecord, Terminator};
 use tempfile::NamedTempFile;
 
-use super::{FinishedRow, OrderSource, ResultSink, RowResult, SourceError, SourceRow, TextRecord};
+use super::{
+    FileIdentity, FinishedRow, OrderSource, ResultSink, RowResult, SourceError, SourceRow,
+    TextRecord,
+};
 use crate::order::{ColumnNames, Field, Layout};
 
 /// Result column with the payment status.
@@ -37,6 +40,8 @@ pub struct CsvSource {
     /// The row being read, reused: the row handed out is a [`TextRecord`] copy of it.
     buffer: ByteRecord,
     file_bytes: u64,
+    delimiter: u8,
+    identity: FileIdentity,
 }
 
 /// Writes the CSV back into a temporary file beside it, renamed over it at the end.
@@ -46,7 +51,8 @@ pub struct CsvSink {
     header_len: usize,
     status: ResultColumn,
     error: ResultColumn,
-    permissions: std::fs::Permissions,
+    /// The source as it was opened: its identity, permissions and owner.
+    original: std::fs::Metadata,
 }
 
 /// Where a result column sits: in the original header, or appended after it (status first).
@@ -72,7 +78,7 @@ pub(super) fn open(
     let dialect = sniff(path, delimiter).map_err(io("reading the header"))?;
     let file = File::open(path).map_err(io("opening"))?;
     let metadata = file.metadata().map_err(io("reading permissions"))?;
-    let (permissions, file_len) = (metadata.permissions(), metadata.len());
+    let file_len = metadata.len();
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(dialect.delimiter)
         .flexible(true)
@@ -82,6 +88,7 @@ pub(super) fn open(
         .byte_headers()
         .map_err(|e| csv_error(path, e))?
         .clone();
+    check_quotes_closed(path, dialect.delimiter, file_len, &reader, &headers, 1)?;
     let names: Vec<String> = headers
         .iter()
         .map(|h| String::from_utf8_lossy(strip_bom(h)).into_owned())
@@ -115,13 +122,15 @@ pub(super) fn open(
         next_row: 2,
         buffer: ByteRecord::new(),
         file_bytes: file_len,
+        delimiter: dialect.delimiter,
+        identity: FileIdentity::of(&metadata),
     };
     if read_only {
         return Ok((source, None));
     }
     let place = |index: Option<usize>| index.map_or(ResultColumn::Appended, ResultColumn::Existing);
     let (status, error) = (place(status_index), place(error_index));
-    let sink = CsvSink::create(path, dialect, &headers, status, error, permissions)?;
+    let sink = CsvSink::create(path, dialect, &headers, status, error, metadata)?;
     Ok((source, Some(sink)))
 }
 
@@ -137,6 +146,86 @@ pub(crate) fn csv_error(path: &Path, error: csv::Error) -> SourceError {
             message: format!("{kind:?}"),
         },
     }
+}
+
+/// csv (`csv_core`) is lenient about a quoted field that is never closed: the field runs to the
+/// end of the file, so every row after it would silently become part of it (and be sent, and
+/// written back inside the field). Such a record is necessarily the last one and reaches the end
+/// of the file, so only a record that does is checked: its raw bytes, from its start to the end
+/// of the file, are run through a small quote state machine. `row` names the record in the
+/// error. Every other record costs one comparison.
+pub(crate) fn check_quotes_closed<R: Read>(
+    path: &Path,
+    delimiter: u8,
+    file_len: u64,
+    reader: &csv::Reader<R>,
+    record: &ByteRecord,
+    row: u64,
+) -> Result<(), SourceError> {
+    if reader.position().byte() < file_len {
+        return Ok(());
+    }
+    let Some(start) = record.position() else {
+        return Ok(());
+    };
+    let io = |source| SourceError::Io {
+        path: path.to_path_buf(),
+        action: "reading",
+        source,
+    };
+    let mut file = File::open(path).map_err(io)?;
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start.byte())).map_err(io)?;
+    match unclosed_quote(BufReader::new(file), delimiter).map_err(io)? {
+        None => Ok(()),
+        Some(line_breaks) => Err(SourceError::Csv {
+            path: path.to_path_buf(),
+            message: format!(
+                "row {row}: a quoted field is not closed before the end of the file; it opens on line {} and would swallow every line after it (close or double that quote, then run again)",
+                start.line().saturating_add(line_breaks)
+            ),
+        }),
+    }
+}
+
+/// Reads CSV bytes from the start of a record to the end and tells whether a quoted field is
+/// still open at the end, with the number of line breaks before its opening quote. The rules
+/// are `csv_core`'s defaults: a `"` at the start of a field opens a quoted field, inside it `""`
+/// is a quote and a single `"` closes it; a `"` anywhere else is an ordinary character.
+fn unclosed_quote(mut reader: impl Read, delimiter: u8) -> std::io::Result<Option<u64>> {
+    #[derive(Clone, Copy)]
+    enum State {
+        FieldStart,
+        Unquoted,
+        Quoted,
+        QuoteInQuoted,
+    }
+    let mut state = State::FieldStart;
+    let (mut line_breaks, mut opened_after) = (0u64, 0u64);
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let n = match reader.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        for &b in buffer.get(..n).unwrap_or_default() {
+            let boundary = b == delimiter || b == b'\n' || b == b'\r';
+            state = match (state, b) {
+                (State::FieldStart, b'"') => {
+                    opened_after = line_breaks;
+                    State::Quoted
+                }
+                (State::Quoted, b'"') => State::QuoteInQuoted,
+                (State::Quoted, _) => State::Quoted,
+                (State::QuoteInQuoted, b'"') => State::Quoted,
+                (_, _) if boundary => State::FieldStart,
+                (_, _) => State::Unquoted,
+            };
+            line_breaks += u64::from(b == b'\n');
+        }
+    }
+    Ok(matches!(state, State::Quoted).then_some(opened_after))
 }
 
 pub(crate) fn strip_bom(field: &[u8]) -> &[u8] {
@@ -191,6 +280,10 @@ impl OrderSource for CsvSource {
         (!error.is_empty()).then_some(error)
     }
 
+    fn identity(&self) -> Option<&FileIdentity> {
+        Some(&self.identity)
+    }
+
     fn estimated_rows(&self, rows_read: u64) -> Option<u64> {
         let bytes_read = self.reader.position().byte();
         (bytes_read > 0).then(|| rows_read.saturating_mul(self.file_bytes) / bytes_read)
@@ -205,6 +298,14 @@ impl OrderSource for CsvSource {
         }
         let row = self.next_row;
         self.next_row += 1;
+        check_quotes_closed(
+            &self.path,
+            self.delimiter,
+            self.file_bytes,
+            &self.reader,
+            bytes,
+            row,
+        )?;
         Ok(Some(SourceRow::from_csv(row, bytes, self.header_len)))
     }
 }
@@ -216,7 +317,7 @@ impl CsvSink {
         headers: &ByteRecord,
         status: ResultColumn,
         error: ResultColumn,
-        permissions: std::fs::Permissions,
+        original: std::fs::Metadata,
     ) -> Result<Self, SourceError> {
         let writer = temp_writer(path, dialect)?;
         let mut sink = CsvSink {
@@ -225,7 +326,7 @@ impl CsvSink {
             header_len: headers.len(),
             status,
             error,
-            permissions,
+            original,
         };
         let header: Vec<&[u8]> = headers.iter().map(strip_bom).collect();
         let field = |i: usize| header.get(i).copied();
@@ -311,7 +412,7 @@ impl ResultSink for CsvSink {
     }
 
     fn finish(self: Box<Self>, changed: bool) -> Result<(), SourceError> {
-        replace_with_temp(self.writer, &self.path, &self.permissions, changed)
+        replace_with_temp(self.writer, &self.path, &self.original, changed)
     }
 }
 
@@ -390,12 +491,14 @@ pub(crate) fn temp_writer(
 }
 
 /// Completes an atomic rewrite: with `changed`, the temporary file is synced, given the
-/// original permissions, renamed over `path` and the folder synced; without, it is dropped and
-/// the source stays byte-identical.
+/// original owner and permissions, renamed over `path` and the folder synced; without, it is
+/// dropped and the source stays byte-identical. `original` is the source as it was opened: if
+/// the file at `path` is no longer that file (replaced, or modified, by someone else), nothing
+/// is renamed over it and the temporary file is removed.
 pub(crate) fn replace_with_temp(
     writer: csv::Writer<NamedTempFile>,
     path: &Path,
-    permissions: &std::fs::Permissions,
+    original: &std::fs::Metadata,
     changed: bool,
 ) -> Result<(), SourceError> {
     let io = |action| {
@@ -414,11 +517,64 @@ pub(crate) fn replace_with_temp(
     temp.as_file()
         .sync_all()
         .map_err(io("syncing the new file"))?;
-    std::fs::set_permissions(temp.path(), permissions.clone())
+    #[cfg(unix)]
+    keep_owner(temp.as_file(), original, path).map_err(io("copying the owner"))?;
+    std::fs::set_permissions(temp.path(), original.permissions())
         .map_err(io("copying permissions"))?;
+    // Right before the rename: the shop may have exported a new file meanwhile.
+    ensure_unchanged(path, original)?;
     temp.persist(path)
         .map_err(|e| io("replacing the source")(e.error))?;
     sync_parent_dir(path).map_err(io("syncing the folder"))
+}
+
+/// Fails with [`SourceError::Changed`] unless the file at `path` is still the one `original`
+/// describes (same device, inode, length and modification time).
+pub(crate) fn ensure_unchanged(
+    path: &Path,
+    original: &std::fs::Metadata,
+) -> Result<(), SourceError> {
+    let now = std::fs::metadata(path).ok().map(|m| FileIdentity::of(&m));
+    if now.as_ref() == Some(&FileIdentity::of(original)) {
+        return Ok(());
+    }
+    tracing::error!(source = %path.display(), "the source changed during the run; not overwriting it");
+    Err(SourceError::Changed {
+        path: path.to_path_buf(),
+    })
+}
+
+/// Gives the temporary file the source's owner and group. Only root may give a file away: for
+/// anyone else the group alone is tried, and what cannot be kept is logged, not fatal (the
+/// file still belongs to the user kksync runs as, who could write the source).
+#[cfg(unix)]
+fn keep_owner(temp: &File, original: &std::fs::Metadata, path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, fchown};
+    let (uid, gid) = (original.uid(), original.gid());
+    let current = temp.metadata()?;
+    if (current.uid(), current.gid()) == (uid, gid) {
+        return Ok(());
+    }
+    let denied = |e: &std::io::Error| e.kind() == std::io::ErrorKind::PermissionDenied;
+    match fchown(temp, Some(uid), Some(gid)) {
+        Ok(()) => return Ok(()),
+        Err(error) if denied(&error) => {}
+        Err(error) => return Err(error),
+    }
+    let group_kept = match fchown(temp, None, Some(gid)) {
+        Ok(()) => true,
+        Err(error) if denied(&error) => false,
+        Err(error) => return Err(error),
+    };
+    let now = temp.metadata()?;
+    tracing::warn!(
+        source = %path.display(),
+        was = %format!("{uid}:{gid}"),
+        now = %format!("{}:{}", now.uid(), now.gid()),
+        group_kept,
+        "not permitted to keep the source's owner; the rewritten file belongs to the user kksync runs as"
+    );
+    Ok(())
 }
 
 #[cfg(test)]
@@ -553,6 +709,93 @@ mod tests {
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o640
+        );
+    }
+
+    #[test]
+    fn the_quote_state_machine_finds_only_unclosed_fields() {
+        let open = |text: &str| unclosed_quote(text.as_bytes(), b';').unwrap();
+        assert_eq!(open("1;\"a;b\";c\n2;x\n"), None);
+        assert_eq!(open("1;\"say \"\"hi\"\"\";c\n"), None, "doubled quotes");
+        assert_eq!(open("1;\"multi\nline\"\n"), None);
+        assert_eq!(
+            open("1;ab\"c;d\n"),
+            None,
+            "a quote inside a field is literal"
+        );
+        assert_eq!(open("1;\"x\"y\"z\n"), None, "closed, then literal");
+        assert_eq!(open("1;\"\""), None, "empty quoted field at the end");
+        assert_eq!(open("1;\"Am Markt 5;UNPAID;\n2;b\n"), Some(0));
+        assert_eq!(
+            open("1;a\r\n2;\"x\"\"\n3"),
+            Some(1),
+            "an escaped quote does not close"
+        );
+    }
+
+    #[test]
+    fn an_unclosed_quote_fails_the_read_naming_its_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let text =
+            "number;street;paymentStatus\n1;Hauptstr. 1;\n2;\"Am Markt 5;UNPAID;\n3;Weg 3;\n";
+        let path = write(dir.path(), "o.csv", text.as_bytes());
+        let (mut source, _) = open(&path, None, &ColumnNames::default(), true).unwrap();
+        assert_eq!(source.next_row().unwrap().unwrap().row, 2);
+        let error = source.next_row().unwrap_err().to_string();
+        assert!(
+            error.contains("row 3: a quoted field is not closed before the end of the file")
+                && error.contains("line 3"),
+            "{error}"
+        );
+        // A well-formed last row, with or without a final line break, reads as before.
+        for text in ["number\n1\n\"2\"\n", "number\n1\n\"2\""] {
+            let path = write(dir.path(), "p.csv", text.as_bytes());
+            let (mut source, _) = open(&path, None, &ColumnNames::default(), true).unwrap();
+            let mut rows = 0;
+            while source.next_row().unwrap().is_some() {
+                rows += 1;
+            }
+            assert_eq!(rows, 2, "{text:?}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn owner_and_group_survive_the_rewrite() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "o.csv", b"number\n1\n");
+        // Only root may give a file away; as anyone else the rewrite keeps what it can.
+        if std::os::unix::fs::chown(&path, Some(1234), Some(5678)).is_err() {
+            eprintln!("not root: skipping the chown to another owner");
+            return;
+        }
+        let (_, sink) = open(&path, None, &ColumnNames::default(), false).unwrap();
+        Box::new(sink.unwrap()).finish(true).unwrap();
+        let metadata = std::fs::metadata(&path).unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"number,paymentStatus,syncError\n",
+            "the file was rewritten"
+        );
+        assert_eq!((metadata.uid(), metadata.gid()), (1234, 5678));
+    }
+
+    #[test]
+    fn a_source_replaced_meanwhile_is_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "o.csv", b"number\n1\n");
+        let (_, sink) = open(&path, None, &ColumnNames::default(), false).unwrap();
+        // A new export, renamed into place as shops do.
+        let fresh = write(dir.path(), "new.csv", b"number\n1\n2\n");
+        std::fs::rename(&fresh, &path).unwrap();
+        let error = Box::new(sink.unwrap()).finish(true).unwrap_err();
+        assert!(matches!(error, SourceError::Changed { .. }), "{error}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"number\n1\n2\n");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file"
         );
     }
 

@@ -49,6 +49,14 @@ pub enum SourceError {
         /// The underlying error.
         source: rusqlite::Error,
     },
+    /// The file was replaced or modified by someone else during the run.
+    #[error(
+        "{path}: the source changed during the run; nothing was overwritten; the statuses are kept in the state store and the next run writes them back"
+    )]
+    Changed {
+        /// The file.
+        path: PathBuf,
+    },
     /// The source lacks something kksync needs.
     #[error("{path}: {message}")]
     Unusable {
@@ -57,6 +65,35 @@ pub enum SourceError {
         /// What is missing.
         message: String,
     },
+}
+
+/// What tells a file apart from the one that replaced it or a modified version of it: device,
+/// inode, length and modification time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileIdentity {
+    device: u64,
+    inode: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileIdentity {
+    /// The identity of the file `metadata` describes.
+    pub fn of(metadata: &std::fs::Metadata) -> Self {
+        #[cfg(unix)]
+        let (device, inode) = {
+            use std::os::unix::fs::MetadataExt;
+            (metadata.dev(), metadata.ino())
+        };
+        #[cfg(not(unix))]
+        let (device, inode) = (0, 0);
+        FileIdentity {
+            device,
+            inode,
+            len: metadata.len(),
+            modified: metadata.modified().ok(),
+        }
+    }
 }
 
 /// One row of the source, as read.
@@ -162,6 +199,11 @@ pub trait OrderSource: Send {
     /// A guess at the total number of rows, once some have been read (for sizing memory once
     /// instead of growing it step by step).
     fn estimated_rows(&self, _rows_read: u64) -> Option<u64> {
+        None
+    }
+    /// The identity of the file as it was opened, for sources that are rewritten whole (CSV):
+    /// the write-back refuses to replace a file that has changed since.
+    fn identity(&self) -> Option<&FileIdentity> {
         None
     }
 }

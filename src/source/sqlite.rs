@@ -36,6 +36,8 @@ pub(crate) struct RowidPages {
     connection: Connection,
     query: String,
     column_count: usize,
+    /// The column names, for naming a value that is not valid UTF-8.
+    columns: Vec<String>,
     page_rows: usize,
     reading: &'static str,
     last_rowid: i64,
@@ -67,6 +69,7 @@ impl RowidPages {
             connection,
             query,
             column_count: columns.len(),
+            columns: columns.iter().map(|c| c.to_string()).collect(),
             page_rows,
             reading,
             last_rowid: 0,
@@ -96,19 +99,35 @@ impl RowidPages {
             let rowid: i64 = row
                 .get(0)
                 .map_err(sql_error(&self.path, "reading a rowid"))?;
+            let row_number = u64::try_from(rowid).unwrap_or(0);
             let mut record = TextRecord::with_capacity(256, self.column_count);
+            let mut not_utf8: Vec<&str> = Vec::new();
             for i in 0..self.column_count {
                 let value = row
                     .get_ref(i + 1)
                     .map_err(sql_error(&self.path, "reading a value"))?;
-                record.push_field(&text_of(value));
+                match text_of(value) {
+                    Some(text) => record.push_field(&text),
+                    None => {
+                        // Never sent altered: the row fails validation and names the column.
+                        not_utf8.push(self.columns.get(i).map_or("a column", String::as_str));
+                        record.push_field("");
+                    }
+                }
             }
+            let defect = (!not_utf8.is_empty()).then(|| {
+                not_utf8
+                    .iter()
+                    .map(|column| format!("row {row_number}: {column} is not valid UTF-8"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            });
             self.last_rowid = rowid;
             self.page.push_back(SourceRow {
-                row: u64::try_from(rowid).unwrap_or(0),
+                row: row_number,
                 record,
                 raw: None,
-                defect: None,
+                defect,
             });
             count += 1;
         }
@@ -256,14 +275,17 @@ pub(super) fn open(
     Ok((source, sink))
 }
 
-fn text_of(value: ValueRef<'_>) -> String {
+/// A value as text; `None` for text (or a blob) that is not valid UTF-8, which a lossy decoding
+/// would silently alter.
+fn text_of(value: ValueRef<'_>) -> Option<std::borrow::Cow<'_, str>> {
+    use std::borrow::Cow;
     match value {
-        ValueRef::Null => String::new(),
-        ValueRef::Integer(i) => i.to_string(),
+        ValueRef::Null => Some(Cow::Borrowed("")),
+        ValueRef::Integer(i) => Some(Cow::Owned(i.to_string())),
         // A REAL amount is the shop's own choice; its shortest decimal form is what it meant.
-        ValueRef::Real(f) => f.to_string(),
+        ValueRef::Real(f) => Some(Cow::Owned(f.to_string())),
         ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
-            String::from_utf8_lossy(bytes).into_owned()
+            std::str::from_utf8(bytes).ok().map(Cow::Borrowed)
         }
     }
 }
@@ -404,5 +426,28 @@ mod tests {
         assert_eq!(got[0], (Some("PAID".into()), None, true));
         assert_eq!(got[1], (None, Some("row 2: nope".into()), false));
         assert_eq!(got[2], (None, None, false));
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_fails_the_row_instead_of_being_altered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shop.db");
+        init_db(&path).unwrap();
+        let connection = Connection::open(&path).unwrap();
+        connection
+            .execute_batch(
+                "INSERT INTO orders (number, billing_city) VALUES ('N1', 'München');
+                 INSERT INTO orders (number, billing_city) VALUES ('N2', CAST(X'4DFC6E6368656E' AS TEXT));",
+            )
+            .unwrap();
+        let (mut source, _) = open(&path, &ColumnNames::default(), true).unwrap();
+        let first = source.next_row().unwrap().unwrap();
+        assert_eq!(first.defect, None);
+        let second = source.next_row().unwrap().unwrap();
+        assert_eq!(
+            second.defect.as_deref(),
+            Some("row 2: billing_city is not valid UTF-8")
+        );
+        assert!(!second.record.iter().any(|v| v.contains('\u{fffd}')));
     }
 }

@@ -7,5 +7,6 @@ mod incremental;
 mod operations;
 mod ordersync;
 mod refunds;
+mod source_integrity;
 mod sqlite_flow;
 mod util;

@@ -152,3 +152,42 @@ async fn a_shop_transaction_holding_the_database_only_delays_the_write_back() {
     assert_eq!(kept, "packing", "the shop's own write survives");
     sandbox.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn text_that_is_not_utf8_is_rejected_not_sent_altered() {
+    let dir = TestDir::new();
+    let db = dir.path("shop.db");
+    let db_arg = db.to_string_lossy().into_owned();
+    kksync(&["init-db", &db_arg], &[]).await.expect_code(0);
+    let connection = Connection::open(&db).unwrap();
+    for (number, city) in [
+        ("U-1", "'München'"),
+        ("U-2", "CAST(X'4DFC6E6368656E' AS TEXT)"),
+    ] {
+        connection
+            .execute(
+                &format!(
+                    "INSERT INTO orders (number, date, type, amount, currency, billing_city, billing_country_code) \
+                     VALUES (?1, ?2, 'INVOICE', '9.99', 'EUR', {city}, 'DE')"
+                ),
+                rusqlite::params![number, recent_date(2)],
+            )
+            .unwrap();
+    }
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    sync(&db, &sandbox, &[]).await.expect_code(3);
+    assert_eq!(sandbox.order_status("U-1").as_deref(), Some("UNPAID"));
+    assert_eq!(sandbox.order_status("U-2"), None, "never sent altered");
+    let error: Option<String> = connection
+        .query_row(
+            "SELECT sync_error FROM orders WHERE number = 'U-2'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        error.as_deref(),
+        Some("row 2: billing_city is not valid UTF-8")
+    );
+    sandbox.shutdown().await;
+}

@@ -13,7 +13,9 @@ use super::{FinishedRow, RefundSink, RefundSource, RowUpdate, missing_columns_me
 use crate::refunds::model::{Layout, ResultColumn};
 use crate::source::{SourceError, SourceRow};
 
-use crate::source::csv::{Dialect, csv_error, replace_with_temp, sniff, strip_bom, temp_writer};
+use crate::source::csv::{
+    Dialect, check_quotes_closed, csv_error, replace_with_temp, sniff, strip_bom, temp_writer,
+};
 
 /// Reads a refunds CSV row by row.
 pub struct CsvRefunds {
@@ -22,6 +24,8 @@ pub struct CsvRefunds {
     layout: Layout,
     header_len: usize,
     next_row: u64,
+    file_bytes: u64,
+    delimiter: u8,
 }
 
 /// Where a result column sits: in the original header, or appended after it.
@@ -38,7 +42,8 @@ pub struct CsvRefundSink {
     header_len: usize,
     places: Vec<Place>,
     appended: usize,
-    permissions: std::fs::Permissions,
+    /// The source as it was opened: its identity, permissions and owner.
+    original: std::fs::Metadata,
 }
 
 pub(super) fn open(
@@ -55,10 +60,8 @@ pub(super) fn open(
     };
     let dialect = sniff(path, delimiter).map_err(io("reading the header"))?;
     let file = File::open(path).map_err(io("opening"))?;
-    let permissions = file
-        .metadata()
-        .map_err(io("reading permissions"))?
-        .permissions();
+    let metadata = file.metadata().map_err(io("reading permissions"))?;
+    let file_bytes = metadata.len();
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(dialect.delimiter)
         .flexible(true)
@@ -68,6 +71,7 @@ pub(super) fn open(
         .byte_headers()
         .map_err(|e| csv_error(path, e))?
         .clone();
+    check_quotes_closed(path, dialect.delimiter, file_bytes, &reader, &headers, 1)?;
     let names: Vec<String> = headers
         .iter()
         .map(|h| String::from_utf8_lossy(strip_bom(h)).into_owned())
@@ -97,11 +101,13 @@ pub(super) fn open(
         layout,
         header_len: headers.len(),
         next_row: 2,
+        file_bytes,
+        delimiter: dialect.delimiter,
     };
     if read_only {
         return Ok((source, None));
     }
-    let sink = CsvRefundSink::create(path, dialect, &headers, places, appended, permissions)?;
+    let sink = CsvRefundSink::create(path, dialect, &headers, places, appended, metadata)?;
     Ok((source, Some(sink)))
 }
 
@@ -119,6 +125,14 @@ impl RefundSource for CsvRefunds {
         }
         let row = self.next_row;
         self.next_row += 1;
+        check_quotes_closed(
+            &self.path,
+            self.delimiter,
+            self.file_bytes,
+            &self.reader,
+            &bytes,
+            row,
+        )?;
         Ok(Some(SourceRow::from_csv(row, &bytes, self.header_len)))
     }
 }
@@ -130,7 +144,7 @@ impl CsvRefundSink {
         headers: &ByteRecord,
         places: Vec<Place>,
         appended: usize,
-        permissions: std::fs::Permissions,
+        original: std::fs::Metadata,
     ) -> Result<Self, SourceError> {
         let writer = temp_writer(path, dialect)?;
         let mut sink = CsvRefundSink {
@@ -139,7 +153,7 @@ impl CsvRefundSink {
             header_len: headers.len(),
             places,
             appended,
-            permissions,
+            original,
         };
         let header: Vec<&[u8]> = headers.iter().map(strip_bom).collect();
         // Result columns already in the header keep their spelling; missing ones are appended.
@@ -239,7 +253,7 @@ impl RefundSink for CsvRefundSink {
     }
 
     fn finish(self: Box<Self>, changed: bool) -> Result<(), SourceError> {
-        replace_with_temp(self.writer, &self.path, &self.permissions, changed)
+        replace_with_temp(self.writer, &self.path, &self.original, changed)
     }
 }
 
@@ -368,5 +382,20 @@ mod tests {
         Box::new(sink.unwrap()).finish(false).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn an_unclosed_quote_in_the_last_row_fails_the_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let text = "orderNumber,externalReference,amount,currency,provider\nA-1,RMA-1,\"1,00\",EUR,komfortkasse\nA-2,\"RMA-2,2,EUR,komfortkasse\nA-3,RMA-3,3,EUR,komfortkasse\n";
+        std::fs::write(&path, text).unwrap();
+        let (mut source, _) = open(&path, None, true).unwrap();
+        assert_eq!(source.next_row().unwrap().unwrap().row, 2);
+        let error = source.next_row().unwrap_err().to_string();
+        assert!(
+            error.contains("row 3: a quoted field is not closed"),
+            "{error}"
+        );
     }
 }
