@@ -99,6 +99,22 @@ pub(super) fn open(
             message: "the file has no header row".into(),
         });
     }
+    // A column kksync reads or writes that appears twice: which one holds the value is a guess
+    // kksync will not make (it would send one and silently ignore the other).
+    let wanted = Field::ALL
+        .iter()
+        .map(|&f| column_names.csv(f))
+        .chain([STATUS_COLUMN, ERROR_COLUMN]);
+    for name in wanted {
+        if names.iter().filter(|n| n.trim() == name).count() > 1 {
+            return Err(SourceError::Unusable {
+                path: path.to_path_buf(),
+                message: format!(
+                    "the column `{name}` appears more than once in the header; rename or remove the extra one"
+                ),
+            });
+        }
+    }
     let layout = Layout::from_columns(names.iter().map(String::as_str), |f| column_names.csv(f));
     if !layout.has(Field::Number) {
         return Err(SourceError::Unusable {
@@ -797,6 +813,31 @@ mod tests {
             1,
             "no temporary file"
         );
+    }
+
+    #[test]
+    fn a_column_kksync_uses_twice_in_the_header_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for header in [
+            "number;amount;x;amount",
+            "number;paymentStatus;paymentStatus",
+        ] {
+            let path = write(
+                dir.path(),
+                "d.csv",
+                format!("{header}\n1;2;3;4\n").as_bytes(),
+            );
+            let error = open(&path, None, &ColumnNames::default(), false)
+                .err()
+                .unwrap();
+            assert!(
+                error.to_string().contains("appears more than once"),
+                "{error}"
+            );
+        }
+        // Columns kksync only carries through may repeat.
+        let path = write(dir.path(), "ok.csv", b"number;note;note\n1;a;b\n");
+        assert!(open(&path, None, &ColumnNames::default(), false).is_ok());
     }
 
     #[test]
