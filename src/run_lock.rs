@@ -24,7 +24,17 @@ pub fn lock_path(source: &Path) -> PathBuf {
 
 /// Takes the lock or fails at once with [`Error::AlreadyRunning`]. The lock file is left in
 /// place afterwards: removing it could let two runs lock two different files.
+///
+/// A source that does not exist is refused here, before the lock file (or, after it, a state
+/// store or an empty SQLite database) is created beside a mistyped name.
 pub fn acquire(source: &Path) -> Result<RunLock, Error> {
+    if let Err(error) = std::fs::metadata(source) {
+        return Err(Error::Source(crate::source::SourceError::Io {
+            path: source.to_path_buf(),
+            action: "opening",
+            source: error,
+        }));
+    }
     let path = lock_path(source);
     let io = |source| Error::Io {
         context: format!("opening the lock file {}", path.display()),
@@ -48,9 +58,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_missing_source_is_refused_without_leaving_a_lock_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("typo.db");
+        let error = acquire(&source).unwrap_err();
+        assert!(matches!(error, Error::Source(_)), "{error}");
+        assert!(error.to_string().contains("typo.db"), "{error}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
     fn a_second_lock_on_the_same_source_is_refused_until_the_first_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let source = dir.path().join("orders.csv");
+        std::fs::write(&source, "number\n").unwrap();
         assert_eq!(
             lock_path(&source),
             dir.path().join("orders.csv.kksync.lock")
