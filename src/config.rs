@@ -16,6 +16,12 @@ pub const API_KEY_ENV: &str = "KOMFORTKASSE_API_KEY";
 pub const API_KEY_CREDENTIAL: &str = "komfortkasse-api-key";
 /// The API's documented maximum number of orders per `POST /orders`.
 pub const MAX_CHUNK_SIZE: usize = 100;
+/// The longest time the rate limiter may need to refill a full burst, in years.
+pub const MAX_LIMITER_WINDOW_YEARS: u64 = 500;
+/// [`MAX_LIMITER_WINDOW_YEARS`] as a duration: well inside the limiter's clock (whole
+/// nanoseconds in a `u64`, about 584 years).
+pub const MAX_LIMITER_WINDOW: Duration =
+    Duration::from_secs(MAX_LIMITER_WINDOW_YEARS * 365 * 86_400);
 
 /// A configuration problem; `main` turns it into exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -172,10 +178,10 @@ impl SyncConfig {
             columns: args.columns.clone(),
             delimiter: args.delimiter.map(delimiter_byte).transpose()?,
         };
+        let (rate_per_second, burst) = parse_rate_and_burst(&args.rate, args.burst)?;
         let send = SendSettings {
-            rate_per_second: parse_rate(&args.rate)?,
-            burst: NonZeroU32::new(args.burst)
-                .ok_or_else(|| option_error("burst", "0", "must be at least 1"))?,
+            rate_per_second,
+            burst,
             chunk_size: check_range("chunk-size", args.chunk_size, 1, MAX_CHUNK_SIZE)?,
             concurrency: check_range("concurrency", args.concurrency, 1, 1024)?,
             deadline: parse_duration("deadline", &args.deadline)?,
@@ -274,16 +280,37 @@ fn delimiter_byte(c: char) -> Result<u8, ConfigError> {
     }
 }
 
-fn parse_rate(text: &str) -> Result<f64, ConfigError> {
+/// `--rate` and `--burst`, checked together: the limiter counts in whole nanoseconds, so the
+/// time a full burst takes to refill (`burst / rate`) must fit its clock
+/// ([`MAX_LIMITER_WINDOW`]); a rate of 1e-20 would otherwise panic when the limiter is built.
+pub fn parse_rate_and_burst(rate: &str, burst: u32) -> Result<(f64, NonZeroU32), ConfigError> {
+    let max_window = MAX_LIMITER_WINDOW.as_secs_f64();
     // Accept a decimal comma too, as German users type it.
-    match text.trim().replace(',', ".").parse::<f64>() {
-        Ok(rate) if rate.is_finite() && rate > 0.0 && rate <= 1e9 => Ok(rate),
-        _ => Err(option_error(
-            "rate",
-            text,
-            "must be a positive number of requests per second, e.g. 2 or 0.5",
-        )),
+    let parsed = match rate.trim().replace(',', ".").parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 && r <= 1e9 && 1.0 / r <= max_window => r,
+        _ => {
+            return Err(option_error(
+                "rate",
+                rate,
+                &format!(
+                    "must be a number of requests per second from one every {} years to 1000000000, e.g. 2 or 0.5",
+                    MAX_LIMITER_WINDOW_YEARS
+                ),
+            ));
+        }
+    };
+    let burst =
+        NonZeroU32::new(burst).ok_or_else(|| option_error("burst", "0", "must be at least 1"))?;
+    if f64::from(burst.get()) / parsed > max_window {
+        return Err(option_error(
+            "burst",
+            &burst.to_string(),
+            &format!(
+                "is too large for --rate {rate}: refilling the burst (burst / rate) must take at most {MAX_LIMITER_WINDOW_YEARS} years"
+            ),
+        ));
     }
+    Ok((parsed, burst))
 }
 
 fn check_range(
@@ -545,6 +572,67 @@ mod tests {
         // A source that does not exist yet is kept as given.
         let config = SyncConfig::from_args_with_env(&self::args(&[]), &env_with_key).unwrap();
         assert_eq!(config.source.path, Path::new("orders.csv"));
+    }
+
+    /// A rate whose period does not fit a `Duration` (1e-20/s) or whose burst would not fit
+    /// the limiter's nanosecond clock panicked when the limiter was built; now it is a
+    /// configuration error naming the option.
+    #[test]
+    fn rates_and_bursts_the_limiter_cannot_hold_are_refused() {
+        for (extra, option) in [
+            (&["--rate", "1e-20"][..], "--rate"),
+            (&["--rate=-1"], "--rate"),
+            (&["--rate", "inf"], "--rate"),
+            (&["--rate", "NaN"], "--rate"),
+            (&["--rate", "1e10"], "--rate"),
+            (&["--rate", "1e-10", "--burst", "2"], "--burst"),
+            (&["--rate", "0,001", "--burst", "4294967295"], "--burst"),
+        ] {
+            let error = SyncConfig::from_args_with_env(&args(extra), &env_with_key)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(option), "{extra:?}: {error}");
+        }
+        // The slowest rate that fits, and the largest burst at the default rate, are fine.
+        for extra in [
+            &["--rate", "1e-10"][..],
+            &["--rate", "2", "--burst", "4294967295"],
+        ] {
+            let config = SyncConfig::from_args_with_env(&args(extra), &env_with_key).unwrap();
+            crate::pipeline::limit::Limiter::new(config.send.rate_per_second, config.send.burst);
+        }
+    }
+
+    /// Durations humantime cannot hold are refused; the longest it can hold is accepted (every
+    /// user of a duration copes with it: tokio and reqwest cap far-future deadlines).
+    #[test]
+    fn huge_durations_are_refused_or_accepted_without_panicking() {
+        for option in [
+            "--deadline",
+            "--request-timeout",
+            "--stop-timeout",
+            "--resend-open-after",
+        ] {
+            let error = SyncConfig::from_args_with_env(
+                &args(&[option, "99999999999999999999s"]),
+                &env_with_key,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(error.contains(option), "{error}");
+            for zero in ["0", "0s"] {
+                assert!(
+                    SyncConfig::from_args_with_env(&args(&[option, zero]), &env_with_key).is_err()
+                );
+            }
+            assert!(
+                SyncConfig::from_args_with_env(
+                    &args(&[option, &u64::MAX.to_string()]),
+                    &env_with_key
+                )
+                .is_ok()
+            );
+        }
     }
 
     #[test]

@@ -29,10 +29,18 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    /// A limiter for `rate_per_second` (> 0) with the given burst.
+    /// A limiter for `rate_per_second` (> 0) with the given burst. The configuration checks
+    /// both ([`crate::config::parse_rate_and_burst`]); a value out of range is clamped here
+    /// rather than panicking.
     pub fn new(rate_per_second: f64, burst: NonZeroU32) -> Self {
-        // One permit every 1/rate seconds; at least a nanosecond so the quota is valid.
-        let period = Duration::from_secs_f64(1.0 / rate_per_second).max(Duration::from_nanos(1));
+        // One permit every 1/rate seconds; at least a nanosecond so the quota is valid, and
+        // short enough that a full burst (burst × period) fits governor's nanosecond clock.
+        let period = Duration::try_from_secs_f64(1.0 / rate_per_second)
+            .unwrap_or(Duration::MAX)
+            .clamp(
+                Duration::from_nanos(1),
+                crate::config::MAX_LIMITER_WINDOW / burst.get(),
+            );
         let quota = Quota::with_period(period)
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(burst);
@@ -91,6 +99,24 @@ mod tests {
             .filter(|t| **t <= Duration::from_secs(10))
             .count();
         assert_eq!(in_first_10s, 21);
+    }
+
+    /// A rate too low for a `Duration` (1e-20/s) or a burst that would overflow governor's
+    /// nanosecond clock is clamped, not a panic.
+    #[tokio::test(start_paused = true)]
+    async fn extreme_rates_and_bursts_do_not_panic() {
+        for (rate, burst) in [
+            (1e-20, NonZeroU32::MIN),
+            (1e-10, NonZeroU32::MAX),
+            (0.0, NonZeroU32::MIN),
+            (f64::NAN, NonZeroU32::MIN),
+            (1e300, NonZeroU32::MAX),
+        ] {
+            let limiter = Limiter::new(rate, burst);
+            // The first permit is free; the limiter's arithmetic runs on the second check.
+            limiter.until_ready().await;
+            assert!(limiter.inner.check().is_err() || burst.get() > 1);
+        }
     }
 
     #[tokio::test(start_paused = true)]

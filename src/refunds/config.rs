@@ -150,16 +150,7 @@ impl RefundsConfig {
             }),
             _ => None,
         };
-        let rate_per_second = match args.rate.trim().replace(',', ".").parse::<f64>() {
-            Ok(rate) if rate.is_finite() && rate > 0.0 && rate <= 1e9 => rate,
-            _ => {
-                return Err(option(
-                    "rate",
-                    &args.rate,
-                    "must be a positive number, e.g. 2 or 0.5",
-                ));
-            }
-        };
+        let (rate_per_second, burst) = crate::config::parse_rate_and_burst(&args.rate, args.burst)?;
         Ok(RefundsConfig {
             format,
             state,
@@ -181,8 +172,7 @@ impl RefundsConfig {
             ratepay_url,
             ratepay,
             rate_per_second,
-            burst: NonZeroU32::new(args.burst)
-                .ok_or_else(|| option("burst", "0", "must be at least 1"))?,
+            burst,
             concurrency: match args.concurrency {
                 1..=64 => args.concurrency,
                 n => {

@@ -202,3 +202,61 @@ async fn config_file_columns_and_precedence() {
     );
     sandbox.shutdown().await;
 }
+
+/// A rate too low for the limiter (1e-20 requests per second) panicked with exit 101, from a
+/// flag, the environment or the config file alike; now it is a usage error naming --rate.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_the_limiter_cannot_hold_is_a_usage_error_from_every_source() {
+    let dir = TestDir::new();
+    let source = dir.write("orders.csv", orders_csv(1, false));
+    let source = source.to_string_lossy().into_owned();
+    let config = dir.write("kksync.toml", "rate = 1e-20\n");
+    let config = config.to_string_lossy().into_owned();
+    let key = ("KOMFORTKASSE_API_KEY", crate::util::KEY);
+    let url = ("KKSYNC_API_URL", "http://127.0.0.1:9/api/v2");
+    let runs = [
+        kksync(
+            &["sync", "--source", &source, "--rate", "1e-20"],
+            &[key, url],
+        )
+        .await,
+        kksync(
+            &["sync", "--source", &source],
+            &[key, url, ("KKSYNC_RATE", "1e-20")],
+        )
+        .await,
+        kksync(
+            &["--config", &config, "sync", "--source", &source],
+            &[key, url],
+        )
+        .await,
+        kksync(
+            &[
+                "sync",
+                "--source",
+                &source,
+                "--rate",
+                "0.001",
+                "--burst",
+                "4294967295",
+            ],
+            &[key, url],
+        )
+        .await,
+        kksync(
+            &["refunds", "--source", &source, "--rate", "1e-20"],
+            &[key, url],
+        )
+        .await,
+    ];
+    for (i, run) in runs.iter().enumerate() {
+        run.expect_code(2);
+        assert!(!run.stderr.contains("panicked"), "{i}: {}", run.stderr);
+        let option = if i == 3 {
+            "invalid --burst"
+        } else {
+            "invalid --rate"
+        };
+        assert!(run.stderr.contains(option), "{i}: {}", run.stderr);
+    }
+}
