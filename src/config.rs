@@ -40,6 +40,16 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+    /// A key that is sent as an HTTP header holds characters a header cannot carry (a second
+    /// line, a control character); it would fail on the first request.
+    #[error(
+        "the key from {origin} contains characters not allowed in an HTTP header (a second line or a control character); it must be the key alone, on one line"
+    )]
+    KeyNotHeaderSafe {
+        /// Where it came from (`file PATH`, `environment variable NAME`, `systemd credential
+        /// NAME`); never the key itself.
+        origin: String,
+    },
     /// The API URL is unusable or would send the key in plain text.
     #[error("invalid --api-url {url:?}: {reason}")]
     ApiUrl {
@@ -400,7 +410,21 @@ pub fn load_api_key(
     file: Option<&Path>,
     env: &dyn Fn(&str) -> Option<PathBuf>,
 ) -> Result<(Secret, String), ConfigError> {
-    load_secret(file, API_KEY_ENV, API_KEY_CREDENTIAL, env)?.ok_or(ConfigError::MissingApiKey)
+    let (key, origin) = load_secret(file, API_KEY_ENV, API_KEY_CREDENTIAL, env)?
+        .ok_or(ConfigError::MissingApiKey)?;
+    check_header_safe(&key, &origin)?;
+    Ok((key, origin))
+}
+
+/// Refuses a secret that is sent as an HTTP header but cannot be one (the same rule the HTTP
+/// client applies), so that it is a configuration error naming `origin`, not a failed request.
+pub fn check_header_safe(secret: &Secret, origin: &str) -> Result<(), ConfigError> {
+    match reqwest::header::HeaderValue::from_str(secret.expose()) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(ConfigError::KeyNotHeaderSafe {
+            origin: origin.to_string(),
+        }),
+    }
 }
 
 /// Finds a secret (an API key, a client secret): the file given on the command line, else the
@@ -521,6 +545,59 @@ mod tests {
         let env = move |name: &str| (name == "CREDENTIALS_DIRECTORY").then(|| dir_path.clone());
         let config = SyncConfig::from_args_with_env(&args(&[]), &env).unwrap();
         assert_eq!(config.api.unwrap().api_key.expose(), "cred-key");
+    }
+
+    /// A key file with a second line or a control character gave "the API answered
+    /// unexpectedly" (exit 1) on the first request; now it is a configuration error that names
+    /// where the key came from, never the key. One trailing newline (or CRLF) is fine.
+    #[test]
+    fn a_key_that_cannot_be_a_header_is_refused_naming_its_origin() {
+        let dir = tempfile::tempdir().unwrap();
+        let credentials = dir.path().join("creds");
+        std::fs::create_dir(&credentials).unwrap();
+        for (content, ok) in [
+            ("k1\n", true),
+            ("k1\r\n", true),
+            ("  k1 \n\n", true),
+            ("k1\nsekret2\n", false),
+            ("k1\rsekret2", false),
+            ("k1\x00sekret2", false),
+            ("k1\x1bsekret2", false),
+            ("k1\x7fsekret2", false),
+        ] {
+            let file = dir.path().join("key");
+            std::fs::write(&file, content).unwrap();
+            std::fs::write(credentials.join(API_KEY_CREDENTIAL), content).unwrap();
+            let from_env = |name: &str| (name == API_KEY_ENV).then(|| PathBuf::from(content));
+            let from_credential =
+                |name: &str| (name == "CREDENTIALS_DIRECTORY").then(|| credentials.clone());
+            let file_display = file.display().to_string();
+            let cases: [(Result<(Secret, String), ConfigError>, &str); 3] = [
+                (load_api_key(Some(&file), &|_| None), &file_display),
+                (load_api_key(None, &from_env), API_KEY_ENV),
+                (load_api_key(None, &from_credential), API_KEY_CREDENTIAL),
+            ];
+            for (result, origin) in cases {
+                match result {
+                    Ok((key, _)) => {
+                        assert!(ok, "{content:?} from {origin} accepted");
+                        assert_eq!(key.expose(), "k1");
+                    }
+                    Err(error) => {
+                        assert!(!ok, "{content:?} from {origin}: {error}");
+                        assert!(matches!(error, ConfigError::KeyNotHeaderSafe { .. }));
+                        let message = error.to_string();
+                        assert!(message.contains(origin), "{message}");
+                        assert!(
+                            message.contains("not allowed in an HTTP header"),
+                            "{message}"
+                        );
+                        assert!(!message.contains("sekret2"), "{message}");
+                        assert!(!format!("{error:?}").contains("sekret2"));
+                    }
+                }
+            }
+        }
     }
 
     #[test]

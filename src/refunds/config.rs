@@ -119,12 +119,15 @@ impl RefundsConfig {
             Err(ConfigError::MissingApiKey) => None,
             Err(error) => return Err(error),
         };
-        let afterpay_key = load_secret(
+        // Sent as a header, like the Komfortkasse key: refused here if it cannot be one.
+        let afterpay_key = crate::config::load_secret(
             args.afterpay_key_file.as_deref(),
             AFTERPAY_KEY_ENV,
             AFTERPAY_KEY_CREDENTIAL,
             env,
-        )?;
+        )?
+        .map(|(key, origin)| crate::config::check_header_safe(&key, &origin).map(|()| key))
+        .transpose()?;
         let ratepay_url = url("ratepay-url", &args.ratepay_url)?;
         let ratepay_secret = load_secret(
             args.ratepay_secret_file.as_deref(),

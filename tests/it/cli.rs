@@ -260,3 +260,74 @@ async fn a_rate_the_limiter_cannot_hold_is_a_usage_error_from_every_source() {
         assert!(run.stderr.contains(option), "{i}: {}", run.stderr);
     }
 }
+
+/// An API key file with a second line was taken whole and failed on the first request as "the
+/// API answered unexpectedly" (exit 1); now it is a configuration error (exit 2) naming the
+/// file, without the key. A single trailing newline still works.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_file_with_two_lines_is_a_configuration_error_naming_the_file() {
+    use kksync::sandbox::SandboxConfig;
+    let dir = TestDir::new();
+    let source = dir.write("orders.csv", orders_csv(2, false));
+    let source = source.to_string_lossy().into_owned();
+    let sandbox = crate::util::sandbox(SandboxConfig::default()).await;
+    let url = sandbox.base_url();
+    let two_lines = dir.write("key2", format!("{}\nsekret-line\n", crate::util::KEY));
+    let two_lines = two_lines.to_string_lossy().into_owned();
+    let run = kksync(
+        &[
+            "sync",
+            "--source",
+            &source,
+            "--api-url",
+            &url,
+            "--api-key-file",
+            &two_lines,
+        ],
+        &[],
+    )
+    .await;
+    run.expect_code(2);
+    assert!(run.stderr.contains(&two_lines), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("not allowed in an HTTP header"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("sekret-line"), "{}", run.stderr);
+    assert!(!run.stderr.contains(crate::util::KEY), "{}", run.stderr);
+    assert_eq!(sandbox.stats().post_orders.len(), 0, "nothing was sent");
+
+    // The same key in the environment: the message names the variable.
+    let run = kksync(
+        &["sync", "--source", &source, "--api-url", &url],
+        &[("KOMFORTKASSE_API_KEY", "k1\u{1b}[2J")],
+    )
+    .await;
+    run.expect_code(2);
+    assert!(
+        run.stderr
+            .contains("environment variable KOMFORTKASSE_API_KEY"),
+        "{}",
+        run.stderr
+    );
+
+    let one_line = dir.write("key1", format!("{}\n", crate::util::KEY));
+    let run = kksync(
+        &[
+            "sync",
+            "--source",
+            &source,
+            "--api-url",
+            &url,
+            "--api-key-file",
+            &one_line.to_string_lossy(),
+            "--rate",
+            "1000",
+        ],
+        &[],
+    )
+    .await;
+    run.expect_code(0);
+    sandbox.shutdown().await;
+}
