@@ -500,6 +500,8 @@ async fn process(
         dry_run_body: None,
     };
     let (Some(sender), Some(run_id)) = (sender, run_id) else {
+        // A dry run: these orders are what a real run would send.
+        processed.sent = orders.len() as u64;
         processed.dry_run_body = (!orders.is_empty()).then(|| chunk_body(&orders));
         return Ok(processed);
     };

@@ -202,7 +202,31 @@ async fn dry_run_sends_and_writes_nothing() {
     assert_eq!(chunks[0].as_array().map(Vec::len), Some(100));
     assert_eq!(chunks[0][3]["amount"].to_string(), "13.03");
     assert_eq!(chunks[1][29]["number"], "T-00129");
+    // The summary counts the orders printed above (it said "would send 0").
+    assert_eq!(would_send(&run.stderr), 130, "{}", run.stderr);
+
+    // After a real run only what changed would be sent, and the count says so.
+    crate::util::sync(&path, &sandbox, &[]).await.expect_code(0);
+    let synced = dir.read("orders.csv");
+    dir.write("orders.csv", synced.replacen(";17,07;", ";17,08;", 1));
+    let run = crate::util::kksync(
+        &["sync", "--source", &source, "--api-url", &url, "--dry-run"],
+        &[],
+    )
+    .await;
+    run.expect_code(0);
+    assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
+    assert_eq!(would_send(&run.stderr), 1, "{}", run.stderr);
     sandbox.shutdown().await;
+}
+
+/// The count on the summary's `would send` line.
+fn would_send(summary: &str) -> u64 {
+    summary
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("would send"))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `would send` line in {summary}"))
 }
 
 /// Duplicates far apart in an unsorted file are settled exactly: the first *valid* row of a
