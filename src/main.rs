@@ -81,39 +81,73 @@ async fn run(command: Command) -> Result<i32, kksync::Error> {
 }
 
 /// A sync: the summary goes to stderr, and the report and metrics files are written for every
-/// run that got going, failed or not.
+/// run that got going, failed or not. The exit code they and the run history record is the one
+/// the process exits with, also when writing one of them fails.
 async fn sync(args: &SyncArgs) -> Result<i32, kksync::Error> {
     let config = kksync::config::SyncConfig::from_args(args)?;
     let started_at = time::OffsetDateTime::now_utc();
-    let (summary, result) = kksync::pipeline::run_with_summary(&config).await;
-    if result.is_ok() || summary.rows_read > 0 {
-        eprint!("{summary}");
-    }
-    let (mut code, error) = match &result {
-        Ok(()) => (summary.exit_code(), None),
-        Err(error) => {
-            eprintln!("kksync: error: {error}");
-            (error.exit_code(), Some(error.to_string()))
+    let finish = |summary: &kksync::pipeline::Summary, result: &Result<(), kksync::Error>| {
+        if result.is_ok() || summary.rows_read > 0 {
+            eprint!("{summary}");
         }
-    };
-    let report = kksync::report::RunReport::new(&config, started_at, &summary, code, error);
-    let outputs = [(&args.report, true), (&args.metrics_textfile, false)];
-    for (path, json) in outputs {
-        let Some(path) = path else { continue };
-        let written = if json {
-            report.write_json(path)
-        } else {
-            report.write_metrics(path)
+        let error = match result {
+            Ok(()) => None,
+            Err(error) => {
+                eprintln!("kksync: error: {error}");
+                Some(error.to_string())
+            }
         };
-        if let Err(error) = written {
-            eprintln!("kksync: error: {error}");
-            // Monitoring that silently lacks its data would hide the next failure.
-            if matches!(code, exit_code::OK | exit_code::ROWS_REJECTED) {
-                code = exit_code::FATAL;
+        let code = kksync::pipeline::exit_code(summary, result);
+        write_outputs(args, &config, started_at, summary, code, error)
+    };
+    let (_, _, code) = kksync::pipeline::run_and_finish(&config, finish).await;
+    Ok(code)
+}
+
+/// Writes `--report` and `--metrics-textfile` and returns the exit code: `code`, or 1 when one
+/// of them cannot be written after an otherwise successful run. A file already written with the
+/// old code is then written again, so that whatever was written records the code the process
+/// exits with.
+fn write_outputs(
+    args: &SyncArgs,
+    config: &kksync::config::SyncConfig,
+    started_at: time::OffsetDateTime,
+    summary: &kksync::pipeline::Summary,
+    code: i32,
+    error: Option<String>,
+) -> i32 {
+    let outputs = [(&args.report, true), (&args.metrics_textfile, false)];
+    let write = |code: i32, only_written: Option<&[bool; 2]>| {
+        let report =
+            kksync::report::RunReport::new(config, started_at, summary, code, error.clone());
+        let mut written = [false; 2];
+        for (i, (path, json)) in outputs.iter().enumerate() {
+            let Some(path) = path else { continue };
+            if only_written.is_some_and(|before| !before[i]) {
+                continue;
+            }
+            let result = if *json {
+                report.write_json(path)
+            } else {
+                report.write_metrics(path)
+            };
+            match result {
+                Ok(()) => written[i] = true,
+                Err(error) => eprintln!("kksync: error: {error}"),
             }
         }
+        written
+    };
+    let written = write(code, None);
+    let wanted = outputs.map(|(path, _)| path.is_some());
+    // Monitoring that silently lacks its data would hide the next failure.
+    if written == wanted || !matches!(code, exit_code::OK | exit_code::ROWS_REJECTED) {
+        return code;
     }
-    Ok(code)
+    if written.contains(&true) {
+        write(exit_code::FATAL, Some(&written));
+    }
+    exit_code::FATAL
 }
 
 /// `kksync ordersync`: the outcome on stderr.

@@ -58,23 +58,63 @@ pub async fn run(config: &SyncConfig) -> Result<Summary, Error> {
 /// As [`run`], but the summary of what was done comes back with a fatal error too (for the run
 /// report and metrics of a failed run).
 pub async fn run_with_summary(config: &SyncConfig) -> (Summary, Result<(), Error>) {
+    let (summary, result, _) = run_and_finish(config, exit_code).await;
+    (summary, result)
+}
+
+/// The exit code a run's outcome implies: the error's, else the summary's.
+pub fn exit_code(summary: &Summary, result: &Result<(), Error>) -> i32 {
+    match result {
+        Ok(()) => summary.exit_code(),
+        Err(error) => error.exit_code(),
+    }
+}
+
+/// As [`run_with_summary`], and `finish` has the last word on the exit code: it is called once
+/// the run is over (the summary complete, the lock still held), does what is left to do (the
+/// report and metrics files) and returns the code the process will exit with, which is the
+/// one recorded in the run history (`kksync runs`). Also returns that code.
+pub async fn run_and_finish(
+    config: &SyncConfig,
+    finish: impl FnOnce(&Summary, &Result<(), Error>) -> i32,
+) -> (Summary, Result<(), Error>, i32) {
     let started = Instant::now();
     let mut summary = Summary {
         dry_run: config.dry_run,
         ..Summary::default()
     };
-    let result = run_into(config, &mut summary, started).await;
+    let mut recording = None;
+    let result = run_into(config, &mut summary, &mut recording).await;
     summary.wall_time = started.elapsed();
-    (summary, result)
+    let code = finish(&summary, &result);
+    if let Some(recording) = recording {
+        let counts = summary.counts_json();
+        let recorded = blocking(&recording.state, |db| {
+            db.finish_run(recording.id, &counts, code)
+        });
+        if let Err(error) = recorded {
+            tracing::warn!(%error, "could not record the end of the run");
+        }
+        // The lock is released only now, after the run is recorded.
+        drop(recording);
+    }
+    (summary, result, code)
+}
+
+/// A run being recorded in the run history; it holds the source's lock.
+struct Recording {
+    state: Arc<Mutex<StateDb>>,
+    id: i64,
+    _lock: crate::run_lock::RunLock,
 }
 
 async fn run_into(
     config: &SyncConfig,
     summary: &mut Summary,
-    started: Instant,
+    recording: &mut Option<Recording>,
 ) -> Result<(), Error> {
     // A dry run writes nothing, so it does not need to keep other runs out.
-    let _lock = if config.dry_run {
+    let lock = if config.dry_run {
         None
     } else {
         Some(crate::run_lock::acquire(&config.source.path)?)
@@ -93,15 +133,23 @@ async fn run_into(
         "sync started"
     );
     let state = open_state(config).await?;
-    let run_id = match config.dry_run {
-        true => None,
-        false => Some(blocking(&state, |db| {
-            db.begin_run(
-                "sync",
-                &config.source.path.display().to_string(),
-                &options_json(config),
-            )
-        })?),
+    let run_id = match lock {
+        None => None,
+        Some(lock) => {
+            let id = blocking(&state, |db| {
+                db.begin_run(
+                    "sync",
+                    &config.source.path.display().to_string(),
+                    &options_json(config),
+                )
+            })?;
+            *recording = Some(Recording {
+                state: Arc::clone(&state),
+                id,
+                _lock: lock,
+            });
+            Some(id)
+        }
     };
     let signals = sender
         .clone()
@@ -109,17 +157,6 @@ async fn run_into(
     let result = phases(config, summary, sender.as_ref(), &state, run_id).await;
     if let Some(signals) = signals {
         signals.abort();
-    }
-    if let Some(id) = run_id {
-        summary.wall_time = started.elapsed();
-        let exit_code = match &result {
-            Ok(()) => summary.exit_code(),
-            Err(error) => error.exit_code(),
-        };
-        let counts = summary.counts_json();
-        if let Err(error) = blocking(&state, |db| db.finish_run(id, &counts, exit_code)) {
-            tracing::warn!(%error, "could not record the end of the run");
-        }
     }
     result
 }

@@ -195,6 +195,75 @@ async fn report_and_metrics_describe_the_run_and_logs_can_be_json() {
     sandbox.shutdown().await;
 }
 
+/// A report or metrics file that cannot be written makes the run exit 1; the other file and
+/// the run history used to record the exit code from before (0), so monitoring saw a success.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_report_or_metrics_file_is_recorded_as_the_exit_code() {
+    let dir = TestDir::new();
+    let path = dir.write("orders.csv", orders_csv(5, false));
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    let missing = dir.path("missing-folder");
+    let runs = |n: usize| {
+        let source = path.to_string_lossy().into_owned();
+        async move {
+            let run = crate::util::kksync(&["runs", "--source", &source, "--json"], &[]).await;
+            run.expect_code(0);
+            let runs: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+            assert_eq!(runs.as_array().map(Vec::len), Some(n), "{runs}");
+            runs[0]["exit_code"].clone()
+        }
+    };
+
+    // The report fails: the metrics and the run history say 1.
+    let metrics = dir.path("kksync.prom").to_string_lossy().into_owned();
+    let bad_report = missing.join("r.json").to_string_lossy().into_owned();
+    let run = sync(
+        &path,
+        &sandbox,
+        &["--report", &bad_report, "--metrics-textfile", &metrics],
+    )
+    .await;
+    run.expect_code(1);
+    assert!(run.stderr.contains("r.json"), "{}", run.stderr);
+    let written = dir.read("kksync.prom");
+    assert!(
+        written.contains("kksync_last_run_exit_code 1\n"),
+        "{written}"
+    );
+    assert_eq!(runs(1).await, 1);
+
+    // The metrics fail after the report was written: the report is written again with 1.
+    let report = dir.path("report.json").to_string_lossy().into_owned();
+    let bad_metrics = missing.join("m.prom").to_string_lossy().into_owned();
+    let run = sync(
+        &path,
+        &sandbox,
+        &["--report", &report, "--metrics-textfile", &bad_metrics],
+    )
+    .await;
+    run.expect_code(1);
+    let written: serde_json::Value = serde_json::from_str(&dir.read("report.json")).unwrap();
+    assert_eq!(written["exit_code"], 1, "{written}");
+    assert_eq!(runs(2).await, 1);
+
+    // Both written: both and the history say 0.
+    let run = sync(
+        &path,
+        &sandbox,
+        &["--report", &report, "--metrics-textfile", &metrics],
+    )
+    .await;
+    run.expect_code(0);
+    let written: serde_json::Value = serde_json::from_str(&dir.read("report.json")).unwrap();
+    assert_eq!(written["exit_code"], 0, "{written}");
+    assert!(
+        dir.read("kksync.prom")
+            .contains("kksync_last_run_exit_code 0\n")
+    );
+    assert_eq!(runs(3).await, 0);
+    sandbox.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn completions_and_man_page_are_generated() {
     let run = crate::util::kksync(&["completions", "bash"], &[]).await;
