@@ -568,6 +568,16 @@ async fn process(
                 });
             }
             OrderOutcome::NotSent => processed.not_sent += 1,
+            OrderOutcome::NoAttempt => {
+                // Not sent, but failed for this run: the row says why, the next run resends.
+                processed.failed += 1;
+                entries.push(JournalEntry::Failed {
+                    number: order.number,
+                    fingerprint: order.fingerprint,
+                    error: send::NO_ATTEMPT.to_string(),
+                    transient: true,
+                });
+            }
         }
     }
     if entries.is_empty() {

@@ -29,7 +29,13 @@ pub enum OrderOutcome {
     },
     /// Not sent because the run is stopping.
     NotSent,
+    /// Not sent: the chunk waited for a rate-limit permit until its deadline. Its rows get
+    /// [`NO_ATTEMPT`] and are sent again by the next run.
+    NoAttempt,
 }
+
+/// The `syncError` of an order whose chunk never got a rate-limit permit before its deadline.
+pub const NO_ATTEMPT: &str = "not sent: the rate limit allowed no attempt before the deadline";
 
 /// Counters shared by all chunks, for the summary.
 #[derive(Debug, Default)]
@@ -174,6 +180,7 @@ impl Sender {
         Fut: std::future::Future<Output = Result<T, ApiError>>,
     {
         self.with_retry(op).await.map_err(|failure| match failure {
+            Failure::GaveUp { attempts: 0, .. } => CallFailure::GaveUp(NO_ATTEMPT.to_string()),
             Failure::GaveUp {
                 attempts,
                 last_error,
@@ -231,6 +238,12 @@ impl Sender {
                 let mut outcomes = Box::pin(self.send_chunk(left)).await;
                 outcomes.extend(Box::pin(self.send_chunk(right)).await);
                 outcomes
+            }
+            Err(Failure::GaveUp { attempts: 0, .. }) => {
+                // Nothing was sent, so nothing was learnt about the API either: neither a
+                // chunk given up on nor a sign that the API is unreachable.
+                tracing::warn!(orders = orders.len(), "{NO_ATTEMPT}");
+                vec![OrderOutcome::NoAttempt; orders.len()]
             }
             Err(Failure::GaveUp {
                 attempts,

@@ -111,6 +111,76 @@ async fn a_persistent_lock_fails_only_its_chunk_at_the_deadline() {
     sandbox.shutdown().await;
 }
 
+/// A chunk that never got a rate-limit permit before its deadline was reported as "gave up
+/// after 0 attempts: no answer before the deadline" and counted as sent. Its rows now say it
+/// was not sent and why, the summary does not count it as sent, and the next run sends it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chunk_the_rate_limit_starved_is_not_sent_and_is_sent_next_run() {
+    let dir = TestDir::new();
+    let path = dir.write("orders.csv", orders_csv(10, false));
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    let (source, url) = (path.to_string_lossy().into_owned(), sandbox.base_url());
+    let starved = [
+        "sync",
+        "--source",
+        &source,
+        "--api-url",
+        &url,
+        "--rate",
+        "0.0000000001",
+        "--deadline",
+        "2s",
+        "--chunk-size",
+        "5",
+        "--concurrency",
+        "1",
+    ];
+    let run = kksync(&starved, &[("KOMFORTKASSE_API_KEY", KEY)]).await;
+    run.expect_code(3);
+    assert_eq!(
+        sandbox.stats().post_orders.len(),
+        1,
+        "only the first chunk got a permit"
+    );
+    let sent = run
+        .stderr
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("sent "))
+        .map(str::trim);
+    assert_eq!(sent, Some("5"), "{}", run.stderr);
+
+    let (header, rows) = parse_csv(&dir.read("orders.csv"), b',');
+    let errors = column(&header, &rows, "syncError");
+    let statuses = column(&header, &rows, "paymentStatus");
+    for i in 0..10 {
+        let expected = if i < 5 {
+            ("", "UNPAID")
+        } else {
+            (
+                "not sent: the rate limit allowed no attempt before the deadline",
+                "",
+            )
+        };
+        assert_eq!(
+            (errors[i].as_str(), statuses[i].as_str()),
+            expected,
+            "row {i}"
+        );
+    }
+
+    // Transient: the next run sends exactly those five.
+    sync(&path, &sandbox, &[]).await.expect_code(0);
+    let posts = sandbox.stats().post_orders;
+    assert_eq!(posts.iter().map(|p| p.orders).collect::<Vec<_>>(), [5, 5]);
+    let (header, rows) = parse_csv(&dir.read("orders.csv"), b',');
+    assert!(
+        column(&header, &rows, "syncError")
+            .iter()
+            .all(String::is_empty)
+    );
+    sandbox.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn one_bad_order_among_a_hundred_is_isolated() {
     let dir = TestDir::new();
