@@ -572,8 +572,8 @@ mod tests {
             let from_credential =
                 |name: &str| (name == "CREDENTIALS_DIRECTORY").then(|| credentials.clone());
             let file_display = file.display().to_string();
-            let cases: [(Result<(Secret, String), ConfigError>, &str); 3] = [
-                (load_api_key(Some(&file), &|_| None), &file_display),
+            let cases = [
+                (load_api_key(Some(&file), &|_| None), file_display.as_str()),
                 (load_api_key(None, &from_env), API_KEY_ENV),
                 (load_api_key(None, &from_credential), API_KEY_CREDENTIAL),
             ];
