@@ -182,12 +182,15 @@ impl SyncConfig {
         env: &dyn Fn(&str) -> Option<PathBuf>,
     ) -> Result<Self, ConfigError> {
         let path = args.source.clone().ok_or(ConfigError::MissingSource)?;
-        let source = SourceSettings {
+        let mut source = SourceSettings {
             format: resolve_format(&path, args.source_format)?,
-            path: real_source_path(path),
+            path: path.clone(),
             columns: args.columns.clone(),
             delimiter: args.delimiter.map(delimiter_byte).transpose()?,
         };
+        // The sidecar state store stays beside the name as given (see `real_source_path`).
+        let state = StateSettings::for_source(&source, args.state.as_deref());
+        source.path = real_source_path(path);
         let (rate_per_second, burst) = parse_rate_and_burst(&args.rate, args.burst)?;
         let send = SendSettings {
             rate_per_second,
@@ -209,7 +212,6 @@ impl SyncConfig {
             Err(ConfigError::MissingApiKey) if args.dry_run => None,
             Err(error) => return Err(error),
         };
-        let state = StateSettings::for_source(&source, args.state.as_deref());
         Ok(SyncConfig {
             source,
             api,
@@ -251,10 +253,12 @@ fn option_error(option: &'static str, value: &str, reason: &str) -> ConfigError 
 }
 
 /// The real file behind a source path (symlinks and `..` resolved), when it exists: the run
-/// lock, the sidecar state store and the atomic rename must all be those of the real file, or
-/// a second name for it (a symlink) would run beside a running sync with a state of its own,
-/// and the rename would replace the symlink with a regular file. The format is still told
-/// from the name as given.
+/// lock and the atomic rename must be those of the real file, or a second name for it (a
+/// symlink) would run beside a running sync, and the rename would replace the symlink with a
+/// regular file. The format is still told from the name as given, and the default sidecar
+/// state store stays beside that name: a symlink re-pointed at each new export
+/// (`current.csv -> exports/<date>.csv`) keeps one state, and state stores made before this
+/// resolution existed are still found.
 pub fn real_source_path(path: PathBuf) -> PathBuf {
     std::fs::canonicalize(&path).unwrap_or(path)
 }
@@ -642,10 +646,7 @@ mod tests {
         let config = SyncConfig::from_args_with_env(&args, &env_with_key).unwrap();
         let real = std::fs::canonicalize(&real).unwrap();
         assert_eq!(config.source.path, real);
-        assert_eq!(
-            config.state.path,
-            dir.path().canonicalize().unwrap().join("s.csv.kksync.db")
-        );
+        assert_eq!(config.state.path, dir.path().join("s2.csv.kksync.db"));
         // A source that does not exist yet is kept as given.
         let config = SyncConfig::from_args_with_env(&self::args(&[]), &env_with_key).unwrap();
         assert_eq!(config.source.path, Path::new("orders.csv"));

@@ -184,7 +184,6 @@ fn runs(args: &RunsArgs) -> Result<i32, kksync::Error> {
         .clone()
         .ok_or(kksync::config::ConfigError::MissingSource)?;
     let format = kksync::config::resolve_format(&source, args.source_format)?;
-    let source = kksync::config::real_source_path(source);
     let path = args
         .state
         .clone()

@@ -108,11 +108,12 @@ impl RefundsConfig {
             Some(format) => format,
             None => format_of(&source)?,
         };
-        let source = crate::config::real_source_path(source);
+        // The state store stays beside the name as given (see `config::real_source_path`).
         let state = args
             .state
             .clone()
             .unwrap_or_else(|| crate::state::default_path(&source, format));
+        let source = crate::config::real_source_path(source);
         let komfortkasse_key = match crate::config::load_api_key(args.api_key_file.as_deref(), env)
         {
             Ok((key, _)) => Some(key),

@@ -185,7 +185,7 @@ async fn a_source_modified_during_the_write_back_is_not_overwritten() {
 /// and the rewrite replaces the real file, leaving the symlink a symlink.
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread")]
-async fn a_symlinked_source_shares_the_lock_and_the_state_of_the_real_file() {
+async fn a_symlinked_source_shares_the_lock_of_the_real_file_and_keeps_its_own_state() {
     let dir = TestDir::new();
     let source = dir.write("s.csv", orders_csv(20, false));
     let link = dir.path("s2.csv");
@@ -221,9 +221,24 @@ async fn a_symlinked_source_shares_the_lock_and_the_state_of_the_real_file() {
     };
     assert_eq!(received(&sandbox), 20);
 
-    // Through the symlink now: the same state store, so nothing is resent.
+    // Through the symlink: its state store is beside the name as given, so a symlink that
+    // is re-pointed at each new export (current.csv -> exports/<date>.csv) keeps its state.
     sync(&link, &sandbox, &[]).await.expect_code(0);
-    assert_eq!(received(&sandbox), 20, "nothing resent");
+    assert_eq!(
+        received(&sandbox),
+        40,
+        "the new name's store learns the orders once"
+    );
+    assert!(dir.path("s2.csv.kksync.db").exists(), "{:?}", dir.files());
+    let next = dir.write("s-next.csv", orders_csv(20, false));
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(&next, &link).unwrap();
+    sync(&link, &sandbox, &[]).await.expect_code(0);
+    assert_eq!(
+        received(&sandbox),
+        40,
+        "nothing resent after the symlink moved"
+    );
     assert!(
         std::fs::symlink_metadata(&link)
             .unwrap()
@@ -231,8 +246,12 @@ async fn a_symlinked_source_shares_the_lock_and_the_state_of_the_real_file() {
             .is_symlink(),
         "the symlink stays a symlink"
     );
-    assert!(!dir.path("s2.csv.kksync.db").exists(), "{:?}", dir.files());
-    let (header, rows) = parse_csv(&dir.read("s.csv"), b',');
+    assert!(
+        !dir.path("s-next.csv.kksync.db").exists(),
+        "{:?}",
+        dir.files()
+    );
+    let (header, rows) = parse_csv(&dir.read("s-next.csv"), b',');
     assert!(
         column(&header, &rows, "paymentStatus")
             .iter()
