@@ -88,7 +88,8 @@ pub(super) fn open(
         .byte_headers()
         .map_err(|e| csv_error(path, e))?
         .clone();
-    check_quotes_closed(path, dialect.delimiter, file_len, &reader, &headers, 1)?;
+    let identity = FileIdentity::of(&metadata);
+    check_quotes_closed(path, dialect.delimiter, &identity, &reader, &headers, 1)?;
     let names: Vec<String> = headers
         .iter()
         .map(|h| String::from_utf8_lossy(strip_bom(h)).into_owned())
@@ -139,7 +140,7 @@ pub(super) fn open(
         buffer: ByteRecord::new(),
         file_bytes: file_len,
         delimiter: dialect.delimiter,
-        identity: FileIdentity::of(&metadata),
+        identity,
     };
     if read_only {
         return Ok((source, None));
@@ -170,15 +171,19 @@ pub(crate) fn csv_error(path: &Path, error: csv::Error) -> SourceError {
 /// of the file, so only a record that does is checked: its raw bytes, from its start to the end
 /// of the file, are run through a small quote state machine. `row` names the record in the
 /// error. Every other record costs one comparison.
+///
+/// The file is opened again by name for that: if the name now leads to another file (a new
+/// export renamed into place) or the file changed, the read fails with
+/// [`SourceError::Changed`] instead of checking the wrong bytes.
 pub(crate) fn check_quotes_closed<R: Read>(
     path: &Path,
     delimiter: u8,
-    file_len: u64,
+    opened: &FileIdentity,
     reader: &csv::Reader<R>,
     record: &ByteRecord,
     row: u64,
 ) -> Result<(), SourceError> {
-    if reader.position().byte() < file_len {
+    if reader.position().byte() < opened.file_len() {
         return Ok(());
     }
     let Some(start) = record.position() else {
@@ -190,6 +195,11 @@ pub(crate) fn check_quotes_closed<R: Read>(
         source,
     };
     let mut file = File::open(path).map_err(io)?;
+    if FileIdentity::of(&file.metadata().map_err(io)?) != *opened {
+        return Err(SourceError::Changed {
+            path: path.to_path_buf(),
+        });
+    }
     std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start.byte())).map_err(io)?;
     match unclosed_quote(BufReader::new(file), delimiter).map_err(io)? {
         None => Ok(()),
@@ -317,7 +327,7 @@ impl OrderSource for CsvSource {
         check_quotes_closed(
             &self.path,
             self.delimiter,
-            self.file_bytes,
+            &self.identity,
             &self.reader,
             bytes,
             row,
@@ -571,24 +581,21 @@ fn keep_owner(temp: &File, original: &std::fs::Metadata, path: &Path) -> std::io
     if (current.uid(), current.gid()) == (uid, gid) {
         return Ok(());
     }
-    let denied = |e: &std::io::Error| e.kind() == std::io::ErrorKind::PermissionDenied;
-    match fchown(temp, Some(uid), Some(gid)) {
+    // Not being permitted (a non-root user cannot give files away), or a file system that
+    // cannot (some network and FUSE mounts), costs the owner, not the run: warn and go on.
+    let owner_error = match fchown(temp, Some(uid), Some(gid)) {
         Ok(()) => return Ok(()),
-        Err(error) if denied(&error) => {}
-        Err(error) => return Err(error),
-    }
-    let group_kept = match fchown(temp, None, Some(gid)) {
-        Ok(()) => true,
-        Err(error) if denied(&error) => false,
-        Err(error) => return Err(error),
+        Err(error) => error,
     };
+    let group_kept = fchown(temp, None, Some(gid)).is_ok();
     let now = temp.metadata()?;
     tracing::warn!(
         source = %path.display(),
         was = %format!("{uid}:{gid}"),
         now = %format!("{}:{}", now.uid(), now.gid()),
         group_kept,
-        "not permitted to keep the source's owner; the rewritten file belongs to the user kksync runs as"
+        error = %owner_error,
+        "could not keep the source's owner; the rewritten file belongs to the user kksync runs as"
     );
     Ok(())
 }
@@ -773,6 +780,19 @@ mod tests {
             }
             assert_eq!(rows, 2, "{text:?}");
         }
+    }
+
+    #[test]
+    fn the_quote_check_does_not_read_a_file_renamed_into_place_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "o.csv", b"number\n1\n2\n");
+        let (mut source, _) = open(&path, None, &ColumnNames::default(), true).unwrap();
+        // A new export replaces the file while the old one is still being read.
+        let next = write(dir.path(), "next.csv", b"number\n1\n2\n3\n");
+        std::fs::rename(&next, &path).unwrap();
+        assert_eq!(source.next_row().unwrap().unwrap().row, 2);
+        let error = source.next_row().unwrap_err();
+        assert!(matches!(error, SourceError::Changed { .. }), "{error}");
     }
 
     #[cfg(unix)]

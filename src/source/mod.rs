@@ -78,6 +78,11 @@ pub struct FileIdentity {
 }
 
 impl FileIdentity {
+    /// The file's length when the identity was taken.
+    pub fn file_len(&self) -> u64 {
+        self.len
+    }
+
     /// The identity of the file `metadata` describes.
     pub fn of(metadata: &std::fs::Metadata) -> Self {
         #[cfg(unix)]

@@ -27,6 +27,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../sql/state/0002_refunds.sql")),
     (3, include_str!("../../sql/state/0003_row_fingerprint.sql")),
     (4, include_str!("../../sql/state/0004_status_run.sql")),
+    (
+        5,
+        include_str!("../../sql/state/0005_shop_wide_rejections_are_transient.sql"),
+    ),
 ];
 
 /// How long to wait for another writer (the shop, or a concurrent reader's lock).
@@ -278,6 +282,40 @@ mod tests {
         assert_eq!(
             Some(db.applied_version().unwrap()),
             MIGRATIONS.iter().map(|(v, _)| *v).max()
+        );
+    }
+
+    #[test]
+    fn rejections_recorded_before_migration_5_for_the_whole_shop_are_resent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let db = StateDb::open(&path, false).unwrap();
+        // A store as an older version left it: migration 5 not applied, final rejections.
+        db.connection()
+            .execute_batch(
+                "DELETE FROM kksync_migrations WHERE version = 5;
+                 INSERT INTO kksync_order_state (number, last_error, error_transient) VALUES
+                   ('S', 'rejected by the API: Shop not active', 0),
+                   ('D', 'rejected by the API: Parameter initialDunningLevel can only be given when creating a new order', 0),
+                   ('F', 'rejected by the API: Parameter date must not be in the future', 0);",
+            )
+            .unwrap();
+        drop(db);
+        let db = StateDb::open(&path, false).unwrap();
+        let transient = |number: &str| -> i64 {
+            db.connection()
+                .query_row(
+                    "SELECT error_transient FROM kksync_order_state WHERE number = ?1",
+                    [number],
+                    |row| row.get(0),
+                )
+                .unwrap()
+        };
+        assert_eq!((transient("S"), transient("D")), (1, 1));
+        assert_eq!(
+            transient("F"),
+            0,
+            "a rejection of the order itself stays final"
         );
     }
 

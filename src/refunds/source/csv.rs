@@ -11,7 +11,7 @@ use tempfile::NamedTempFile;
 
 use super::{FinishedRow, RefundSink, RefundSource, RowUpdate, missing_columns_message};
 use crate::refunds::model::{Layout, ResultColumn};
-use crate::source::{SourceError, SourceRow};
+use crate::source::{FileIdentity, SourceError, SourceRow};
 
 use crate::source::csv::{
     Dialect, check_quotes_closed, csv_error, replace_with_temp, sniff, strip_bom, temp_writer,
@@ -24,7 +24,7 @@ pub struct CsvRefunds {
     layout: Layout,
     header_len: usize,
     next_row: u64,
-    file_bytes: u64,
+    identity: FileIdentity,
     delimiter: u8,
 }
 
@@ -61,7 +61,7 @@ pub(super) fn open(
     let dialect = sniff(path, delimiter).map_err(io("reading the header"))?;
     let file = File::open(path).map_err(io("opening"))?;
     let metadata = file.metadata().map_err(io("reading permissions"))?;
-    let file_bytes = metadata.len();
+    let identity = FileIdentity::of(&metadata);
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(dialect.delimiter)
         .flexible(true)
@@ -71,7 +71,7 @@ pub(super) fn open(
         .byte_headers()
         .map_err(|e| csv_error(path, e))?
         .clone();
-    check_quotes_closed(path, dialect.delimiter, file_bytes, &reader, &headers, 1)?;
+    check_quotes_closed(path, dialect.delimiter, &identity, &reader, &headers, 1)?;
     let names: Vec<String> = headers
         .iter()
         .map(|h| String::from_utf8_lossy(strip_bom(h)).into_owned())
@@ -101,7 +101,7 @@ pub(super) fn open(
         layout,
         header_len: headers.len(),
         next_row: 2,
-        file_bytes,
+        identity,
         delimiter: dialect.delimiter,
     };
     if read_only {
@@ -128,7 +128,7 @@ impl RefundSource for CsvRefunds {
         check_quotes_closed(
             &self.path,
             self.delimiter,
-            self.file_bytes,
+            &self.identity,
             &self.reader,
             &bytes,
             row,
