@@ -449,10 +449,7 @@ fn check_row(
     known: Option<&Known>,
 ) -> Result<PreparedOrder, (String, Vec<String>)> {
     if let Some(defect) = &row.defect {
-        return Err((
-            defect.clone(),
-            vec!["row has more fields than the header".into()],
-        ));
+        return Err((defect.message.clone(), vec![defect.reason.into()]));
     }
     let view = RowView {
         record: &row.record,

@@ -163,6 +163,24 @@ impl Layout {
         }
     }
 
+    /// A column the refunds read or write that appears more than once among `headers`
+    /// (compared as [`Layout::from_headers`] matches them): which one holds the value would be
+    /// a guess.
+    pub fn repeated_column<'a>(headers: impl IntoIterator<Item = &'a str>) -> Option<&'static str> {
+        let names: Vec<String> = headers.into_iter().map(normalize_header).collect();
+        let wanted = Column::ALL
+            .iter()
+            .map(|c| c.csv_name())
+            .chain(ResultColumn::ALL.iter().map(|c| c.csv_name()));
+        wanted.into_iter().find(|name| {
+            names
+                .iter()
+                .filter(|n| **n == normalize_header(name))
+                .count()
+                > 1
+        })
+    }
+
     /// The position of an input column.
     pub fn input(&self, column: Column) -> Option<usize> {
         self.inputs.get(column as usize).copied().flatten()

@@ -483,8 +483,8 @@ fn plan_row(
     let write = |update, count_as| Ok(Plan::Write(update, count_as));
     if let Some(defect) = &row.defect {
         return write(
-            RowUpdate::Failed(defect.clone()),
-            Count::Rejected("the row has more fields than the header".into()),
+            RowUpdate::Failed(defect.message.clone()),
+            Count::Rejected(defect.reason.into()),
         );
     }
     let view = RowView {

@@ -101,6 +101,15 @@ impl FileIdentity {
     }
 }
 
+/// What makes a row unusable as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Defect {
+    /// The text for `syncError`, naming the row.
+    pub message: String,
+    /// The reason the summary groups it under.
+    pub reason: &'static str,
+}
+
 /// One row of the source, as read.
 #[derive(Debug, Clone)]
 pub struct SourceRow {
@@ -113,17 +122,18 @@ pub struct SourceRow {
     /// validation); write-back uses these so the file keeps its bytes.
     pub raw: Option<ByteRecord>,
     /// A problem that makes the row unusable as a whole (e.g. too many fields).
-    pub defect: Option<String>,
+    pub defect: Option<Defect>,
 }
 
 impl SourceRow {
     /// CSV row `row` from its bytes, checked against the header's width.
     pub(crate) fn from_csv(row: u64, bytes: &ByteRecord, header_len: usize) -> SourceRow {
-        let defect = (bytes.len() > header_len).then(|| {
-            format!(
+        let defect = (bytes.len() > header_len).then(|| Defect {
+            message: format!(
                 "row {row}: has {} fields but the header has {header_len}; check the delimiter and quoting",
                 bytes.len(),
-            )
+            ),
+            reason: "row has more fields than the header",
         });
         let (record, raw) = match TextRecord::from_utf8(bytes) {
             Some(record) => (record, None),

@@ -9,7 +9,9 @@ use std::time::Duration;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
-use super::{FinishedRow, OrderSource, ResultSink, RowResult, SourceError, SourceRow, TextRecord};
+use super::{
+    Defect, FinishedRow, OrderSource, ResultSink, RowResult, SourceError, SourceRow, TextRecord,
+};
 use crate::order::{ColumnNames, Field, Layout};
 
 /// The schema `kksync init-db` creates.
@@ -115,12 +117,13 @@ impl RowidPages {
                     }
                 }
             }
-            let defect = (!not_utf8.is_empty()).then(|| {
-                not_utf8
+            let defect = (!not_utf8.is_empty()).then(|| Defect {
+                message: not_utf8
                     .iter()
                     .map(|column| format!("row {row_number}: {column} is not valid UTF-8"))
                     .collect::<Vec<_>>()
-                    .join("; ")
+                    .join("; "),
+                reason: "a value is not valid UTF-8",
             });
             self.last_rowid = rowid;
             self.page.push_back(SourceRow {
@@ -445,7 +448,7 @@ mod tests {
         assert_eq!(first.defect, None);
         let second = source.next_row().unwrap().unwrap();
         assert_eq!(
-            second.defect.as_deref(),
+            second.defect.map(|d| d.message).as_deref(),
             Some("row 2: billing_city is not valid UTF-8")
         );
         assert!(!second.record.iter().any(|v| v.contains('\u{fffd}')));

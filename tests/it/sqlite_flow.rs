@@ -175,7 +175,13 @@ async fn text_that_is_not_utf8_is_rejected_not_sent_altered() {
             .unwrap();
     }
     let sandbox = sandbox(SandboxConfig::default()).await;
-    sync(&db, &sandbox, &[]).await.expect_code(3);
+    let run = sync(&db, &sandbox, &[]).await;
+    run.expect_code(3);
+    assert!(
+        run.stderr.contains("a value is not valid UTF-8"),
+        "the summary groups it under its own reason: {}",
+        run.stderr
+    );
     assert_eq!(sandbox.order_status("U-1").as_deref(), Some("UNPAID"));
     assert_eq!(sandbox.order_status("U-2"), None, "never sent altered");
     let error: Option<String> = connection

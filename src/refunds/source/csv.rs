@@ -76,6 +76,14 @@ pub(super) fn open(
         .iter()
         .map(|h| String::from_utf8_lossy(strip_bom(h)).into_owned())
         .collect();
+    if let Some(name) = Layout::repeated_column(names.iter().map(String::as_str)) {
+        return Err(SourceError::Unusable {
+            path: path.to_path_buf(),
+            message: format!(
+                "the column `{name}` appears more than once in the header; rename or remove the extra one"
+            ),
+        });
+    }
     let layout = Layout::from_headers(names.iter().map(String::as_str));
     let missing: Vec<&str> = layout.missing().iter().map(|c| c.csv_name()).collect();
     if !missing.is_empty() {
@@ -397,5 +405,15 @@ mod tests {
             error.contains("row 3: a quoted field is not closed"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_refund_column_twice_in_the_header_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let text = "orderNumber,externalReference,amount,currency,provider,amount\nA-1,RMA-1,1,EUR,komfortkasse,99\n";
+        std::fs::write(&path, text).unwrap();
+        let error = open(&path, None, true).err().unwrap().to_string();
+        assert!(error.contains("`amount` appears more than once"), "{error}");
     }
 }
