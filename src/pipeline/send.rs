@@ -231,7 +231,20 @@ impl Sender {
                     }],
                 }
             }
-            Err(Failure::Rejected(_)) => {
+            Err(Failure::Rejected(message)) => {
+                // Only orders that carry `initialDunningLevel` can cause this 400: send the
+                // others at once and halve only among those (a shop whose orders a plugin sent
+                // before would otherwise halve every chunk down to single orders).
+                let creation_only = |o: &&&PreparedOrder| o.creation_only_at.is_some();
+                let suspects = orders.iter().filter(creation_only).count();
+                if message.trim() == DUNNING_ON_UPDATE_MESSAGE
+                    && (1..orders.len()).contains(&suspects)
+                {
+                    return Box::pin(
+                        self.send_partitioned(orders, |o| o.creation_only_at.is_some()),
+                    )
+                    .await;
+                }
                 // One bad order makes the API refuse the whole chunk: resend the halves until
                 // each rejection is pinned on the order that caused it.
                 let (left, right) = orders.split_at(orders.len() / 2);
@@ -276,6 +289,27 @@ impl Sender {
             }
             Err(Failure::Stop) => vec![OrderOutcome::NotSent; orders.len()],
         }
+    }
+
+    /// Sends the orders `picked` selects and the others as two chunks; the outcomes come back
+    /// in the order of `orders`.
+    async fn send_partitioned(
+        &self,
+        orders: &[&PreparedOrder],
+        picked: impl Fn(&PreparedOrder) -> bool,
+    ) -> Vec<OrderOutcome> {
+        let (first, second): (Vec<&PreparedOrder>, Vec<&PreparedOrder>) =
+            orders.iter().copied().partition(|o| picked(o));
+        let mut first = self.send_chunk(&first).await.into_iter();
+        let mut second = self.send_chunk(&second).await.into_iter();
+        orders
+            .iter()
+            .map(|o| match picked(o) {
+                true => first.next(),
+                false => second.next(),
+            })
+            .map(|outcome| outcome.unwrap_or(OrderOutcome::NotSent))
+            .collect()
     }
 
     /// One request with retries: a limiter permit per attempt, backoff with jitter between

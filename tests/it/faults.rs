@@ -263,6 +263,49 @@ async fn an_order_that_exists_already_is_resent_without_initial_dunning_level() 
     sandbox.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn orders_a_plugin_sent_before_cost_no_halving_of_the_orders_without_dunning_level() {
+    let dir = TestDir::new();
+    let date = crate::util::recent_date(1);
+    let mut csv =
+        String::from("number,date,type,amount,currency,billing.countryCode,initialDunningLevel\n");
+    let mut existing = Vec::new();
+    for i in 0..100 {
+        let dunning = i % 10 == 3;
+        csv.push_str(&format!(
+            "P-{i},{date},INVOICE,5.00,EUR,DE,{}\n",
+            if dunning { "1" } else { "" }
+        ));
+        if dunning {
+            existing.push(json!({"number": format!("P-{i}"), "date": date, "type": "INVOICE", "amount": 5.0, "currency": "EUR", "billing": {"countryCode": "DE"}}));
+        }
+    }
+    let path = dir.write("orders.csv", &csv);
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    // A shop plugin sent the ten orders with a dunning level before.
+    let response = reqwest::Client::new()
+        .post(format!("{}/orders", sandbox.base_url()))
+        .header("X-Komfortkasse-API-Key", KEY)
+        .json(&existing)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    let before = sandbox.stats().post_orders.len();
+
+    sync(&path, &sandbox, &[]).await.expect_code(0);
+    // 1 refused chunk, 1 for the 90 others, 19 halving the ten, 10 resent as updates.
+    let requests = sandbox.stats().post_orders.len() - before;
+    assert!(requests <= 31, "{requests} POST /orders requests");
+    let (header, rows) = parse_csv(&dir.read("orders.csv"), b',');
+    assert!(
+        column(&header, &rows, "paymentStatus")
+            .iter()
+            .all(|s| s == "UNPAID")
+    );
+    sandbox.shutdown().await;
+}
+
 /// The order as the sandbox stores it (`GET /order/{number}`).
 async fn sandbox_order(
     sandbox: &kksync::sandbox::SandboxHandle,
