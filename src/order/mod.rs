@@ -240,7 +240,7 @@ impl fmt::Display for Issue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Issue::Missing => "is missing",
-            Issue::InvalidDate => "is not a valid date (use dd-MM-yyyy or yyyy-MM-dd)",
+            Issue::InvalidDate => "is not a valid date (use dd-MM-yyyy, dd.MM.yyyy or yyyy-MM-dd)",
             Issue::DateInFuture => "is in the future",
             Issue::DueDateTooFar => "is more than 6 months in the future",
             Issue::NotANumber => "is not a decimal number",

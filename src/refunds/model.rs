@@ -482,7 +482,7 @@ fn details(
                 Some(text) => match crate::dates::parse_shop_date(text) {
                     None => {
                         problems.push(format!(
-                            "plannedDate {text:?} is not a valid date (use dd-MM-yyyy or yyyy-MM-dd)"
+                            "plannedDate {text:?} is not a valid date (use dd-MM-yyyy, dd.MM.yyyy or yyyy-MM-dd)"
                         ));
                         return None;
                     }

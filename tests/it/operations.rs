@@ -148,7 +148,7 @@ async fn report_and_metrics_describe_the_run_and_logs_can_be_json() {
     assert_eq!(report["counts"]["rejected"], 1);
     assert_eq!(report["payment_statuses"]["UNPAID"], 30);
     assert_eq!(
-        report["rejected_by_reason"]["date is not a valid date (use dd-MM-yyyy or yyyy-MM-dd)"],
+        report["rejected_by_reason"]["date is not a valid date (use dd-MM-yyyy, dd.MM.yyyy or yyyy-MM-dd)"],
         1
     );
     assert_eq!(report["options"]["chunk_size"], 100);
