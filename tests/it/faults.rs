@@ -3,7 +3,9 @@
 use kksync::sandbox::SandboxConfig;
 use serde_json::json;
 
-use crate::util::{KEY, TestDir, column, control, kksync, orders_csv, parse_csv, sandbox, sync};
+use crate::util::{
+    KEY, TestDir, api_post, column, control, kksync, orders_csv, parse_csv, sandbox, statuses, sync,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lock_errors_are_retried_until_success() {
@@ -26,9 +28,8 @@ async fn lock_errors_are_retried_until_success() {
         3 + stats.faults.lock,
         "one retry per lock error, nothing else"
     );
-    let (header, rows) = parse_csv(&dir.read("orders.csv"), b';');
     assert!(
-        column(&header, &rows, "paymentStatus")
+        statuses(&dir.read("orders.csv"), b';')
             .iter()
             .all(|s| s == "UNPAID")
     );
@@ -65,9 +66,8 @@ async fn server_errors_resets_and_stalls_are_retried() {
 
     let stats = sandbox.stats();
     assert!(stats.faults.server_error + stats.faults.reset + stats.faults.stall > 0);
-    let (header, rows) = parse_csv(&dir.read("orders.csv"), b',');
     assert!(
-        column(&header, &rows, "paymentStatus")
+        statuses(&dir.read("orders.csv"), b',')
             .iter()
             .all(|s| s == "UNPAID")
     );
@@ -228,14 +228,7 @@ async fn an_order_that_exists_already_is_resent_without_initial_dunning_level() 
     // The shop sent D-4 before, by other means (or kksync's answer was lost): it exists
     // already, and the API refuses initialDunningLevel on it. D-7 is new and keeps it.
     let existing = json!([{"number": "D-4", "date": date, "type": "INVOICE", "amount": 5.0, "currency": "EUR", "billing": {"countryCode": "DE"}}]);
-    let response = reqwest::Client::new()
-        .post(format!("{}/orders", sandbox.base_url()))
-        .header("X-Komfortkasse-API-Key", KEY)
-        .json(&existing)
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success());
+    api_post(&sandbox, "orders", Some(json!(existing))).await;
 
     let run = sync(&path, &sandbox, &[]).await;
     run.expect_code(0);
@@ -283,23 +276,15 @@ async fn orders_a_plugin_sent_before_cost_no_halving_of_the_orders_without_dunni
     let path = dir.write("orders.csv", &csv);
     let sandbox = sandbox(SandboxConfig::default()).await;
     // A shop plugin sent the ten orders with a dunning level before.
-    let response = reqwest::Client::new()
-        .post(format!("{}/orders", sandbox.base_url()))
-        .header("X-Komfortkasse-API-Key", KEY)
-        .json(&existing)
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success());
+    api_post(&sandbox, "orders", Some(json!(existing))).await;
     let before = sandbox.stats().post_orders.len();
 
     sync(&path, &sandbox, &[]).await.expect_code(0);
     // 1 refused chunk, 1 for the 90 others, 19 halving the ten, 10 resent as updates.
     let requests = sandbox.stats().post_orders.len() - before;
     assert!(requests <= 31, "{requests} POST /orders requests");
-    let (header, rows) = parse_csv(&dir.read("orders.csv"), b',');
     assert!(
-        column(&header, &rows, "paymentStatus")
+        statuses(&dir.read("orders.csv"), b',')
             .iter()
             .all(|s| s == "UNPAID")
     );
@@ -357,9 +342,8 @@ async fn a_shop_whose_api_access_is_off_stops_the_run_and_is_synced_once_it_is_o
         .unwrap();
     assert!(response.status().is_success(), "{}", response.status());
     sync(&path, &sandbox, &[]).await.expect_code(0);
-    let (header, rows) = parse_csv(&dir.read("orders.csv"), b';');
     assert!(
-        column(&header, &rows, "paymentStatus")
+        statuses(&dir.read("orders.csv"), b';')
             .iter()
             .all(|s| s == "UNPAID")
     );

@@ -7,7 +7,9 @@ use std::process::{Command, Stdio};
 use kksync::sandbox::{SandboxConfig, SandboxHandle};
 use serde_json::json;
 
-use crate::util::{KEY, TestDir, column, control, orders_csv, parse_csv, sandbox, sync};
+use crate::util::{
+    KEY, TestDir, api_post, column, control, orders_csv, parse_csv, sandbox, statuses, sync,
+};
 
 fn orders_received(sandbox: &SandboxHandle) -> u64 {
     sandbox.stats().orders_received
@@ -26,11 +28,6 @@ async fn reset_stats(sandbox: &SandboxHandle) {
     control(sandbox, "stats/reset", json!({})).await;
 }
 
-fn statuses(text: &str) -> Vec<String> {
-    let (header, rows) = parse_csv(text, b',');
-    column(&header, &rows, "paymentStatus")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_run_without_changes_sends_nothing_but_refreshes_statuses() {
     let dir = TestDir::new();
@@ -43,20 +40,14 @@ async fn a_second_run_without_changes_sends_nothing_but_refreshes_statuses() {
     control(&sandbox, "pay/T-00003", json!({"amount": "13.03"})).await;
     control(&sandbox, "pay/T-00007", json!({"amount": "1.00"})).await;
     reset_stats(&sandbox).await;
-    let cancel = reqwest::Client::new()
-        .post(format!("{}/order/T-00011/cancel", sandbox.base_url()))
-        .header("X-Komfortkasse-API-Key", KEY)
-        .send()
-        .await
-        .unwrap();
-    assert!(cancel.status().is_success());
+    api_post(&sandbox, "order/T-00011/cancel", None).await;
 
     let run = sync(&source, &sandbox, &[]).await;
     run.expect_code(0);
     assert_eq!(route_count(&sandbox, "POST /orders"), 0, "{}", run.stderr);
     assert_eq!(orders_received(&sandbox), 0);
     assert_eq!(route_count(&sandbox, "GET /orders"), 1);
-    let statuses = statuses(&dir.read("orders.csv"));
+    let statuses = statuses(&dir.read("orders.csv"), b',');
     assert_eq!(statuses[3], "PAID");
     assert_eq!(statuses[7], "PAID_PARTIAL");
     assert_eq!(statuses[11], "CANCELLED");
@@ -170,7 +161,7 @@ async fn killed_then_rerun(point: &str, extra: &[&str]) -> (TestDir, SandboxHand
     sync(&source, &sandbox, &[]).await.expect_code(0);
     let second = orders_received(&sandbox);
     let text = dir.read("orders.csv");
-    let statuses = statuses(&text);
+    let statuses = statuses(&text, b',');
     assert_eq!(statuses.len(), 2500);
     assert!(
         statuses.iter().all(|s| s == "UNPAID"),

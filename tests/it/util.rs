@@ -184,6 +184,29 @@ pub fn column(header: &[String], rows: &[Vec<String>], name: &str) -> Vec<String
         .collect()
 }
 
+/// `paymentStatus` of every row of a written-back CSV.
+pub fn statuses(text: &str, delimiter: u8) -> Vec<String> {
+    let (header, rows) = parse_csv(text, delimiter);
+    column(&header, &rows, "paymentStatus")
+}
+
+/// POSTs to the sandbox's API as the shop (or a plugin) would, with the key; asserts success.
+pub async fn api_post(sandbox: &SandboxHandle, path: &str, body: Option<serde_json::Value>) {
+    let url = format!("{}/{}", sandbox.base_url(), path.trim_start_matches('/'));
+    let mut request = reqwest::Client::new()
+        .post(&url)
+        .header("X-Komfortkasse-API-Key", KEY);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("API request");
+    assert!(
+        response.status().is_success(),
+        "{url}: {}",
+        response.status()
+    );
+}
+
 /// POSTs to a sandbox control endpoint.
 pub async fn control(sandbox: &SandboxHandle, path: &str, body: serde_json::Value) {
     let url = format!("{}/{}", sandbox.control_url(), path.trim_start_matches('/'));
