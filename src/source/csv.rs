@@ -108,12 +108,7 @@ pub(super) fn open(
         .chain([STATUS_COLUMN, ERROR_COLUMN]);
     for name in wanted {
         if names.iter().filter(|n| n.trim() == name).count() > 1 {
-            return Err(SourceError::Unusable {
-                path: path.to_path_buf(),
-                message: format!(
-                    "the column `{name}` appears more than once in the header; rename or remove the extra one"
-                ),
-            });
+            return Err(repeated_column(path, name));
         }
     }
     let layout = Layout::from_columns(names.iter().map(String::as_str), |f| column_names.csv(f));
@@ -252,6 +247,17 @@ fn unclosed_quote(mut reader: impl Read, delimiter: u8) -> std::io::Result<Optio
         }
     }
     Ok(matches!(state, State::Quoted).then_some(opened_after))
+}
+
+/// The error for a header that names a column kksync reads or writes more than once: which one
+/// holds the value would be a guess.
+pub(crate) fn repeated_column(path: &Path, name: &str) -> SourceError {
+    SourceError::Unusable {
+        path: path.to_path_buf(),
+        message: format!(
+            "the column `{name}` appears more than once in the header; rename or remove the extra one"
+        ),
+    }
 }
 
 pub(crate) fn strip_bom(field: &[u8]) -> &[u8] {

@@ -14,7 +14,8 @@ use crate::refunds::model::{Layout, ResultColumn};
 use crate::source::{FileIdentity, SourceError, SourceRow};
 
 use crate::source::csv::{
-    Dialect, check_quotes_closed, csv_error, replace_with_temp, sniff, strip_bom, temp_writer,
+    Dialect, check_quotes_closed, csv_error, repeated_column, replace_with_temp, sniff, strip_bom,
+    temp_writer,
 };
 
 /// Reads a refunds CSV row by row.
@@ -77,12 +78,7 @@ pub(super) fn open(
         .map(|h| String::from_utf8_lossy(strip_bom(h)).into_owned())
         .collect();
     if let Some(name) = Layout::repeated_column(names.iter().map(String::as_str)) {
-        return Err(SourceError::Unusable {
-            path: path.to_path_buf(),
-            message: format!(
-                "the column `{name}` appears more than once in the header; rename or remove the extra one"
-            ),
-        });
+        return Err(repeated_column(path, name));
     }
     let layout = Layout::from_headers(names.iter().map(String::as_str));
     let missing: Vec<&str> = layout.missing().iter().map(|c| c.csv_name()).collect();
