@@ -1,6 +1,5 @@
 //! HTTP client for the Komfortkasse API v2.
 
-use std::borrow::Cow;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,17 +13,8 @@ use crate::config::ApiSettings;
 /// The header carrying the API key.
 pub const API_KEY_HEADER: &str = "X-Komfortkasse-API-Key";
 
-/// What the API reports back for one stored order. Borrows from the reply body where it can,
-/// so a reply of a hundred orders costs no allocation per order.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Ack<'a> {
-    /// The order number.
-    #[serde(borrow)]
-    pub number: Cow<'a, str>,
-    /// The current payment status (`UNPAID`, `PAID`, ... or a value newer than this client).
-    #[serde(rename = "paymentStatus", default, borrow)]
-    pub payment_status: Option<Cow<'a, str>>,
-}
+/// What the API reports back for one stored order.
+pub type Ack = super::stream::OrderStatus;
 
 /// The body of a successful `POST /orders`: the stored orders, parsed on demand.
 #[derive(Debug, Clone)]
@@ -34,8 +24,8 @@ pub struct Reply {
 
 impl Reply {
     /// The orders in the reply.
-    pub fn acks(&self) -> Result<Vec<Ack<'_>>, ApiError> {
-        serde_json::from_slice(&self.body).map_err(|e| {
+    pub fn acks(&self) -> Result<Vec<Ack>, ApiError> {
+        super::stream::order_statuses(&self.body).map_err(|e| {
             ApiError::Unexpected(format!(
                 "200 with a body that is not a list of orders ({e}): {}",
                 snippet(&self.body)

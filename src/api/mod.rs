@@ -3,6 +3,7 @@
 
 pub(crate) mod client;
 mod error;
+mod status;
 pub mod stream;
 
 pub use client::{Ack, ApiClient, Reply};

@@ -426,8 +426,8 @@ pub fn chunk_body(orders: &[&PreparedOrder]) -> Bytes {
 
 /// Maps the reply to the chunk by order number; an order missing from a 200 reply is not
 /// counted as synced.
-fn match_acks(orders: &[&PreparedOrder], acks: &[Ack<'_>]) -> Vec<OrderOutcome> {
-    let outcome = |ack: Option<&Ack<'_>>| match ack {
+fn match_acks(orders: &[&PreparedOrder], acks: &[Ack]) -> Vec<OrderOutcome> {
+    let outcome = |ack: Option<&Ack>| match ack {
         Some(Ack {
             payment_status: Some(status),
             ..
