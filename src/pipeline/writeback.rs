@@ -136,10 +136,10 @@ fn result_of(
     let Some(number) = view.get(Field::Number) else {
         return Ok(RowResult::Untouched);
     };
-    let Some(known) = lookahead.known(db, number)? else {
+    let Some(known) = lookahead.known_ref(db, number)? else {
         return Ok(RowResult::Untouched);
     };
-    if let Some(error) = known.last_error {
+    if let Some(error) = known.last_error.clone() {
         stats.rejected += 1;
         *stats
             .rejected_by_reason
@@ -147,15 +147,17 @@ fn result_of(
             .or_default() += 1;
         return Ok(RowResult::Failed { error });
     }
-    match known.payment_status {
+    match &known.payment_status {
         Some(status) => {
-            match stats.statuses.get_mut(&status) {
+            match stats.statuses.get_mut(status) {
                 Some(count) => *count += 1,
                 None => {
                     stats.statuses.insert(status.clone(), 1);
                 }
             }
-            Ok(RowResult::Synced { status })
+            Ok(RowResult::Synced {
+                status: status.clone(),
+            })
         }
         None => Ok(RowResult::Untouched),
     }

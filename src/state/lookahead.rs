@@ -35,6 +35,8 @@ pub struct Lookahead {
     size: usize,
     /// Lookups the current page answered.
     hits: usize,
+    /// The answer of the last point lookup behind the page.
+    behind: Option<Known>,
 }
 
 impl Default for Lookahead {
@@ -45,6 +47,7 @@ impl Default for Lookahead {
             to_end: false,
             size: MIN_PAGE * 4,
             hits: 0,
+            behind: None,
         }
     }
 }
@@ -52,16 +55,24 @@ impl Default for Lookahead {
 impl Lookahead {
     /// What the store knows about `number` (as [`StateDb::known`]).
     pub fn known(&mut self, db: &StateDb, number: &str) -> Result<Option<Known>, StateError> {
+        Ok(self.known_ref(db, number)?.cloned())
+    }
+
+    /// As [`Lookahead::known`], without copying what the page holds.
+    pub fn known_ref(&mut self, db: &StateDb, number: &str) -> Result<Option<&Known>, StateError> {
         match self.from.as_deref() {
             // Behind the page: the source is not sorted here.
-            Some(from) if number < from => return db.known(number),
+            Some(from) if number < from => {
+                self.behind = db.known(number)?;
+                return Ok(self.behind.as_ref());
+            }
             Some(_) if self.covers(number) => {}
             _ => self.load(db, number)?,
         }
         match self.page.binary_search_by(|(n, _)| n.as_str().cmp(number)) {
             Ok(index) => {
                 self.hits += 1;
-                Ok(Some(self.page[index].1.clone()))
+                Ok(Some(&self.page[index].1))
             }
             Err(_) => Ok(None),
         }
@@ -143,11 +154,9 @@ mod tests {
         asked.extend(["N0003", "N0003", "N0450", "A", "Z", "N0899", "N0000"].map(String::from));
         let mut lookahead = Lookahead::default();
         for number in &asked {
-            assert_eq!(
-                lookahead.known(&db, number).unwrap(),
-                db.known(number).unwrap(),
-                "{number}"
-            );
+            let expected = db.known(number).unwrap();
+            assert_eq!(lookahead.known(&db, number).unwrap(), expected, "{number}");
+            assert_eq!(lookahead.known_ref(&db, number).unwrap(), expected.as_ref(), "{number}");
         }
     }
 
