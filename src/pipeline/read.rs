@@ -456,7 +456,9 @@ fn check_row(
         layout: source.layout(),
     };
     // An order the API already has must not carry `initialDunningLevel` again.
-    let created_before = source.previous_status(&row.record).is_some()
+    let created_before = source
+        .previous_status(&row.record)
+        .is_some_and(is_api_status)
         || known.is_some_and(|k| k.accepted_fingerprint.is_some());
     order::prepare(view, row.row, rules, created_before).map_err(|error| {
         let reasons = error.problems.iter().map(Problem::reason).collect();
@@ -464,10 +466,53 @@ fn check_row(
     })
 }
 
+/// Whether a row's `paymentStatus` is one the API reported (to an earlier run whose state is
+/// gone, or to a shop plugin): a value of its vocabulary (`UNPAID`, `PAID_PARTIAL`, ..., or a
+/// newer one of the same form). A shop's own wording in that column (`offen`, `bezahlt`) says
+/// nothing about Komfortkasse, so such a row keeps its `initialDunningLevel`; should the order
+/// exist after all, the API refuses that field and the order is resent without it.
+fn is_api_status(status: &str) -> bool {
+    !status.is_empty() && status.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cli::SourceFormat;
+
+    #[test]
+    fn only_a_status_in_the_apis_vocabulary_marks_a_row_as_created_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orders.csv");
+        let date = today();
+        let csv = format!(
+            "number,date,type,amount,currency,billing.countryCode,initialDunningLevel,paymentStatus\n\
+             A-1,{date},INVOICE,1.00,EUR,DE,2,offen\n\
+             A-2,{date},INVOICE,1.00,EUR,DE,2,UNPAID\n\
+             A-3,{date},INVOICE,1.00,EUR,DE,2,\n\
+             A-4,{date},INVOICE,1.00,EUR,DE,2,SOME_NEW_STATUS\n"
+        );
+        std::fs::write(&path, csv).unwrap();
+        let settings = SourceSettings {
+            path,
+            format: SourceFormat::Csv,
+            delimiter: None,
+            columns: Default::default(),
+        };
+        let (mut source, _) = crate::source::open(&settings, true).unwrap();
+        let rules = Rules::for_today(crate::dates::berlin_today());
+        let mut carries_dunning = Vec::new();
+        while let Some(row) = source.next_row().unwrap() {
+            let order = check_row(source.as_ref(), &row, &rules, None).unwrap();
+            let json = String::from_utf8(order.json).unwrap();
+            carries_dunning.push((order.number, json.contains("initialDunningLevel")));
+        }
+        assert_eq!(
+            carries_dunning,
+            [("A-1", true), ("A-2", false), ("A-3", true), ("A-4", false)]
+                .map(|(n, d)| (n.to_string(), d))
+        );
+    }
     use crate::config::SourceSettings;
 
     fn csv_of(rows: &[(&str, &str)]) -> String {
