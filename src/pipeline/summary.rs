@@ -120,7 +120,7 @@ impl fmt::Display for Summary {
         if !self.dry_run {
             writeln!(
                 f,
-                "  read back     {} ({} statuses changed)",
+                "  read back     {} orders listed by the API ({} statuses changed)",
                 self.read_back_orders, self.refreshed
             )?;
         }
