@@ -1,0 +1,154 @@
+//! What the building blocks alone cost per order (a cargo example, not a test): the floor under
+//! any `kksync sync` built on them.
+//!
+//! ```text
+//! cargo run --release --example floor -- [--rows 1000000]
+//! ```
+//!
+//! It generates the benchmark's CSV (`gen_orders`, seed 42) into a temporary directory and
+//! measures, as CPU time of this process (user + system, from `getrusage`):
+//! 1. one pass of the `csv` crate over the file: `read_byte_record` and nothing else;
+//! 2. one SQLite upsert per order, 100 per transaction, into the smallest state table that
+//!    could serve an incremental sync (number, payload fingerprint, status), WAL with
+//!    `synchronous=NORMAL` as kksync uses.
+//!
+//! A sync reads the source once to send and once to write back, and records each acknowledged
+//! order in the state store before the write-back, so two passes plus one upsert are a floor
+//! for its CPU per order — before any validation, JSON, HTTP or reply parsing.
+
+#[path = "common/gen.rs"]
+mod order_gen;
+
+use std::error::Error;
+use std::fs::File;
+use std::time::Instant;
+
+use clap::Parser;
+use time::OffsetDateTime;
+
+/// Measure the per-order cost of reading a CSV and of a SQLite upsert.
+#[derive(Debug, Parser)]
+#[command(name = "floor")]
+struct Args {
+    /// Orders to generate and measure.
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: u64,
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let args = Args::parse();
+    if args.rows == 0 {
+        return Err("--rows must be at least 1".into());
+    }
+    let dir = tempfile::tempdir()?;
+    let source = dir.path().join("orders.csv");
+    let config = order_gen::Config {
+        rows: args.rows,
+        seed: 42,
+        delimiter: b',',
+        decimal_comma: false,
+        invalid_every: None,
+        bom: false,
+        strict_dates: true,
+        long_lived: false,
+        today: OffsetDateTime::now_utc().date(),
+    };
+    let written = order_gen::generate(&config, File::create(&source)?)?;
+    if written.rows != args.rows || written.invalid != 0 {
+        return Err("the generator did not write the valid rows asked for".into());
+    }
+    let rows = args.rows as f64;
+
+    let (csv_cpu, csv_wall) = measure(|| {
+        let mut reader = csv::ReaderBuilder::new().from_path(&source)?;
+        let mut record = csv::ByteRecord::new();
+        let mut read = 0u64;
+        while reader.read_byte_record(&mut record)? {
+            read += 1;
+        }
+        if read != args.rows {
+            return Err(format!("read {read} rows, expected {}", args.rows).into());
+        }
+        Ok(())
+    })?;
+
+    let db_path = dir.path().join("state.db");
+    let (sqlite_cpu, sqlite_wall) = measure(|| upserts(&db_path, args.rows))?;
+
+    let per_row = |seconds: f64| seconds * 1e6 / rows;
+    println!("{} orders", args.rows);
+    println!(
+        "csv pass            {:>6.2} µs CPU/order  ({:.2} s wall)",
+        per_row(csv_cpu),
+        csv_wall
+    );
+    println!(
+        "SQLite upsert       {:>6.2} µs CPU/order  ({:.2} s wall)",
+        per_row(sqlite_cpu),
+        sqlite_wall
+    );
+    println!(
+        "2 passes + upsert   {:>6.2} µs CPU/order",
+        per_row(2.0 * csv_cpu + sqlite_cpu)
+    );
+    Ok(())
+}
+
+/// One upsert per order, 100 per transaction.
+fn upserts(path: &std::path::Path, rows: u64) -> Result<(), Box<dyn Error>> {
+    let mut db = rusqlite::Connection::open(path)?;
+    db.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+         CREATE TABLE state (number TEXT PRIMARY KEY, fingerprint INTEGER NOT NULL, status TEXT)
+             WITHOUT ROWID;",
+    )?;
+    let mut number = 0u64;
+    while number < rows {
+        let tx = db.transaction()?;
+        {
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO state (number, fingerprint, status) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (number) DO UPDATE SET
+                     fingerprint = excluded.fingerprint, status = excluded.status",
+            )?;
+            for _ in 0..100.min(rows - number) {
+                let fingerprint = number.wrapping_mul(0x9E37_79B9_7F4A_7C15) as i64;
+                upsert.execute(rusqlite::params![
+                    format!("2026-{number:07}"),
+                    fingerprint,
+                    "UNPAID"
+                ])?;
+                number += 1;
+            }
+        }
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Runs `work`; returns the CPU seconds and wall seconds it took.
+fn measure(
+    work: impl FnOnce() -> Result<(), Box<dyn Error>>,
+) -> Result<(f64, f64), Box<dyn Error>> {
+    let (cpu_before, wall) = (cpu_seconds(), Instant::now());
+    work()?;
+    Ok((cpu_seconds() - cpu_before, wall.elapsed().as_secs_f64()))
+}
+
+/// User + system CPU time of this process so far.
+#[cfg(unix)]
+fn cpu_seconds() -> f64 {
+    // SAFETY: `rusage` is plain integers and `timeval`s, for which all-zero bytes are valid,
+    // and `getrusage` only writes into the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+#[cfg(not(unix))]
+fn cpu_seconds() -> f64 {
+    0.0
+}
