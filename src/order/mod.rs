@@ -1221,8 +1221,22 @@ mod tests {
     #[test]
     fn the_trim_shortcut_trims_as_str_trim_does() {
         for text in [
-            "", " ", "a", " a", "a ", "ab", "a b", "\u{a0}a", "a\u{a0}", "\u{3000}x\u{3000}", "ü", "üx ",
-            "\tx\n", "x\r", "~", "!x!",
+            "",
+            " ",
+            "a",
+            " a",
+            "a ",
+            "ab",
+            "a b",
+            "\u{a0}a",
+            "a\u{a0}",
+            "\u{3000}x\u{3000}",
+            "ü",
+            "üx ",
+            "\tx\n",
+            "x\r",
+            "~",
+            "!x!",
         ] {
             assert_eq!(trim(text), text.trim(), "{text:?}");
         }

@@ -156,7 +156,11 @@ mod tests {
         for number in &asked {
             let expected = db.known(number).unwrap();
             assert_eq!(lookahead.known(&db, number).unwrap(), expected, "{number}");
-            assert_eq!(lookahead.known_ref(&db, number).unwrap(), expected.as_ref(), "{number}");
+            assert_eq!(
+                lookahead.known_ref(&db, number).unwrap(),
+                expected.as_ref(),
+                "{number}"
+            );
         }
     }
 
