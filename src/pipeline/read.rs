@@ -192,12 +192,15 @@ impl Reader<'_, '_> {
             layout: source.layout(),
         };
         let number = row.number(source.layout());
-        let known = match number {
-            Some(number) => self.known(number)?,
-            None => None,
-        };
         let row_fingerprint = number.map(|_| order::row_fingerprint(view));
-        let unchanged_row = self.unchanged_since_accepted(known.as_ref(), row_fingerprint);
+        let unchanged_row = match number {
+            Some(number) => {
+                let db = self.context.state.lock().map_err(|_| ReadError::Poisoned)?;
+                let known = self.lookahead.known_ref(&db, number)?;
+                unchanged_since_accepted(known, row_fingerprint, self.context.policy, self.now)
+            }
+            None => false,
+        };
         if let (true, Some(number)) = (unchanged_row, number) {
             match self.duplicate(number, check) {
                 Seen::New => {
@@ -210,6 +213,12 @@ impl Reader<'_, '_> {
                 Seen::Duplicate => {}
             }
         }
+        // Only rows that go on need their own copy of what the store knows (the page answers
+        // the same number again without another query).
+        let known = match number {
+            Some(number) => self.known(number)?,
+            None => None,
+        };
         let checked =
             check_row(source, row, self.context.rules, known.as_ref()).and_then(|order| {
                 let seen = match (unchanged_row, check) {
@@ -242,26 +251,6 @@ impl Reader<'_, '_> {
     fn known(&mut self, number: &str) -> Result<Option<Known>, ReadError> {
         let db = self.context.state.lock().map_err(|_| ReadError::Poisoned)?;
         Ok(self.lookahead.known(&db, number)?)
-    }
-
-    /// Fast path: the row is exactly as it was when the API accepted it, so neither
-    /// validation nor serialization can change the answer.
-    fn unchanged_since_accepted(
-        &self,
-        known: Option<&Known>,
-        row_fingerprint: Option<u64>,
-    ) -> bool {
-        match (known, row_fingerprint) {
-            (Some(known), Some(fingerprint)) => {
-                known.row_fingerprint == Some(fingerprint)
-                    && known.last_error.is_none()
-                    && known.accepted_fingerprint.is_some_and(|accepted| {
-                        decide(Some(known), accepted, self.context.policy, self.now)
-                            == Decision::Skip
-                    })
-            }
-            _ => false,
-        }
     }
 
     fn duplicate(&mut self, number: &str, check: DuplicateCheck) -> Seen {
@@ -421,10 +410,12 @@ impl Reader<'_, '_> {
             layout: source.layout(),
         };
         let row_fingerprint = Some(order::row_fingerprint(view));
-        Ok(
-            self.unchanged_since_accepted(known.as_ref(), row_fingerprint)
-                || check_row(source, row, self.context.rules, known.as_ref()).is_ok(),
-        )
+        Ok(unchanged_since_accepted(
+            known.as_ref(),
+            row_fingerprint,
+            self.context.policy,
+            self.now,
+        ) || check_row(source, row, self.context.rules, known.as_ref()).is_ok())
     }
 }
 
@@ -464,6 +455,26 @@ fn check_row(
         let reasons = error.problems.iter().map(Problem::reason).collect();
         (error.to_string(), reasons)
     })
+}
+
+/// Fast path: the row is exactly as it was when the API accepted it, so neither validation nor
+/// serialization can change the answer.
+fn unchanged_since_accepted(
+    known: Option<&Known>,
+    row_fingerprint: Option<u64>,
+    policy: Incremental,
+    now: time::OffsetDateTime,
+) -> bool {
+    match (known, row_fingerprint) {
+        (Some(known), Some(fingerprint)) => {
+            known.row_fingerprint == Some(fingerprint)
+                && known.last_error.is_none()
+                && known.accepted_fingerprint.is_some_and(|accepted| {
+                    decide(Some(known), accepted, policy, now) == Decision::Skip
+                })
+        }
+        _ => false,
+    }
 }
 
 /// Whether a row's `paymentStatus` is one the API reported (to an earlier run whose state is
