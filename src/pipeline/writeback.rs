@@ -106,6 +106,7 @@ pub fn write_back(
     }
     sink.write(&batch)?;
     on_rows(batch.len() as u64);
+    sink.write_trailing_blank_lines(source.trailing_blank_lines())?;
     sink.finish(stats.changed > 0)?;
     Ok(stats)
 }

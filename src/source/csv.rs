@@ -2,7 +2,7 @@
 //! keeps every column, row, value and the BOM, adding `paymentStatus` and `syncError`.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use csv::{ByteRecord, Terminator};
@@ -37,6 +37,13 @@ pub struct CsvSource {
     status_index: Option<usize>,
     error_index: Option<usize>,
     next_row: u64,
+    /// The reader's line count after the previous record (csv counts the empty lines it skips
+    /// into the next record's lines).
+    end_line: u64,
+    /// Empty lines after the last record, once the end was reached.
+    trailing_blank_lines: u64,
+    /// Lines end in CRLF: csv then counts a record's `\n` with the next one.
+    crlf: bool,
     /// The row being read, reused: the row handed out is a [`TextRecord`] copy of it.
     buffer: ByteRecord,
     file_bytes: u64,
@@ -53,6 +60,8 @@ pub struct CsvSink {
     error: ResultColumn,
     /// The source as it was opened: its identity, permissions and owner.
     original: std::fs::Metadata,
+    /// Lines end in CRLF.
+    crlf: bool,
 }
 
 /// Where a result column sits: in the original header, or appended after it (status first).
@@ -88,6 +97,7 @@ pub(super) fn open(
         .byte_headers()
         .map_err(|e| csv_error(path, e))?
         .clone();
+    let header_end_line = reader.position().line();
     let identity = FileIdentity::of(&metadata);
     check_quotes_closed(path, dialect.delimiter, &identity, &reader, &headers, 1)?;
     let names: Vec<String> = headers
@@ -132,6 +142,9 @@ pub(super) fn open(
         status_index,
         error_index,
         next_row: 2,
+        end_line: header_end_line,
+        trailing_blank_lines: 0,
+        crlf: dialect.crlf,
         buffer: ByteRecord::new(),
         file_bytes: file_len,
         delimiter: dialect.delimiter,
@@ -324,12 +337,27 @@ impl OrderSource for CsvSource {
     fn next_row(&mut self) -> Result<Option<SourceRow>, SourceError> {
         let bytes = &mut self.buffer;
         match self.reader.read_byte_record(bytes) {
-            Ok(false) => return Ok(None),
+            Ok(false) => {
+                // At the end csv also counts the last record's `\n` when lines end in CRLF.
+                let lines = self.reader.position().line() - self.end_line;
+                self.trailing_blank_lines = lines.saturating_sub(u64::from(self.crlf));
+                return Ok(None);
+            }
             Ok(true) => {}
             Err(error) => return Err(csv_error(&self.path, error)),
         }
-        let row = self.next_row;
-        self.next_row += 1;
+        // csv skips empty lines silently; they are counted so that row numbers are the ones a
+        // spreadsheet shows, and so that the write-back keeps them.
+        let end_line = self.reader.position().line();
+        let lines = end_line - std::mem::replace(&mut self.end_line, end_line);
+        let blank_lines = if lines > 1 {
+            let inside = memchr::memchr_iter(b'\n', bytes.as_slice()).count() as u64;
+            lines.saturating_sub(1 + inside)
+        } else {
+            0
+        };
+        let row = self.next_row + blank_lines;
+        self.next_row = row + 1;
         check_quotes_closed(
             &self.path,
             self.delimiter,
@@ -338,11 +366,32 @@ impl OrderSource for CsvSource {
             bytes,
             row,
         )?;
-        Ok(Some(SourceRow::from_csv(row, bytes, self.header_len)))
+        let mut row = SourceRow::from_csv(row, bytes, self.header_len);
+        row.blank_lines_before = blank_lines;
+        Ok(Some(row))
+    }
+
+    fn trailing_blank_lines(&self) -> u64 {
+        self.trailing_blank_lines
     }
 }
 
 impl CsvSink {
+    /// Writes `lines` empty lines. csv's writer would write an empty record as `""` (so that it
+    /// reads back as a record), so the line ends go to the file directly, after what the writer
+    /// holds.
+    fn blank_lines(&mut self, lines: u64) -> Result<(), SourceError> {
+        if lines == 0 {
+            return Ok(());
+        }
+        let line_end: &[u8] = if self.crlf { b"\r\n" } else { b"\n" };
+        let result = self.writer.flush().and_then(|()| {
+            let mut file = self.writer.get_ref().as_file();
+            (0..lines).try_for_each(|_| file.write_all(line_end))
+        });
+        result.map_err(|e| self.write_error(e.into()))
+    }
+
     fn create(
         path: &Path,
         dialect: Dialect,
@@ -359,6 +408,7 @@ impl CsvSink {
             status,
             error,
             original,
+            crlf: dialect.crlf,
         };
         let header: Vec<&[u8]> = headers.iter().map(strip_bom).collect();
         let field = |i: usize| header.get(i).copied();
@@ -431,6 +481,7 @@ impl ResultSink for CsvSink {
     fn write(&mut self, rows: &[FinishedRow]) -> Result<(), SourceError> {
         for finished in rows {
             let source = &finished.source;
+            self.blank_lines(source.blank_lines_before)?;
             let (status, error) = match &finished.result {
                 RowResult::Synced { status } => (Some(status.as_str()), Some("")),
                 RowResult::Failed { error } => (None, Some(error.as_str())),
@@ -441,6 +492,10 @@ impl ResultSink for CsvSink {
                 .map_err(|e| self.write_error(e))?;
         }
         Ok(())
+    }
+
+    fn write_trailing_blank_lines(&mut self, lines: u64) -> Result<(), SourceError> {
+        self.blank_lines(lines)
     }
 
     fn finish(self: Box<Self>, changed: bool) -> Result<(), SourceError> {
@@ -675,6 +730,57 @@ mod tests {
             written,
             "\u{feff}number;amount;notiz;paymentStatus;syncError\r\n1;2,50;mit; Semikolon;PAID;\r\n2;3;;;row 3: bad\r\n3;4;x;;;extra\r\n"
                 .replace("mit; Semikolon", "\"mit; Semikolon\"")
+        );
+    }
+
+    /// Rewrites `original` with every row synced as PAID; returns the row numbers read and
+    /// the file written.
+    fn rewrite_all_paid(original: &str) -> (Vec<u64>, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "o.csv", original.as_bytes());
+        let (mut source, sink) = open(&path, None, &ColumnNames::default(), false).unwrap();
+        let mut sink = sink.unwrap();
+        let mut rows = Vec::new();
+        while let Some(row) = source.next_row().unwrap() {
+            rows.push(FinishedRow {
+                source: row,
+                result: RowResult::Synced {
+                    status: "PAID".into(),
+                },
+            });
+        }
+        let numbers = rows.iter().map(|r| r.source.row).collect();
+        sink.write(&rows).unwrap();
+        sink.write_trailing_blank_lines(source.trailing_blank_lines())
+            .unwrap();
+        Box::new(sink).finish(true).unwrap();
+        (numbers, std::fs::read_to_string(&path).unwrap())
+    }
+
+    #[test]
+    fn empty_lines_are_kept_and_counted_in_row_numbers_as_a_spreadsheet_shows_them() {
+        // Spreadsheet rows: header 1, empty 2, A 3, B 4 (on two lines: a quoted line break),
+        // empty 5 and 6, C 7, empty 8.
+        let original = "number,notiz\n\nA,x\nB,\"zwei\nZeilen\"\n\n\nC,y\n\n";
+        let (rows, written) = rewrite_all_paid(original);
+        assert_eq!(rows, [3, 4, 7]);
+        assert_eq!(
+            written,
+            "number,notiz,paymentStatus,syncError\n\nA,x,PAID,\nB,\"zwei\nZeilen\",PAID,\n\n\nC,y,PAID,\n\n"
+        );
+        let crlf = original.replace('\n', "\r\n");
+        let (rows, written) = rewrite_all_paid(&crlf);
+        assert_eq!(rows, [3, 4, 7]);
+        assert_eq!(
+            written,
+            "number,notiz,paymentStatus,syncError\r\n\r\nA,x,PAID,\r\nB,\"zwei\r\nZeilen\",PAID,\r\n\r\n\r\nC,y,PAID,\r\n\r\n"
+        );
+        // Without a final line end, and without empty lines, nothing is added.
+        let (rows, written) = rewrite_all_paid("number\nA\nB");
+        assert_eq!(rows, [2, 3]);
+        assert_eq!(
+            written,
+            "number,paymentStatus,syncError\nA,PAID,\nB,PAID,\n"
         );
     }
 

@@ -123,6 +123,8 @@ pub struct SourceRow {
     pub raw: Option<ByteRecord>,
     /// A problem that makes the row unusable as a whole (e.g. too many fields).
     pub defect: Option<Defect>,
+    /// Empty lines right before this row (CSV), which the write-back keeps.
+    pub blank_lines_before: u64,
 }
 
 impl SourceRow {
@@ -146,6 +148,7 @@ impl SourceRow {
             record,
             raw,
             defect,
+            blank_lines_before: 0,
         }
     }
 
@@ -216,6 +219,10 @@ pub trait OrderSource: Send {
     fn estimated_rows(&self, _rows_read: u64) -> Option<u64> {
         None
     }
+    /// Empty lines after the last row (CSV), known once `next_row` returned `None`.
+    fn trailing_blank_lines(&self) -> u64 {
+        0
+    }
     /// The identity of the file as it was opened, for sources that are rewritten whole (CSV):
     /// the write-back refuses to replace a file that has changed since.
     fn identity(&self) -> Option<&FileIdentity> {
@@ -227,6 +234,10 @@ pub trait OrderSource: Send {
 pub trait ResultSink: Send {
     /// Writes the results of consecutive rows.
     fn write(&mut self, rows: &[FinishedRow]) -> Result<(), SourceError>;
+    /// Writes the empty lines that followed the last row.
+    fn write_trailing_blank_lines(&mut self, _lines: u64) -> Result<(), SourceError> {
+        Ok(())
+    }
     /// Completes the write-back. With `changed == false` nothing was learnt, and a CSV source
     /// is left byte-identical.
     fn finish(self: Box<Self>, changed: bool) -> Result<(), SourceError>;

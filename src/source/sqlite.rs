@@ -131,6 +131,7 @@ impl RowidPages {
                 record,
                 raw: None,
                 defect,
+                blank_lines_before: 0,
             });
             count += 1;
         }
