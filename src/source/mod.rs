@@ -57,6 +57,19 @@ pub enum SourceError {
         /// The file.
         path: PathBuf,
     },
+    /// The database refused to store the results of some rows (a constraint or a trigger of
+    /// the shop's); every other row's result was written.
+    #[error(
+        "{path}: the database refused the results of {count} row(s), all other rows were written ({first}); the statuses are kept in the state store and the next run writes them back"
+    )]
+    RowsRefused {
+        /// The database.
+        path: PathBuf,
+        /// How many rows.
+        count: usize,
+        /// The first few, with SQLite's message.
+        first: String,
+    },
     /// The source lacks something kksync needs.
     #[error("{path}: {message}")]
     Unusable {

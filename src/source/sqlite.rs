@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::{
     Defect, FinishedRow, OrderSource, ResultSink, RowResult, SourceError, SourceRow, TextRecord,
@@ -144,6 +144,12 @@ impl RowidPages {
 pub struct SqliteSink {
     path: PathBuf,
     connection: Connection,
+    /// What a synced row's `sync_error` becomes: NULL, or `''` where the shop's table declares
+    /// the column `NOT NULL`.
+    no_error: Option<&'static str>,
+    /// Rows whose result the database refused (a constraint or a trigger of the shop's):
+    /// (rowid, SQLite's message). The other rows are written; the run then fails naming these.
+    refused: Vec<(u64, String)>,
 }
 
 pub(crate) fn sql_error(
@@ -191,6 +197,23 @@ fn table_columns(path: &Path, connection: &Connection) -> Result<Vec<String>, So
     Ok(names)
 }
 
+/// Whether the `orders` column `column` is declared `NOT NULL`.
+fn column_is_not_null(
+    path: &Path,
+    connection: &Connection,
+    column: &str,
+) -> Result<bool, SourceError> {
+    connection
+        .query_row(
+            "SELECT \"notnull\" FROM pragma_table_info(?1) WHERE name = ?2 COLLATE NOCASE",
+            params![TABLE, column],
+            |row| row.get::<_, i64>(0),
+        )
+        .optional()
+        .map(|flag| flag.is_some_and(|flag| flag != 0))
+        .map_err(sql_error(path, "reading the table's columns"))
+}
+
 fn add_result_columns(path: &Path, connection: &Connection) -> Result<(), SourceError> {
     let existing = table_columns(path, connection)?;
     for column in RESULT_COLUMNS {
@@ -222,9 +245,16 @@ pub(super) fn open(
         if !existing.is_empty() {
             add_result_columns(path, &connection)?;
         }
+        let no_error = if column_is_not_null(path, &connection, "sync_error")? {
+            Some("")
+        } else {
+            None
+        };
         Some(SqliteSink {
             path: path.to_path_buf(),
             connection,
+            no_error,
+            refused: Vec::new(),
         })
     };
     let connection = connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
@@ -329,7 +359,7 @@ impl ResultSink for SqliteSink {
         {
             let mut synced = tx
                 .prepare_cached(
-                    "UPDATE orders SET payment_status = ?1, sync_error = NULL, synced_at = ?2 WHERE rowid = ?3",
+                    "UPDATE orders SET payment_status = ?1, sync_error = ?4, synced_at = ?2 WHERE rowid = ?3",
                 )
                 .map_err(sql_error(&path, "preparing the write-back"))?;
             let mut failed = tx
@@ -337,12 +367,27 @@ impl ResultSink for SqliteSink {
                 .map_err(sql_error(&path, "preparing the write-back"))?;
             for finished in rows {
                 let rowid = i64::try_from(finished.source.row).unwrap_or(i64::MAX);
-                match &finished.result {
-                    RowResult::Synced { status } => synced.execute(params![status, now, rowid]),
+                let written = match &finished.result {
+                    RowResult::Synced { status } => {
+                        synced.execute(params![status, now, rowid, self.no_error])
+                    }
                     RowResult::Failed { error } => failed.execute(params![error, rowid]),
                     RowResult::Untouched => Ok(0),
+                };
+                match written {
+                    Ok(_) => {}
+                    // A constraint or a trigger refusing this row undoes only this statement
+                    // (SQLite's ABORT): the other rows go on. A trigger that rolls back the
+                    // whole transaction ends it, and with it this batch.
+                    Err(rusqlite::Error::SqliteFailure(error, message))
+                        if error.code == rusqlite::ErrorCode::ConstraintViolation
+                            && !tx.is_autocommit() =>
+                    {
+                        let message = message.unwrap_or_else(|| error.to_string());
+                        self.refused.push((finished.source.row, message));
+                    }
+                    Err(error) => return Err(sql_error(&path, "writing a result")(error)),
                 }
-                .map_err(sql_error(&path, "writing a result"))?;
             }
         }
         tx.commit()
@@ -353,7 +398,20 @@ impl ResultSink for SqliteSink {
         // Every batch was committed as it was written.
         self.connection
             .close()
-            .map_err(|(_, e)| sql_error(&self.path, "closing the database")(e))
+            .map_err(|(_, e)| sql_error(&self.path, "closing the database")(e))?;
+        match self.refused.as_slice() {
+            [] => Ok(()),
+            refused => Err(SourceError::RowsRefused {
+                path: self.path.clone(),
+                count: refused.len(),
+                first: refused
+                    .iter()
+                    .take(5)
+                    .map(|(row, message)| format!("row {row}: {message}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            }),
+        }
     }
 }
 
@@ -375,6 +433,65 @@ mod tests {
         init_db(&other).unwrap();
         let columns = table_columns(&other, &Connection::open(&other).unwrap()).unwrap();
         assert!(columns.iter().any(|c| c == "synced_at"), "{columns:?}");
+    }
+
+    /// A shop's table may declare `sync_error NOT NULL`, and a shop's trigger may refuse a row:
+    /// the other rows are still written, and the refused one is named.
+    #[test]
+    fn a_not_null_error_column_gets_empty_text_and_a_refused_row_does_not_stop_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shop.db");
+        let connection = Connection::open(&path).unwrap();
+        connection
+            .execute_batch(
+                "CREATE TABLE orders (number TEXT PRIMARY KEY, amount TEXT,
+                     payment_status TEXT NOT NULL DEFAULT '', sync_error TEXT NOT NULL DEFAULT '',
+                     synced_at TEXT NOT NULL DEFAULT '');
+                 INSERT INTO orders (number, amount) VALUES ('A', '1'), ('B', '1'), ('C', '1');
+                 CREATE TRIGGER no_b BEFORE UPDATE ON orders WHEN old.number = 'B'
+                 BEGIN SELECT RAISE(ABORT, 'B is archived'); END;",
+            )
+            .unwrap();
+        let (mut source, sink) = open(&path, &ColumnNames::default(), false).unwrap();
+        let mut sink = sink.unwrap();
+        let mut finished = Vec::new();
+        while let Some(row) = source.next_row().unwrap() {
+            let result = if row.row == 3 {
+                RowResult::Failed {
+                    error: "row 3: bad".into(),
+                }
+            } else {
+                RowResult::Synced {
+                    status: "PAID".into(),
+                }
+            };
+            finished.push(FinishedRow {
+                source: row,
+                result,
+            });
+        }
+        sink.write(&finished).unwrap();
+        let error = Box::new(sink).finish(true).unwrap_err();
+        assert!(
+            matches!(&error, SourceError::RowsRefused { count: 1, first, .. } if first.contains("row 2: B is archived")),
+            "{error}"
+        );
+        let got: Vec<(String, String, String)> = connection
+            .prepare("SELECT number, payment_status, sync_error FROM orders ORDER BY rowid")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let row = |n: &str, s: &str, e: &str| (n.to_string(), s.to_string(), e.to_string());
+        assert_eq!(
+            got,
+            [
+                row("A", "PAID", ""),
+                row("B", "", ""),
+                row("C", "", "row 3: bad")
+            ]
+        );
     }
 
     #[test]
