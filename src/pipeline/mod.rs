@@ -132,6 +132,12 @@ async fn run_into(
         concurrency = config.send.concurrency,
         "sync started"
     );
+    // A source kksync cannot read is refused before its state store is created (for a SQLite
+    // source: before kksync's tables are added to the shop's database).
+    let settings = config.source.clone();
+    tokio::task::spawn_blocking(move || source::open(&settings, true).map(drop))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
     let state = open_state(config).await?;
     let run_id = match lock {
         None => None,

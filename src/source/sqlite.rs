@@ -265,6 +265,18 @@ pub(super) fn open(
             message: format!("no `{TABLE}` table (create it with `kksync init-db PATH`)"),
         });
     }
+    // Rows are read in rowid pages and results written by rowid.
+    if connection
+        .prepare("SELECT rowid FROM orders LIMIT 0")
+        .is_err()
+    {
+        return Err(SourceError::Unusable {
+            path: path.to_path_buf(),
+            message: format!(
+                "the `{TABLE}` table has no rowid (it is a view or a WITHOUT ROWID table); kksync reads it and writes the results by rowid"
+            ),
+        });
+    }
     // Select the known fields that exist, plus the stored status; other columns are the shop's.
     let mut selected: Vec<&str> = Field::ALL
         .iter()
@@ -433,6 +445,29 @@ mod tests {
         init_db(&other).unwrap();
         let columns = table_columns(&other, &Connection::open(&other).unwrap()).unwrap();
         assert!(columns.iter().any(|c| c == "synced_at"), "{columns:?}");
+    }
+
+    #[test]
+    fn a_view_or_a_table_without_rowid_is_refused_with_a_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, sql) in [
+            (
+                "view.db",
+                "CREATE TABLE o (number TEXT); CREATE VIEW orders AS SELECT * FROM o;",
+            ),
+            (
+                "norowid.db",
+                "CREATE TABLE orders (number TEXT PRIMARY KEY) WITHOUT ROWID;",
+            ),
+        ] {
+            let path = dir.path().join(name);
+            Connection::open(&path).unwrap().execute_batch(sql).unwrap();
+            let error = open(&path, &ColumnNames::default(), true).err().unwrap();
+            assert!(
+                error.to_string().contains("has no rowid"),
+                "{name}: {error}"
+            );
+        }
     }
 
     /// A shop's table may declare `sync_error NOT NULL`, and a shop's trigger may refuse a row:
