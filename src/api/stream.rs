@@ -247,6 +247,47 @@ mod tests {
         );
     }
 
+    /// Where the blocks are cut changes nothing: every reply gives the same orders (or the
+    /// same refusal, with only the orders before the bad one, `Z` here, reaching the consumer)
+    /// whether read whole or a few bytes at a time.
+    #[test]
+    fn the_answer_does_not_depend_on_where_blocks_end() {
+        let bodies: [&[u8]; 6] = [
+            br#"[{"number":"A","x":1.5e-3,"y":[true,false,null,{"z":"}]"}],"paymentStatus":"PAID"}, {"number":"B"}]"#,
+            br#"[{"number":"A","x":1","y":"}"}]"#,
+            br#"[{"number":"A1","x":null"paymentStatus":"PAID"}]"#,
+            br#"[{"number":"Z","paymentStatus":"UNPAID"},{"items":[{"q":1}},"number":"B","paymentStatus":"PAID"}],"number":"A"}]"#,
+            br#"[{"number":"A\"","paymentStatus":"PAID"} , {"number":"B","paymentStatus":null}]"#,
+            br#"[{"number":"Z","paymentStatus":"PAID"},{"number":"B","x":[}}]"#,
+        ];
+        for body in bodies {
+            let whole = order_statuses(body);
+            for size in 1..=9 {
+                let mut seen = Vec::new();
+                let streamed = for_each_order_status(Trickle(body, size), |status| {
+                    seen.push(status);
+                    Ok::<(), ()>(())
+                });
+                let text = String::from_utf8_lossy(body);
+                match &whole {
+                    Ok(statuses) => {
+                        assert!(streamed.is_ok(), "{text} in pieces of {size}: {streamed:?}");
+                        assert_eq!(&seen, statuses, "{text} in pieces of {size}");
+                    }
+                    Err(_) => {
+                        assert!(streamed.is_err(), "{text} in pieces of {size}");
+                        assert!(
+                            seen.iter().all(|s| s.number == "Z"),
+                            "{text} in pieces of {size}: {seen:?}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(order_statuses(bodies[0]).is_ok());
+        assert!(order_statuses(bodies[4]).is_ok());
+    }
+
     #[test]
     fn the_consumer_can_stop_the_stream() {
         let body = br#"[{"number":"A1"},{"number":"A2"},{"number":"A3"}]"#;
