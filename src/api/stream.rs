@@ -130,7 +130,8 @@ impl Scanner {
         let syntax = |message: &str| Err(StreamError::Syntax(message.into()));
         let mut at = 0;
         while let Some(&byte) = data.get(at) {
-            if byte.is_ascii_whitespace() {
+            // JSON whitespace only (`is_ascii_whitespace` would also let a form feed pass).
+            if matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
                 at += 1;
                 continue;
             }
