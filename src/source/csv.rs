@@ -2,7 +2,7 @@
 //! keeps every column, row, value and the BOM, adding `paymentStatus` and `syncError`.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use csv::{ByteRecord, Terminator};
@@ -37,13 +37,10 @@ pub struct CsvSource {
     status_index: Option<usize>,
     error_index: Option<usize>,
     next_row: u64,
-    /// The reader's line count after the previous record (csv counts the empty lines it skips
-    /// into the next record's lines).
-    end_line: u64,
+    /// Counts the empty lines csv skips between records.
+    gaps: Gaps,
     /// Empty lines after the last record, once the end was reached.
     trailing_blank_lines: u64,
-    /// Lines end in CRLF: csv then counts a record's `\n` with the next one.
-    crlf: bool,
     /// The row being read, reused: the row handed out is a [`TextRecord`] copy of it.
     buffer: ByteRecord,
     file_bytes: u64,
@@ -97,8 +94,12 @@ pub(super) fn open(
         .byte_headers()
         .map_err(|e| csv_error(path, e))?
         .clone();
-    let header_end_line = reader.position().line();
     let identity = FileIdentity::of(&metadata);
+    // Empty lines before the header are kept too, and counted in the row numbers.
+    let mut gaps = Gaps::open(path, &identity)?;
+    let blank_before_header = gaps
+        .skip_to(reader.position().byte())
+        .map_err(io("reading"))?;
     check_quotes_closed(path, dialect.delimiter, &identity, &reader, &headers, 1)?;
     let names: Vec<String> = headers
         .iter()
@@ -141,10 +142,9 @@ pub(super) fn open(
         header_len: headers.len(),
         status_index,
         error_index,
-        next_row: 2,
-        end_line: header_end_line,
+        next_row: 2 + blank_before_header,
+        gaps,
         trailing_blank_lines: 0,
-        crlf: dialect.crlf,
         buffer: ByteRecord::new(),
         file_bytes: file_len,
         delimiter: dialect.delimiter,
@@ -155,7 +155,14 @@ pub(super) fn open(
     }
     let place = |index: Option<usize>| index.map_or(ResultColumn::Appended, ResultColumn::Existing);
     let (status, error) = (place(status_index), place(error_index));
-    let sink = CsvSink::create(path, dialect, &headers, status, error, metadata)?;
+    let sink = CsvSink::create(
+        path,
+        dialect,
+        blank_before_header,
+        &headers,
+        (status, error),
+        metadata,
+    )?;
     Ok((source, Some(sink)))
 }
 
@@ -335,12 +342,14 @@ impl OrderSource for CsvSource {
     }
 
     fn next_row(&mut self) -> Result<Option<SourceRow>, SourceError> {
-        let bytes = &mut self.buffer;
-        match self.reader.read_byte_record(bytes) {
+        let reading = |source| SourceError::Io {
+            path: self.path.clone(),
+            action: "reading",
+            source,
+        };
+        match self.reader.read_byte_record(&mut self.buffer) {
             Ok(false) => {
-                // At the end csv also counts the last record's `\n` when lines end in CRLF.
-                let lines = self.reader.position().line() - self.end_line;
-                self.trailing_blank_lines = lines.saturating_sub(u64::from(self.crlf));
+                self.trailing_blank_lines = self.gaps.skip_to(self.file_bytes).map_err(reading)?;
                 return Ok(None);
             }
             Ok(true) => {}
@@ -348,14 +357,11 @@ impl OrderSource for CsvSource {
         }
         // csv skips empty lines silently; they are counted so that row numbers are the ones a
         // spreadsheet shows, and so that the write-back keeps them.
-        let end_line = self.reader.position().line();
-        let lines = end_line - std::mem::replace(&mut self.end_line, end_line);
-        let blank_lines = if lines > 1 {
-            let inside = memchr::memchr_iter(b'\n', bytes.as_slice()).count() as u64;
-            lines.saturating_sub(1 + inside)
-        } else {
-            0
-        };
+        let blank_lines = self
+            .gaps
+            .skip_to(self.reader.position().byte())
+            .map_err(reading)?;
+        let bytes = &self.buffer;
         let row = self.next_row + blank_lines;
         self.next_row = row + 1;
         check_quotes_closed(
@@ -373,6 +379,82 @@ impl OrderSource for CsvSource {
 
     fn trailing_blank_lines(&self) -> u64 {
         self.trailing_blank_lines
+    }
+}
+
+/// Finds the empty lines csv skips, by reading the file a second time alongside it.
+///
+/// csv reports where each record ends (a byte offset) but not how many empty lines it skipped
+/// before it, and its line count cannot tell them apart from a record's own line end when
+/// line ends vary (a CRLF record ends at its `\r`; the `\n` is counted with the next one). So
+/// the bytes between the end of one record and the start of the next are looked at directly:
+/// every `\n`, `\r\n` or `\r` there is an empty line, except the `\n` that completes the
+/// previous record's `\r\n`.
+struct Gaps {
+    file: BufReader<File>,
+    /// Bytes consumed so far: the end of the previous record.
+    at: u64,
+    /// The last byte consumed.
+    last: Option<u8>,
+}
+
+impl Gaps {
+    /// Opens the file again; it must still be the one `identity` describes.
+    fn open(path: &Path, identity: &FileIdentity) -> Result<Self, SourceError> {
+        let io = |source| SourceError::Io {
+            path: path.to_path_buf(),
+            action: "opening",
+            source,
+        };
+        let file = File::open(path).map_err(io)?;
+        if FileIdentity::of(&file.metadata().map_err(io)?) != *identity {
+            return Err(SourceError::Changed {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(Gaps {
+            file: BufReader::with_capacity(64 * 1024, file),
+            at: 0,
+            last: None,
+        })
+    }
+
+    /// Consumes the bytes up to offset `end` (the end of the next record, or of the file);
+    /// returns how many empty lines they start with.
+    fn skip_to(&mut self, end: u64) -> std::io::Result<u64> {
+        let mut blank = 0;
+        let mut counting = true;
+        let mut after_cr = self.last == Some(b'\r');
+        while self.at < end {
+            let buffer = self.file.fill_buf()?;
+            if buffer.is_empty() {
+                break;
+            }
+            let take = buffer
+                .len()
+                .min(usize::try_from(end - self.at).unwrap_or(usize::MAX));
+            let bytes = &buffer[..take];
+            if counting {
+                for &byte in bytes {
+                    match byte {
+                        b'\n' if after_cr => after_cr = false,
+                        b'\n' => blank += 1,
+                        b'\r' => {
+                            blank += 1;
+                            after_cr = true;
+                        }
+                        _ => {
+                            counting = false;
+                            break;
+                        }
+                    }
+                }
+            }
+            self.last = bytes.last().copied();
+            self.file.consume(take);
+            self.at += take as u64;
+        }
+        Ok(blank)
     }
 }
 
@@ -395,9 +477,9 @@ impl CsvSink {
     fn create(
         path: &Path,
         dialect: Dialect,
+        blank_before_header: u64,
         headers: &ByteRecord,
-        status: ResultColumn,
-        error: ResultColumn,
+        (status, error): (ResultColumn, ResultColumn),
         original: std::fs::Metadata,
     ) -> Result<Self, SourceError> {
         let writer = temp_writer(path, dialect)?;
@@ -410,6 +492,7 @@ impl CsvSink {
             original,
             crlf: dialect.crlf,
         };
+        sink.blank_lines(blank_before_header)?;
         let header: Vec<&[u8]> = headers.iter().map(strip_bom).collect();
         let field = |i: usize| header.get(i).copied();
         sink.write_with_results(header.len(), field, Some(STATUS_COLUMN), Some(ERROR_COLUMN))
@@ -781,6 +864,39 @@ mod tests {
         assert_eq!(
             written,
             "number,paymentStatus,syncError\nA,PAID,\nB,PAID,\n"
+        );
+    }
+
+    /// Found by review: the first version counted csv's lines, which the last row without a line
+    /// end and mixed line ends threw off.
+    #[test]
+    fn empty_lines_are_found_whatever_the_line_ends() {
+        let header = "number,paymentStatus,syncError";
+        // An empty line before a last row that has no line end.
+        let (rows, written) = rewrite_all_paid("number\nA\n\nB");
+        assert_eq!(rows, [2, 4]);
+        assert_eq!(written, format!("{header}\nA,PAID,\n\nB,PAID,\n"));
+        // Header in CRLF, rows in LF (and the other way round): no empty line appears, and the
+        // rewrite uses the header's line end throughout.
+        let (rows, written) = rewrite_all_paid("number\r\nA\nB\n");
+        assert_eq!(rows, [2, 3]);
+        assert_eq!(written, format!("{header}\r\nA,PAID,\r\nB,PAID,\r\n"));
+        let (rows, written) = rewrite_all_paid("number\nA\r\nB\r\n");
+        assert_eq!(rows, [2, 3]);
+        assert_eq!(written, format!("{header}\nA,PAID,\nB,PAID,\n"));
+        // Mixed, with empty lines of both kinds and a lone CR.
+        let (rows, written) = rewrite_all_paid("number\r\nA\n\r\n\nB\r\n\rC\n\n");
+        assert_eq!(rows, [2, 5, 7]);
+        assert_eq!(
+            written,
+            format!("{header}\r\nA,PAID,\r\n\r\n\r\nB,PAID,\r\n\r\nC,PAID,\r\n\r\n")
+        );
+        // Empty lines before the header; a line holding a space is a row, not an empty line.
+        let (rows, written) = rewrite_all_paid("\n\nnumber\nA\n \nB\n");
+        assert_eq!(rows, [4, 5, 6]);
+        assert_eq!(
+            written,
+            format!("\n\n{header}\nA,PAID,\n ,PAID,\nB,PAID,\n")
         );
     }
 
