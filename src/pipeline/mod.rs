@@ -132,12 +132,15 @@ async fn run_into(
         concurrency = config.send.concurrency,
         "sync started"
     );
-    // A source kksync cannot read is refused before its state store is created (for a SQLite
-    // source: before kksync's tables are added to the shop's database).
-    let settings = config.source.clone();
-    tokio::task::spawn_blocking(move || source::open(&settings, true).map(drop))
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
+    // A SQLite database kksync cannot read orders from is refused before kksync's tables are
+    // added to it (it may be the wrong file). A CSV's state is a file of its own, so there the
+    // run is opened and recorded first, and the failure shows in `kksync runs`.
+    if config.source.format == crate::cli::SourceFormat::Sqlite {
+        let settings = config.source.clone();
+        tokio::task::spawn_blocking(move || source::open(&settings, true).map(drop))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+    }
     let state = open_state(config).await?;
     let run_id = match lock {
         None => None,

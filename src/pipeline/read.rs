@@ -213,8 +213,8 @@ impl Reader<'_, '_> {
                 Seen::Duplicate => {}
             }
         }
-        // Only rows that go on need their own copy of what the store knows (the page answers
-        // the same number again without another query).
+        // Only rows that go on need their own copy of what the store knows (asked again: the
+        // page answers from memory; a number behind the page costs a second point lookup).
         let known = match number {
             Some(number) => self.known(number)?,
             None => None,
@@ -477,13 +477,26 @@ fn unchanged_since_accepted(
     }
 }
 
+/// The `paymentStatus` values the API documents (reference §5.2).
+const API_STATUSES: [&str; 9] = [
+    "UNPAID",
+    "PAID",
+    "PAID_PARTIAL",
+    "CANCELLED",
+    "REFUNDED",
+    "REFUNDED_PARTIAL",
+    "COLLECTION",
+    "DISAPPEARED",
+    "LEGACY",
+];
+
 /// Whether a row's `paymentStatus` is one the API reported (to an earlier run whose state is
-/// gone, or to a shop plugin): a value of its vocabulary (`UNPAID`, `PAID_PARTIAL`, ..., or a
-/// newer one of the same form). A shop's own wording in that column (`offen`, `bezahlt`) says
-/// nothing about Komfortkasse, so such a row keeps its `initialDunningLevel`; should the order
-/// exist after all, the API refuses that field and the order is resent without it.
+/// gone, or to a shop plugin). A shop's own wording in that column (`offen`, `OFFEN`) says
+/// nothing about Komfortkasse, so such a row keeps its `initialDunningLevel`. Should the order
+/// exist after all (or carry a status newer than this list), the API refuses that field and the
+/// order is resent without it: guessing wrong here costs a request, not the dunning level.
 fn is_api_status(status: &str) -> bool {
-    !status.is_empty() && status.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+    API_STATUSES.contains(&status)
 }
 
 #[cfg(test)]
@@ -501,7 +514,8 @@ mod tests {
              A-1,{date},INVOICE,1.00,EUR,DE,2,offen\n\
              A-2,{date},INVOICE,1.00,EUR,DE,2,UNPAID\n\
              A-3,{date},INVOICE,1.00,EUR,DE,2,\n\
-             A-4,{date},INVOICE,1.00,EUR,DE,2,SOME_NEW_STATUS\n"
+             A-4,{date},INVOICE,1.00,EUR,DE,2,OFFEN\n\
+             A-5,{date},INVOICE,1.00,EUR,DE,2,PAID_PARTIAL\n"
         );
         std::fs::write(&path, csv).unwrap();
         let settings = SourceSettings {
@@ -520,8 +534,14 @@ mod tests {
         }
         assert_eq!(
             carries_dunning,
-            [("A-1", true), ("A-2", false), ("A-3", true), ("A-4", false)]
-                .map(|(n, d)| (n.to_string(), d))
+            [
+                ("A-1", true),
+                ("A-2", false),
+                ("A-3", true),
+                ("A-4", true),
+                ("A-5", false)
+            ]
+            .map(|(n, d)| (n.to_string(), d))
         );
     }
     use crate::config::SourceSettings;

@@ -356,12 +356,25 @@ impl OrderSource for SqliteSource {
     }
 }
 
-impl ResultSink for SqliteSink {
-    fn write(&mut self, rows: &[FinishedRow]) -> Result<(), SourceError> {
+/// How one attempt at writing a batch ended.
+enum Attempt {
+    /// Committed; these rows' results were refused: (rowid, SQLite's message).
+    Committed(Vec<(u64, String)>),
+    /// The row at this index was refused in a way that rolled back the whole transaction
+    /// (`RAISE(ROLLBACK)`, `ON CONFLICT ROLLBACK`).
+    RolledBack(usize, String),
+}
+
+impl SqliteSink {
+    /// Writes the batch in one transaction, leaving out the rows at the indexes in `skip`.
+    fn try_write(
+        &mut self,
+        rows: &[FinishedRow],
+        skip: &[usize],
+        now: &str,
+    ) -> Result<Attempt, SourceError> {
         let path = self.path.clone();
-        let now = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        let mut refused = Vec::new();
         // IMMEDIATE takes the write lock up front (waiting up to the busy timeout) instead of
         // failing half-way when a shop transaction holds it.
         let tx = self
@@ -377,7 +390,10 @@ impl ResultSink for SqliteSink {
             let mut failed = tx
                 .prepare_cached("UPDATE orders SET sync_error = ?1 WHERE rowid = ?2")
                 .map_err(sql_error(&path, "preparing the write-back"))?;
-            for finished in rows {
+            for (index, finished) in rows.iter().enumerate() {
+                if skip.contains(&index) {
+                    continue;
+                }
                 let rowid = i64::try_from(finished.source.row).unwrap_or(i64::MAX);
                 let written = match &finished.result {
                     RowResult::Synced { status } => {
@@ -386,24 +402,79 @@ impl ResultSink for SqliteSink {
                     RowResult::Failed { error } => failed.execute(params![error, rowid]),
                     RowResult::Untouched => Ok(0),
                 };
-                match written {
-                    Ok(_) => {}
-                    // A constraint or a trigger refusing this row undoes only this statement
-                    // (SQLite's ABORT): the other rows go on. A trigger that rolls back the
-                    // whole transaction ends it, and with it this batch.
+                let (error, message) = match written {
+                    Ok(_) => continue,
                     Err(rusqlite::Error::SqliteFailure(error, message))
-                        if error.code == rusqlite::ErrorCode::ConstraintViolation
-                            && !tx.is_autocommit() =>
+                        if error.code == rusqlite::ErrorCode::ConstraintViolation =>
                     {
-                        let message = message.unwrap_or_else(|| error.to_string());
-                        self.refused.push((finished.source.row, message));
+                        (error, message)
                     }
                     Err(error) => return Err(sql_error(&path, "writing a result")(error)),
+                };
+                let message = message.unwrap_or_else(|| error.to_string());
+                if tx.is_autocommit() {
+                    return Ok(Attempt::RolledBack(index, message));
+                }
+                // ABORT undid just this statement; FAIL (a trigger's `RAISE(FAIL)` after the
+                // update) may have kept it: a row that holds its result was written.
+                let holds = holds_result(&tx, rowid, &finished.result, self.no_error)
+                    .map_err(sql_error(&path, "checking a refused result"))?;
+                if !holds {
+                    refused.push((finished.source.row, message));
                 }
             }
         }
         tx.commit()
-            .map_err(sql_error(&path, "committing the write-back"))
+            .map_err(sql_error(&path, "committing the write-back"))?;
+        Ok(Attempt::Committed(refused))
+    }
+}
+
+/// Whether row `rowid` holds `result` already.
+fn holds_result(
+    connection: &Connection,
+    rowid: i64,
+    result: &RowResult,
+    no_error: Option<&str>,
+) -> rusqlite::Result<bool> {
+    let (status, error) = match result {
+        RowResult::Synced { status } => (Some(status.as_str()), no_error),
+        RowResult::Failed { error } => (None, Some(error.as_str())),
+        RowResult::Untouched => return Ok(true),
+    };
+    connection
+        .query_row(
+            "SELECT (?2 IS NULL OR payment_status IS ?2) AND sync_error IS ?3 FROM orders WHERE rowid = ?1",
+            params![rowid, status, error],
+            |row| row.get::<_, bool>(0),
+        )
+        .optional()
+        .map(|holds| holds.unwrap_or(false))
+}
+
+impl ResultSink for SqliteSink {
+    /// A row that the shop's constraint or trigger refuses does not stop the others: ABORT (the
+    /// default) undoes only its statement; a refusal that rolls back the whole transaction
+    /// makes the batch start again without that row. The refused rows are reported at the end.
+    fn write(&mut self, rows: &[FinishedRow]) -> Result<(), SourceError> {
+        let now = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let mut skip = Vec::new();
+        loop {
+            match self.try_write(rows, &skip, &now)? {
+                Attempt::Committed(refused) => {
+                    self.refused.extend(refused);
+                    return Ok(());
+                }
+                Attempt::RolledBack(index, message) => {
+                    if let Some(finished) = rows.get(index) {
+                        self.refused.push((finished.source.row, message));
+                    }
+                    skip.push(index);
+                }
+            }
+        }
     }
 
     fn finish(self: Box<Self>, _changed: bool) -> Result<(), SourceError> {
@@ -527,6 +598,53 @@ mod tests {
                 row("C", "", "row 3: bad")
             ]
         );
+    }
+
+    /// Found by review: a trigger that rolls back the whole transaction, and one that fails
+    /// after the update was made.
+    #[test]
+    fn a_refusal_that_rolls_back_is_left_out_and_a_failed_trigger_after_the_update_is_not_a_refusal()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shop.db");
+        let connection = Connection::open(&path).unwrap();
+        connection
+            .execute_batch(
+                "CREATE TABLE orders (number TEXT PRIMARY KEY, amount TEXT);
+                 INSERT INTO orders (number, amount) VALUES ('A', '1'), ('B', '1'), ('C', '1'), ('D', '1');
+                 CREATE TRIGGER b_rolls_back BEFORE UPDATE ON orders WHEN old.number = 'B'
+                 BEGIN SELECT RAISE(ROLLBACK, 'B is locked'); END;
+                 CREATE TRIGGER c_fails_after AFTER UPDATE ON orders WHEN old.number = 'C'
+                 BEGIN SELECT RAISE(FAIL, 'C is audited'); END;",
+            )
+            .unwrap();
+        let (mut source, sink) = open(&path, &ColumnNames::default(), false).unwrap();
+        let mut sink = sink.unwrap();
+        let mut finished = Vec::new();
+        while let Some(row) = source.next_row().unwrap() {
+            let result = RowResult::Synced {
+                status: "PAID".into(),
+            };
+            finished.push(FinishedRow {
+                source: row,
+                result,
+            });
+        }
+        sink.write(&finished).unwrap();
+        let error = Box::new(sink).finish(true).unwrap_err();
+        assert!(
+            matches!(&error, SourceError::RowsRefused { count: 1, first, .. } if first == "row 2: B is locked"),
+            "{error}"
+        );
+        let got: Vec<(String, Option<String>)> = connection
+            .prepare("SELECT number, payment_status FROM orders ORDER BY rowid")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let paid = |n: &str| (n.to_string(), Some("PAID".to_string()));
+        assert_eq!(got, [paid("A"), ("B".into(), None), paid("C"), paid("D")]);
     }
 
     #[test]
