@@ -348,6 +348,9 @@ async fn process_source(
             }
             if batch.is_empty() {
                 complete = true;
+                if let Some(sink) = sink.as_mut() {
+                    sink.write_trailing_blank_lines(source.trailing_blank_lines())?;
+                }
                 return Ok::<(), Error>(());
             }
             summary.rows += batch.len() as u64;

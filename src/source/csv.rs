@@ -390,7 +390,7 @@ impl OrderSource for CsvSource {
 /// the bytes between the end of one record and the start of the next are looked at directly:
 /// every `\n`, `\r\n` or `\r` there is an empty line, except the `\n` that completes the
 /// previous record's `\r\n`.
-struct Gaps {
+pub(crate) struct Gaps {
     file: BufReader<File>,
     /// Bytes consumed so far: the end of the previous record.
     at: u64,
@@ -400,7 +400,7 @@ struct Gaps {
 
 impl Gaps {
     /// Opens the file again; it must still be the one `identity` describes.
-    fn open(path: &Path, identity: &FileIdentity) -> Result<Self, SourceError> {
+    pub(crate) fn open(path: &Path, identity: &FileIdentity) -> Result<Self, SourceError> {
         let io = |source| SourceError::Io {
             path: path.to_path_buf(),
             action: "opening",
@@ -421,7 +421,7 @@ impl Gaps {
 
     /// Consumes the bytes up to offset `end` (the end of the next record, or of the file);
     /// returns how many empty lines they start with.
-    fn skip_to(&mut self, end: u64) -> std::io::Result<u64> {
+    pub(crate) fn skip_to(&mut self, end: u64) -> std::io::Result<u64> {
         let mut blank = 0;
         let mut counting = true;
         let mut after_cr = self.last == Some(b'\r');
@@ -458,20 +458,28 @@ impl Gaps {
     }
 }
 
+/// Writes `lines` empty lines into the file behind `writer`. csv's writer would write an empty
+/// record as `""` (so that it reads back as a record), so the line ends go to the file
+/// directly, after what the writer holds.
+pub(crate) fn write_blank_lines(
+    writer: &mut csv::Writer<NamedTempFile>,
+    crlf: bool,
+    lines: u64,
+) -> std::io::Result<()> {
+    if lines == 0 {
+        return Ok(());
+    }
+    let line_end: &[u8] = if crlf { b"\r\n" } else { b"\n" };
+    writer.flush()?;
+    let mut file = writer.get_ref().as_file();
+    (0..lines).try_for_each(|_| file.write_all(line_end))
+}
+
 impl CsvSink {
-    /// Writes `lines` empty lines. csv's writer would write an empty record as `""` (so that it
-    /// reads back as a record), so the line ends go to the file directly, after what the writer
-    /// holds.
+    /// Writes `lines` empty lines.
     fn blank_lines(&mut self, lines: u64) -> Result<(), SourceError> {
-        if lines == 0 {
-            return Ok(());
-        }
-        let line_end: &[u8] = if self.crlf { b"\r\n" } else { b"\n" };
-        let result = self.writer.flush().and_then(|()| {
-            let mut file = self.writer.get_ref().as_file();
-            (0..lines).try_for_each(|_| file.write_all(line_end))
-        });
-        result.map_err(|e| self.write_error(e.into()))
+        write_blank_lines(&mut self.writer, self.crlf, lines)
+            .map_err(|e| self.write_error(e.into()))
     }
 
     fn create(

@@ -14,8 +14,8 @@ use crate::refunds::model::{Layout, ResultColumn};
 use crate::source::{FileIdentity, SourceError, SourceRow};
 
 use crate::source::csv::{
-    Dialect, check_quotes_closed, csv_error, repeated_column, replace_with_temp, sniff, strip_bom,
-    temp_writer,
+    Dialect, Gaps, check_quotes_closed, csv_error, repeated_column, replace_with_temp, sniff,
+    strip_bom, temp_writer, write_blank_lines,
 };
 
 /// Reads a refunds CSV row by row.
@@ -27,6 +27,10 @@ pub struct CsvRefunds {
     next_row: u64,
     identity: FileIdentity,
     delimiter: u8,
+    /// Counts the empty lines csv skips (kept on rewrite, counted in row numbers).
+    gaps: Gaps,
+    trailing_blank_lines: u64,
+    file_bytes: u64,
 }
 
 /// Where a result column sits: in the original header, or appended after it.
@@ -45,6 +49,8 @@ pub struct CsvRefundSink {
     appended: usize,
     /// The source as it was opened: its identity, permissions and owner.
     original: std::fs::Metadata,
+    /// Lines end in CRLF.
+    crlf: bool,
 }
 
 pub(super) fn open(
@@ -73,6 +79,10 @@ pub(super) fn open(
         .map_err(|e| csv_error(path, e))?
         .clone();
     check_quotes_closed(path, dialect.delimiter, &identity, &reader, &headers, 1)?;
+    let mut gaps = Gaps::open(path, &identity)?;
+    let blank_before_header = gaps
+        .skip_to(reader.position().byte())
+        .map_err(io("reading"))?;
     let names: Vec<String> = headers
         .iter()
         .map(|h| String::from_utf8_lossy(strip_bom(h)).into_owned())
@@ -104,14 +114,25 @@ pub(super) fn open(
         reader,
         layout,
         header_len: headers.len(),
-        next_row: 2,
+        next_row: 2 + blank_before_header,
         identity,
         delimiter: dialect.delimiter,
+        gaps,
+        trailing_blank_lines: 0,
+        file_bytes: metadata.len(),
     };
     if read_only {
         return Ok((source, None));
     }
-    let sink = CsvRefundSink::create(path, dialect, &headers, places, appended, metadata)?;
+    let columns = (places, appended);
+    let sink = CsvRefundSink::create(
+        path,
+        dialect,
+        blank_before_header,
+        &headers,
+        columns,
+        metadata,
+    )?;
     Ok((source, Some(sink)))
 }
 
@@ -121,14 +142,26 @@ impl RefundSource for CsvRefunds {
     }
 
     fn next_row(&mut self) -> Result<Option<SourceRow>, SourceError> {
+        let reading = |source| SourceError::Io {
+            path: self.path.clone(),
+            action: "reading",
+            source,
+        };
         let mut bytes = ByteRecord::new();
         match self.reader.read_byte_record(&mut bytes) {
-            Ok(false) => return Ok(None),
+            Ok(false) => {
+                self.trailing_blank_lines = self.gaps.skip_to(self.file_bytes).map_err(reading)?;
+                return Ok(None);
+            }
             Ok(true) => {}
             Err(error) => return Err(csv_error(&self.path, error)),
         }
-        let row = self.next_row;
-        self.next_row += 1;
+        let blank_lines = self
+            .gaps
+            .skip_to(self.reader.position().byte())
+            .map_err(reading)?;
+        let row = self.next_row + blank_lines;
+        self.next_row = row + 1;
         check_quotes_closed(
             &self.path,
             self.delimiter,
@@ -137,7 +170,13 @@ impl RefundSource for CsvRefunds {
             &bytes,
             row,
         )?;
-        Ok(Some(SourceRow::from_csv(row, &bytes, self.header_len)))
+        let mut row = SourceRow::from_csv(row, &bytes, self.header_len);
+        row.blank_lines_before = blank_lines;
+        Ok(Some(row))
+    }
+
+    fn trailing_blank_lines(&self) -> u64 {
+        self.trailing_blank_lines
     }
 }
 
@@ -145,9 +184,9 @@ impl CsvRefundSink {
     fn create(
         path: &Path,
         dialect: Dialect,
+        blank_before_header: u64,
         headers: &ByteRecord,
-        places: Vec<Place>,
-        appended: usize,
+        (places, appended): (Vec<Place>, usize),
         original: std::fs::Metadata,
     ) -> Result<Self, SourceError> {
         let writer = temp_writer(path, dialect)?;
@@ -158,7 +197,9 @@ impl CsvRefundSink {
             places,
             appended,
             original,
+            crlf: dialect.crlf,
         };
+        sink.blank_lines(blank_before_header)?;
         let header: Vec<&[u8]> = headers.iter().map(strip_bom).collect();
         // Result columns already in the header keep their spelling; missing ones are appended.
         let names: Vec<Option<&str>> = ResultColumn::ALL
@@ -173,6 +214,11 @@ impl CsvRefundSink {
         sink.write_record(header.len(), field, &names)
             .map_err(|e| sink.write_error(e))?;
         Ok(sink)
+    }
+
+    fn blank_lines(&mut self, lines: u64) -> Result<(), SourceError> {
+        write_blank_lines(&mut self.writer, self.crlf, lines)
+            .map_err(|e| self.write_error(e.into()))
     }
 
     fn write_error(&self, error: csv::Error) -> SourceError {
@@ -248,12 +294,17 @@ impl RefundSink for CsvRefundSink {
     fn write(&mut self, rows: &[FinishedRow]) -> Result<(), SourceError> {
         for finished in rows {
             let source = &finished.source;
+            self.blank_lines(source.blank_lines_before)?;
             let field = |i| source.field_bytes(i);
             let values = result_values(&finished.update);
             self.write_record(source.field_count(), field, &values)
                 .map_err(|e| self.write_error(e))?;
         }
         Ok(())
+    }
+
+    fn write_trailing_blank_lines(&mut self, lines: u64) -> Result<(), SourceError> {
+        self.blank_lines(lines)
     }
 
     fn finish(self: Box<Self>, changed: bool) -> Result<(), SourceError> {
@@ -310,6 +361,41 @@ mod tests {
              A-1;RMA-1;12,50;EUR;komfortkasse;\"mit; Semikolon\";30000;KKBT00030000;NEW;;2026-03-10T10:00:00Z\r\n\
              A-2;RMA-2;3;EUR;komfortkasse;x;;;;\"row 3: amount \"\"3\"\" too small\";\r\n\
              A-3;RMA-3;4;EUR;komfortkasse;y;;;;;\r\n"
+        );
+    }
+
+    /// As in the orders CSV: empty lines count in row numbers and stay on rewrite.
+    #[test]
+    fn empty_lines_are_counted_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let header = "orderNumber,externalReference,amount,currency,provider";
+        std::fs::write(
+            &path,
+            format!("\n{header}\nA-1,RMA-1,1,EUR,komfortkasse\n\nA-2,RMA-2,2,EUR,komfortkasse\n\n"),
+        )
+        .unwrap();
+        let (mut source, sink) = open(&path, None, false).unwrap();
+        let rows = read_all(&mut source);
+        assert_eq!(rows.iter().map(|r| r.row).collect::<Vec<_>>(), [3, 5]);
+        let finished: Vec<FinishedRow> = rows
+            .into_iter()
+            .map(|source| FinishedRow {
+                source,
+                update: RowUpdate::Failed("x".into()),
+            })
+            .collect();
+        let mut sink = sink.unwrap();
+        sink.write(&finished).unwrap();
+        sink.write_trailing_blank_lines(source.trailing_blank_lines())
+            .unwrap();
+        Box::new(sink).finish(true).unwrap();
+        let results = "refundId,refundReferenceNumber,refundStatus,refundError,refundSentAt";
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!(
+                "\n{header},{results}\nA-1,RMA-1,1,EUR,komfortkasse,,,,x,\n\nA-2,RMA-2,2,EUR,komfortkasse,,,,x,\n\n"
+            )
         );
     }
 

@@ -56,12 +56,20 @@ pub trait RefundSource: Send {
     fn layout(&self) -> &Layout;
     /// The next row, or `None` at the end.
     fn next_row(&mut self) -> Result<Option<SourceRow>, SourceError>;
+    /// Empty lines after the last row (CSV), known once `next_row` returned `None`.
+    fn trailing_blank_lines(&self) -> u64 {
+        0
+    }
 }
 
 /// Writes results back, batch by batch, in the order the rows were read.
 pub trait RefundSink: Send {
     /// Writes the updates of consecutive rows.
     fn write(&mut self, rows: &[FinishedRow]) -> Result<(), SourceError>;
+    /// Writes the empty lines that followed the last row.
+    fn write_trailing_blank_lines(&mut self, _lines: u64) -> Result<(), SourceError> {
+        Ok(())
+    }
     /// Completes the write-back. With `changed == false` a CSV is left byte-identical.
     fn finish(self: Box<Self>, changed: bool) -> Result<(), SourceError>;
 }
