@@ -60,7 +60,7 @@ pub enum SourceError {
     /// The database refused to store the results of some rows (a constraint or a trigger of
     /// the shop's); every other row's result was written.
     #[error(
-        "{path}: the database refused the results of {count} row(s), all other rows were written ({first}); the statuses are kept in the state store and the next run writes them back"
+        "{path}: the database refused the results of {count} row(s), all other rows were written ({first}); their statuses are kept in the state store, and each run tries them again"
     )]
     RowsRefused {
         /// The database.
