@@ -287,6 +287,14 @@ pub(crate) fn strip_bom(field: &[u8]) -> &[u8] {
 /// Looks at the first line: BOM, line ending, and the delimiter (the most frequent of `;`, `,`
 /// and tab outside quotes, unless one is given).
 pub(crate) fn sniff(path: &Path, delimiter: Option<u8>) -> std::io::Result<Dialect> {
+    // The file is read more than once and replaced by rename: a pipe or a device would hang
+    // or lose data.
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (kksync reads the file more than once and replaces it)",
+        ));
+    }
     let mut prefix = Vec::with_capacity(64 * 1024);
     File::open(path)?.take(64 * 1024).read_to_end(&mut prefix)?;
     let bom = prefix.starts_with(BOM);
@@ -906,6 +914,20 @@ mod tests {
             written,
             format!("\n\n{header}\nA,PAID,\n ,PAID,\nB,PAID,\n")
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_pipe_is_refused_instead_of_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.csv");
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates the file.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let error = open(&path, None, &ColumnNames::default(), true)
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("not a regular file"), "{error}");
     }
 
     #[test]
