@@ -541,55 +541,70 @@ mod tests {
         }
     }
 
-    /// A shop's table may declare `sync_error NOT NULL`, and a shop's trigger may refuse a row:
-    /// the other rows are still written, and the refused one is named.
-    #[test]
-    fn a_not_null_error_column_gets_empty_text_and_a_refused_row_does_not_stop_the_others() {
+    /// Creates a shop database with `schema`, writes back the result `result_of(row)` of every
+    /// row, and returns the write-back's outcome and the two columns `query` then selects.
+    fn write_back_all<T: rusqlite::types::FromSql>(
+        schema: &str,
+        result_of: impl Fn(u64) -> RowResult,
+        query: &str,
+    ) -> (Result<(), SourceError>, Vec<(String, T)>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("shop.db");
         let connection = Connection::open(&path).unwrap();
-        connection
-            .execute_batch(
-                "CREATE TABLE orders (number TEXT PRIMARY KEY, amount TEXT,
-                     payment_status TEXT NOT NULL DEFAULT '', sync_error TEXT NOT NULL DEFAULT '',
-                     synced_at TEXT NOT NULL DEFAULT '');
-                 INSERT INTO orders (number, amount) VALUES ('A', '1'), ('B', '1'), ('C', '1');
-                 CREATE TRIGGER no_b BEFORE UPDATE ON orders WHEN old.number = 'B'
-                 BEGIN SELECT RAISE(ABORT, 'B is archived'); END;",
-            )
-            .unwrap();
+        connection.execute_batch(schema).unwrap();
         let (mut source, sink) = open(&path, &ColumnNames::default(), false).unwrap();
         let mut sink = sink.unwrap();
         let mut finished = Vec::new();
         while let Some(row) = source.next_row().unwrap() {
-            let result = if row.row == 3 {
-                RowResult::Failed {
-                    error: "row 3: bad".into(),
-                }
-            } else {
-                RowResult::Synced {
-                    status: "PAID".into(),
-                }
-            };
+            let result = result_of(row.row);
             finished.push(FinishedRow {
                 source: row,
                 result,
             });
         }
         sink.write(&finished).unwrap();
-        let error = Box::new(sink).finish(true).unwrap_err();
+        let outcome = Box::new(sink).finish(true);
+        let rows = connection
+            .prepare(query)
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        (outcome, rows)
+    }
+
+    fn paid(_: u64) -> RowResult {
+        RowResult::Synced {
+            status: "PAID".into(),
+        }
+    }
+
+    /// A shop's table may declare `sync_error NOT NULL`, and a shop's trigger may refuse a row:
+    /// the other rows are still written, and the refused one is named.
+    #[test]
+    fn a_not_null_error_column_gets_empty_text_and_a_refused_row_does_not_stop_the_others() {
+        let (outcome, got) = write_back_all::<String>(
+            "CREATE TABLE orders (number TEXT PRIMARY KEY, amount TEXT,
+                 payment_status TEXT NOT NULL DEFAULT '', sync_error TEXT NOT NULL DEFAULT '',
+                 synced_at TEXT NOT NULL DEFAULT '');
+             INSERT INTO orders (number, amount) VALUES ('A', '1'), ('B', '1'), ('C', '1');
+             CREATE TRIGGER no_b BEFORE UPDATE ON orders WHEN old.number = 'B'
+             BEGIN SELECT RAISE(ABORT, 'B is archived'); END;",
+            |row| match row {
+                3 => RowResult::Failed {
+                    error: "row 3: bad".into(),
+                },
+                _ => paid(row),
+            },
+            "SELECT number, payment_status || '|' || sync_error FROM orders ORDER BY rowid",
+        );
+        let error = outcome.unwrap_err();
         assert!(
             matches!(&error, SourceError::RowsRefused { count: 1, first, .. } if first.contains("row 2: B is archived")),
             "{error}"
         );
-        let got: Vec<(String, String, String)> = connection
-            .prepare("SELECT number, payment_status, sync_error FROM orders ORDER BY rowid")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let row = |n: &str, s: &str, e: &str| (n.to_string(), s.to_string(), e.to_string());
+        let row = |n: &str, s: &str, e: &str| (n.to_string(), format!("{s}|{e}"));
         assert_eq!(
             got,
             [
@@ -605,44 +620,21 @@ mod tests {
     #[test]
     fn a_refusal_that_rolls_back_is_left_out_and_a_failed_trigger_after_the_update_is_not_a_refusal()
      {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("shop.db");
-        let connection = Connection::open(&path).unwrap();
-        connection
-            .execute_batch(
-                "CREATE TABLE orders (number TEXT PRIMARY KEY, amount TEXT);
-                 INSERT INTO orders (number, amount) VALUES ('A', '1'), ('B', '1'), ('C', '1'), ('D', '1');
-                 CREATE TRIGGER b_rolls_back BEFORE UPDATE ON orders WHEN old.number = 'B'
-                 BEGIN SELECT RAISE(ROLLBACK, 'B is locked'); END;
-                 CREATE TRIGGER c_fails_after AFTER UPDATE ON orders WHEN old.number = 'C'
-                 BEGIN SELECT RAISE(FAIL, 'C is audited'); END;",
-            )
-            .unwrap();
-        let (mut source, sink) = open(&path, &ColumnNames::default(), false).unwrap();
-        let mut sink = sink.unwrap();
-        let mut finished = Vec::new();
-        while let Some(row) = source.next_row().unwrap() {
-            let result = RowResult::Synced {
-                status: "PAID".into(),
-            };
-            finished.push(FinishedRow {
-                source: row,
-                result,
-            });
-        }
-        sink.write(&finished).unwrap();
-        let error = Box::new(sink).finish(true).unwrap_err();
+        let (outcome, got) = write_back_all::<Option<String>>(
+            "CREATE TABLE orders (number TEXT PRIMARY KEY, amount TEXT);
+             INSERT INTO orders (number, amount) VALUES ('A', '1'), ('B', '1'), ('C', '1'), ('D', '1');
+             CREATE TRIGGER b_rolls_back BEFORE UPDATE ON orders WHEN old.number = 'B'
+             BEGIN SELECT RAISE(ROLLBACK, 'B is locked'); END;
+             CREATE TRIGGER c_fails_after AFTER UPDATE ON orders WHEN old.number = 'C'
+             BEGIN SELECT RAISE(FAIL, 'C is audited'); END;",
+            paid,
+            "SELECT number, payment_status FROM orders ORDER BY rowid",
+        );
+        let error = outcome.unwrap_err();
         assert!(
             matches!(&error, SourceError::RowsRefused { count: 1, first, .. } if first == "row 2: B is locked"),
             "{error}"
         );
-        let got: Vec<(String, Option<String>)> = connection
-            .prepare("SELECT number, payment_status FROM orders ORDER BY rowid")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
         let paid = |n: &str| (n.to_string(), Some("PAID".to_string()));
         assert_eq!(got, [paid("A"), ("B".into(), None), paid("C"), paid("D")]);
     }
