@@ -1,6 +1,6 @@
 //! Configuration errors: exit code 2 and a message that says what to do.
 
-use crate::util::{TestDir, kksync, orders_csv};
+use crate::util::{TestDir, kksync, orders_csv, sync_with_env};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_key_names_the_three_ways_to_give_one() {
@@ -269,24 +269,10 @@ async fn a_key_file_with_two_lines_is_a_configuration_error_naming_the_file() {
     use kksync::sandbox::SandboxConfig;
     let dir = TestDir::new();
     let source = dir.write("orders.csv", orders_csv(2, false));
-    let source = source.to_string_lossy().into_owned();
     let sandbox = crate::util::sandbox(SandboxConfig::default()).await;
-    let url = sandbox.base_url();
     let two_lines = dir.write("key2", format!("{}\nsekret-line\n", crate::util::KEY));
     let two_lines = two_lines.to_string_lossy().into_owned();
-    let run = kksync(
-        &[
-            "sync",
-            "--source",
-            &source,
-            "--api-url",
-            &url,
-            "--api-key-file",
-            &two_lines,
-        ],
-        &[],
-    )
-    .await;
+    let run = sync_with_env(&source, &sandbox, &["--api-key-file", &two_lines], &[]).await;
     run.expect_code(2);
     assert!(run.stderr.contains(&two_lines), "{}", run.stderr);
     assert!(
@@ -299,8 +285,10 @@ async fn a_key_file_with_two_lines_is_a_configuration_error_naming_the_file() {
     assert_eq!(sandbox.stats().post_orders.len(), 0, "nothing was sent");
 
     // The same key in the environment: the message names the variable.
-    let run = kksync(
-        &["sync", "--source", &source, "--api-url", &url],
+    let run = sync_with_env(
+        &source,
+        &sandbox,
+        &[],
         &[("KOMFORTKASSE_API_KEY", "k1\u{1b}[2J")],
     )
     .await;
@@ -313,21 +301,8 @@ async fn a_key_file_with_two_lines_is_a_configuration_error_naming_the_file() {
     );
 
     let one_line = dir.write("key1", format!("{}\n", crate::util::KEY));
-    let run = kksync(
-        &[
-            "sync",
-            "--source",
-            &source,
-            "--api-url",
-            &url,
-            "--api-key-file",
-            &one_line.to_string_lossy(),
-            "--rate",
-            "1000",
-        ],
-        &[],
-    )
-    .await;
+    let one_line = one_line.to_string_lossy().into_owned();
+    let run = sync_with_env(&source, &sandbox, &["--api-key-file", &one_line], &[]).await;
     run.expect_code(0);
     sandbox.shutdown().await;
 }

@@ -4,7 +4,8 @@ use kksync::sandbox::SandboxConfig;
 use serde_json::json;
 
 use crate::util::{
-    KEY, TestDir, api_post, column, control, kksync, orders_csv, parse_csv, sandbox, statuses, sync,
+    KEY, TestDir, api_post, column, control, kksync, orders_csv, parse_csv, sandbox, statuses,
+    sync, sync_with_env,
 };
 
 #[tokio::test(flavor = "multi_thread")]
@@ -356,23 +357,11 @@ async fn unauthorized_stops_at_once_and_leaves_the_source_byte_identical() {
     let original = orders_csv(500, true);
     let path = dir.write("orders.csv", &original);
     let sandbox = sandbox(SandboxConfig::default()).await;
-    let source = path.to_string_lossy().into_owned();
-    let url = sandbox.base_url();
 
-    let run = kksync(
-        &[
-            "sync",
-            "--source",
-            &source,
-            "--api-url",
-            &url,
-            "--rate",
-            "1000",
-            "--burst",
-            "10",
-            "--concurrency",
-            "4",
-        ],
+    let run = sync_with_env(
+        &path,
+        &sandbox,
+        &["--concurrency", "4"],
         &[("KOMFORTKASSE_API_KEY", "wrong-key")],
     )
     .await;

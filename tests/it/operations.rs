@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use kksync::sandbox::SandboxConfig;
 
-use crate::util::{KEY, TestDir, column, orders_csv, parse_csv, sandbox, sync};
+use crate::util::{KEY, TestDir, column, orders_csv, parse_csv, sandbox, sync, sync_with_env};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_run_on_the_same_source_is_refused_at_once() {
@@ -122,13 +122,7 @@ async fn report_and_metrics_describe_the_run_and_logs_can_be_json() {
         metrics.to_string_lossy().into_owned(),
     );
 
-    let (source, url) = (path.to_string_lossy().into_owned(), sandbox.base_url());
     let args = [
-        "sync",
-        "--source",
-        &source,
-        "--api-url",
-        &url,
         "--report",
         &report_arg,
         "--metrics-textfile",
@@ -138,7 +132,8 @@ async fn report_and_metrics_describe_the_run_and_logs_can_be_json() {
         "-v",
     ];
     // No RUST_LOG: -v chooses the level.
-    let run = crate::util::kksync(&args, &[("KOMFORTKASSE_API_KEY", KEY), ("RUST_LOG", "")]).await;
+    let env = [("KOMFORTKASSE_API_KEY", KEY), ("RUST_LOG", "")];
+    let run = sync_with_env(&path, &sandbox, &args, &env).await;
     run.expect_code(3);
 
     let report: serde_json::Value = serde_json::from_str(&dir.read("report.json")).unwrap();

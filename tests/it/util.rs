@@ -108,6 +108,17 @@ pub async fn kksync(args: &[&str], env: &[(&str, &str)]) -> Run {
 
 /// `kksync sync` against a sandbox with the right key and fast settings, plus extra arguments.
 pub async fn sync(source: &Path, sandbox: &SandboxHandle, extra: &[&str]) -> Run {
+    sync_with_env(source, sandbox, extra, &[("KOMFORTKASSE_API_KEY", KEY)]).await
+}
+
+/// `kksync sync` against a sandbox with fast settings, extra arguments and exactly the
+/// environment `env` (so the API key is whatever `env` or `extra` gives, or missing).
+pub async fn sync_with_env(
+    source: &Path,
+    sandbox: &SandboxHandle,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Run {
     let url = sandbox.base_url();
     let source = source.to_string_lossy().into_owned();
     let mut args = vec![
@@ -122,7 +133,7 @@ pub async fn sync(source: &Path, sandbox: &SandboxHandle, extra: &[&str]) -> Run
         "10",
     ];
     args.extend_from_slice(extra);
-    kksync(&args, &[("KOMFORTKASSE_API_KEY", KEY)]).await
+    kksync(&args, env).await
 }
 
 /// A date a few days ago, as the API writes it.
