@@ -45,7 +45,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use time::OffsetDateTime;
 
 const API_KEY: &str = "bench-key";
 const API_KEY_ENV: &str = "KOMFORTKASSE_API_KEY";
@@ -184,17 +183,7 @@ fn run_one(
 ) -> Result<Vec<Measurement>, Box<dyn Error>> {
     // 1. The input file.
     let source = dir.join(format!("orders-{rows}.csv"));
-    let config = order_gen::Config {
-        rows,
-        seed: 42,
-        delimiter: b',',
-        decimal_comma: false,
-        invalid_every: None,
-        bom: false,
-        strict_dates: true,
-        long_lived: false,
-        today: OffsetDateTime::now_utc().date(),
-    };
+    let config = order_gen::Config::benchmark(rows);
     let started = Instant::now();
     let file =
         File::create(&source).map_err(|e| format!("cannot create {}: {e}", source.display()))?;

@@ -25,7 +25,6 @@ use std::fs::File;
 use std::time::Instant;
 
 use clap::Parser;
-use time::OffsetDateTime;
 
 /// Measure the per-order cost of reading a CSV and of a SQLite upsert.
 #[derive(Debug, Parser)]
@@ -43,17 +42,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     let dir = tempfile::tempdir()?;
     let source = dir.path().join("orders.csv");
-    let config = order_gen::Config {
-        rows: args.rows,
-        seed: 42,
-        delimiter: b',',
-        decimal_comma: false,
-        invalid_every: None,
-        bom: false,
-        strict_dates: true,
-        long_lived: false,
-        today: OffsetDateTime::now_utc().date(),
-    };
+    let config = order_gen::Config::benchmark(args.rows);
     let written = order_gen::generate(&config, File::create(&source)?)?;
     if written.rows != args.rows || written.invalid != 0 {
         return Err("the generator did not write the valid rows asked for".into());

@@ -114,6 +114,25 @@ pub struct Config {
     pub today: Date,
 }
 
+impl Config {
+    /// The benchmark's file: `rows` valid orders, seed 42, `,`, every date `dd-MM-yyyy`, as of
+    /// today. `bench` and `floor` measure the same input this way.
+    #[allow(dead_code)] // gen_orders, which shares this module, builds its own from flags
+    pub fn benchmark(rows: u64) -> Config {
+        Config {
+            rows,
+            seed: 42,
+            delimiter: b',',
+            decimal_comma: false,
+            invalid_every: None,
+            bom: false,
+            strict_dates: true,
+            long_lived: false,
+            today: time::OffsetDateTime::now_utc().date(),
+        }
+    }
+}
+
 /// What was written.
 #[derive(Debug, Clone, Copy)]
 pub struct Summary {
