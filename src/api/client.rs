@@ -108,6 +108,22 @@ impl ApiClient {
             .await
     }
 
+    /// `GET /order/{number}`: the order as the API has it, or `None` when it does not know
+    /// the number (404).
+    pub async fn get_order(&self, number: &str) -> Result<Option<Bytes>, ApiError> {
+        let mut url = self.orders_url.clone();
+        url.path_segments_mut()
+            .map_err(|()| ApiError::Unexpected("the API URL cannot take a path".into()))?
+            .pop()
+            .push("order")
+            .push(number);
+        match self.send(self.http.get(url)).await {
+            Ok(response) => Ok(Some(response.bytes().await.map_err(transport_error)?)),
+            Err(ApiError::Rejected { status: 404, .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     /// `POST /ordersync` with the JSON array of open order numbers; returns how many orders
     /// became `LEGACY`. The vendor asks for a timeout of at least ten minutes.
     pub async fn order_sync(&self, body: Bytes) -> Result<u64, ApiError> {

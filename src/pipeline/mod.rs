@@ -263,7 +263,7 @@ async fn phases(
             summary.refreshed = read_back.refreshed;
         }
         Some(Err(ReadBackError::State(error))) => read_back_store_error = Some(error),
-        Some(Err(ReadBackError::Api(message))) => {
+        Some(Err(ReadBackError::Api(message) | ReadBackError::Refused(message))) => {
             tracing::error!(%message, "statuses could not be read back; the run goes on");
             read_back_failure = Some(message);
         }

@@ -15,7 +15,7 @@ use super::seen::{Seen, SeenNumbers};
 use crate::order::{self, Issue, PreparedOrder, Problem, RowError, RowView, Rules};
 use crate::source::{OrderSource, SourceError, SourceRow};
 use crate::state::lookahead::Lookahead;
-use crate::state::orders::Known;
+use crate::state::orders::{API_STATUSES, Known};
 use crate::state::{StateDb, StateError};
 
 /// Orders to send together.
@@ -476,19 +476,6 @@ fn unchanged_since_accepted(
         _ => false,
     }
 }
-
-/// The `paymentStatus` values the API documents (reference §5.2).
-const API_STATUSES: [&str; 9] = [
-    "UNPAID",
-    "PAID",
-    "PAID_PARTIAL",
-    "CANCELLED",
-    "REFUNDED",
-    "REFUNDED_PARTIAL",
-    "COLLECTION",
-    "DISAPPEARED",
-    "LEGACY",
-];
 
 /// Whether a row's `paymentStatus` is one the API reported (to an earlier run whose state is
 /// gone, or to a shop plugin). A shop's own wording in that column (`offen`, `OFFEN`) says

@@ -1,12 +1,24 @@
 //! Status read-back: orders that were not sent but may have changed at Komfortkasse (paid,
 //! cancelled, ...) get their current `paymentStatus` from `GET /orders`, read as a stream.
 //!
-//! One request with `maxAge` just covering the oldest open order the state store knows. No
-//! `paymentStatus` filter: it selects by *current* status, so any filter would hide exactly the
-//! transitions to the statuses it leaves out (the vendor offers no "changed since"). Every
-//! order in the reply that the store knows is updated when its status differs; orders the store
-//! does not know are ignored.
+//! `maxAge` just covers the oldest open order the state store knows. The `paymentStatus`
+//! filter asks for every documented status except `UNPAID`: every order starts there and most
+//! open orders stay there, so leaving it out keeps the reply to the orders that moved (a
+//! million-order migration answers with the few thousand paid since, not a million). A filter
+//! selects by *current* status, so it would hide an order going back to `UNPAID`; the open
+//! orders the store knows in another status are therefore watched by name, and any of them
+//! missing from the reply is asked for again: one by one (`GET /order/{number}`) when they are
+//! few, else with `paymentStatus=UNPAID`. Should the store watch too many for memory, or the
+//! API refuse the filter, one request without a filter reads everything, as the vendor's own
+//! plugin does.
+//!
+//! What this cannot see: an order moving from `UNPAID` to a status the vendor has not
+//! documented. A `--full` run, which sends every order, learns every status from the replies.
+//!
+//! Every order in a reply that the store knows is updated when its status differs; orders the
+//! store does not know are ignored.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -16,20 +28,27 @@ use tokio::sync::mpsc;
 
 use super::send::{CallFailure, Sender};
 use crate::api::ApiError;
-use crate::api::stream::{StreamError, for_each_order_status};
+use crate::api::stream::{OrderStatus, StreamError, for_each_order_status};
+use crate::state::orders::{API_STATUSES, FIRST_STATUS};
 use crate::state::{StateDb, StateError};
 
 /// Statuses are applied to the store in transactions of this many orders.
 const APPLY_BATCH: usize = 5000;
 /// The reply goes to the parsing thread in blocks of about this size.
 const BLOCK: usize = 1 << 20;
+/// Open orders past `UNPAID` the read-back watches by name, at most (their numbers are held in
+/// memory); with more, it reads every status without a filter.
+const MAX_WATCHED: usize = 50_000;
+/// Watched orders missing from the filtered reply that are asked for one by one, at most; more
+/// are read with a second, `UNPAID` list.
+const MAX_LOOKUPS: usize = 20;
 
 /// What the read-back did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadBack {
     /// `maxAge` asked for; `None` when no order needed reading back (no request was sent).
     pub max_age_days: Option<i64>,
-    /// Orders in the reply.
+    /// Orders in the replies.
     pub orders_seen: u64,
     /// Orders of the store whose status changed.
     pub refreshed: u64,
@@ -38,12 +57,23 @@ pub struct ReadBack {
 /// The read-back failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadBackError {
-    /// The API could not be read (given up at the deadline, refused, or the run is stopping).
+    /// The API could not be read (given up at the deadline, an unreadable reply, or the run is
+    /// stopping).
     #[error("status read-back (GET /orders) failed: {0}")]
     Api(String),
+    /// The API refused the request for good (its message).
+    #[error("status read-back (GET /orders) refused: {0}")]
+    Refused(String),
     /// The state store could not be updated.
     #[error(transparent)]
     State(#[from] StateError),
+}
+
+/// One list read back: its counts, and the watched orders it did not contain.
+struct Listed {
+    orders_seen: u64,
+    refreshed: u64,
+    missing: HashSet<String>,
 }
 
 /// Reads back the statuses of the open orders the store knows, for run `run` (whose own sends
@@ -54,33 +84,153 @@ pub async fn read_back(
     today: Date,
     run: i64,
 ) -> Result<ReadBack, ReadBackError> {
-    let store = Arc::clone(state);
-    let oldest = tokio::task::spawn_blocking(move || match store.lock() {
-        Ok(db) => db.oldest_open_order(),
-        Err(_) => Ok(None),
-    })
-    .await
-    .map_err(|e| ReadBackError::Api(e.to_string()))??;
-    let Some(oldest) = oldest else {
+    let Some(oldest) = with_store(state, |db| db.oldest_open_order()).await? else {
         return Ok(ReadBack::default());
     };
     // One day of margin: "days old" may be counted from the other end of the day.
     let max_age = ((today - oldest).whole_days() + 1).max(1);
-    tracing::info!(max_age, "reading back statuses (GET /orders)");
+    let mut done = ReadBack {
+        max_age_days: Some(max_age),
+        ..ReadBack::default()
+    };
+    let watched = with_store(state, |db| db.open_orders_past_first_status(MAX_WATCHED)).await?;
+    let Some(watched) = watched else {
+        tracing::info!(max_age, "reading back all statuses (GET /orders)");
+        done.add(&list(sender, state, max_age, None, HashSet::new(), run).await?);
+        return Ok(done);
+    };
+    let moved: Vec<&str> = API_STATUSES
+        .into_iter()
+        .filter(|status| *status != FIRST_STATUS)
+        .collect();
+    tracing::info!(
+        max_age,
+        watched = watched.len(),
+        "reading back statuses (GET /orders)"
+    );
+    let watched = watched.into_iter().collect();
+    let listed = match list(sender, state, max_age, Some(moved.join(",")), watched, run).await {
+        Ok(listed) => listed,
+        Err(ReadBackError::Refused(message)) => {
+            tracing::warn!(%message, "GET /orders refused the status filter; reading back all statuses");
+            done.add(&list(sender, state, max_age, None, HashSet::new(), run).await?);
+            return Ok(done);
+        }
+        Err(error) => return Err(error),
+    };
+    done.add(&listed);
+    // A status this run's sends reported is newer than anything read back.
+    let missing = with_store(state, move |db| {
+        let mut missing = Vec::new();
+        for number in listed.missing {
+            if !db.status_from_run(&number, run)? {
+                missing.push(number);
+            }
+        }
+        Ok(missing)
+    })
+    .await?;
+    if missing.len() > MAX_LOOKUPS {
+        tracing::info!(
+            missing = missing.len(),
+            "reading back orders that went back to {FIRST_STATUS}"
+        );
+        let first = Some(FIRST_STATUS.to_string());
+        done.add(&list(sender, state, max_age, first, HashSet::new(), run).await?);
+        return Ok(done);
+    }
+    for number in missing {
+        let (seen, refreshed) = look_up(sender, state, number, run).await?;
+        done.orders_seen += seen;
+        done.refreshed += refreshed;
+    }
+    Ok(done)
+}
+
+impl ReadBack {
+    fn add(&mut self, listed: &Listed) {
+        self.orders_seen += listed.orders_seen;
+        self.refreshed += listed.refreshed;
+    }
+}
+
+/// Runs `f` on the state store on a blocking thread.
+async fn with_store<T: Send + 'static>(
+    state: &Arc<Mutex<StateDb>>,
+    f: impl FnOnce(&mut StateDb) -> Result<T, StateError> + Send + 'static,
+) -> Result<T, ReadBackError> {
+    let store = Arc::clone(state);
+    tokio::task::spawn_blocking(move || match store.lock() {
+        Ok(mut db) => f(&mut db).map_err(ReadBackError::State),
+        Err(_) => Err(ReadBackError::Api(
+            "the state store is unusable after an internal error".into(),
+        )),
+    })
+    .await
+    .map_err(|e| ReadBackError::Api(e.to_string()))?
+}
+
+/// `GET /orders` with `maxAge` and, if given, a `paymentStatus` filter; every status in the
+/// reply is applied to the store. Returns the orders of `watched` the reply did not contain.
+async fn list(
+    sender: &Sender,
+    state: &Arc<Mutex<StateDb>>,
+    max_age: i64,
+    statuses: Option<String>,
+    watched: HashSet<String>,
+    run: i64,
+) -> Result<Listed, ReadBackError> {
+    let mut query = vec![("maxAge", max_age.to_string())];
+    if let Some(statuses) = statuses {
+        query.push(("paymentStatus", statuses));
+    }
     let outcome = sender
-        .call(|| read_once(sender, Arc::clone(state), max_age, run))
+        .call(|| read_once(sender, Arc::clone(state), &query, watched.clone(), run))
         .await;
     match outcome {
-        Ok(Ok((orders_seen, refreshed))) => Ok(ReadBack {
-            max_age_days: Some(max_age),
-            orders_seen,
-            refreshed,
-        }),
-        Ok(Err(error)) => Err(error),
-        Err(CallFailure::GaveUp(message) | CallFailure::Rejected(message)) => {
-            Err(ReadBackError::Api(message))
-        }
-        Err(CallFailure::Stopped) => Err(ReadBackError::Api("the run is stopping".into())),
+        Ok(listed) => listed,
+        Err(failure) => Err(failure_error(failure)),
+    }
+}
+
+/// `GET /order/{number}` for one watched order; returns (orders seen, statuses changed).
+async fn look_up(
+    sender: &Sender,
+    state: &Arc<Mutex<StateDb>>,
+    number: String,
+    run: i64,
+) -> Result<(u64, u64), ReadBackError> {
+    let reply = sender
+        .call(|| sender.client().get_order(&number))
+        .await
+        .map_err(failure_error)?;
+    let Some(body) = reply else {
+        tracing::debug!(
+            number,
+            "the API does not know this order (404); its status is kept"
+        );
+        return Ok((0, 0));
+    };
+    let order: OrderStatus = serde_json::from_slice(&body).map_err(|error| {
+        ReadBackError::Api(format!(
+            "GET /order/{number}: the reply is not an order ({error})"
+        ))
+    })?;
+    let Some(status) = order.payment_status else {
+        return Ok((1, 0));
+    };
+    let refreshed = with_store(state, move |db| {
+        db.apply_read_back([(order.number.as_str(), status.as_str())], run)
+    })
+    .await?;
+    Ok((1, refreshed))
+}
+
+fn failure_error(failure: CallFailure) -> ReadBackError {
+    match failure {
+        CallFailure::GaveUp(message) => ReadBackError::Api(message),
+        CallFailure::Rejected(message) => ReadBackError::Refused(message),
+        CallFailure::Stopped => ReadBackError::Api("the run is stopping".into()),
     }
 }
 
@@ -91,18 +241,17 @@ pub async fn read_back(
 async fn read_once(
     sender: &Sender,
     state: Arc<Mutex<StateDb>>,
-    max_age: i64,
+    query: &[(&str, String)],
+    watched: HashSet<String>,
     run: i64,
-) -> Result<Result<(u64, u64), ReadBackError>, ApiError> {
-    let response = sender
-        .client()
-        .get_orders(&[("maxAge", max_age.to_string())])
-        .await?;
+) -> Result<Result<Listed, ReadBackError>, ApiError> {
+    let response = sender.client().get_orders(query).await?;
     // The body arrives in pieces of a few KiB; handing each to the parsing thread would cost
     // a wake-up per piece, so they are gathered into blocks first.
     let (blocks, receiver) = mpsc::channel::<std::io::Result<Bytes>>(2);
-    let parser =
-        tokio::task::spawn_blocking(move || apply_stream(BlockReader::new(receiver), &state, run));
+    let parser = tokio::task::spawn_blocking(move || {
+        apply_stream(BlockReader::new(receiver), &state, watched, run)
+    });
     let mut body = response.bytes_stream();
     let mut block = BytesMut::with_capacity(BLOCK);
     loop {
@@ -148,8 +297,9 @@ async fn read_once(
 fn apply_stream(
     reader: impl std::io::Read,
     state: &Mutex<StateDb>,
+    mut watched: HashSet<String>,
     run: i64,
-) -> Result<(u64, u64), StreamError<StateError>> {
+) -> Result<Listed, StreamError<StateError>> {
     let mut batch: Vec<(String, String)> = Vec::with_capacity(APPLY_BATCH);
     let mut refreshed = 0u64;
     let apply = |batch: &mut Vec<(String, String)>, refreshed: &mut u64| {
@@ -161,6 +311,9 @@ fn apply_stream(
         Ok::<(), StateError>(())
     };
     let seen = for_each_order_status(reader, |order| {
+        if !watched.is_empty() {
+            watched.remove(&order.number);
+        }
         if let Some(status) = order.payment_status {
             batch.push((order.number, status));
             if batch.len() >= APPLY_BATCH {
@@ -170,7 +323,11 @@ fn apply_stream(
         Ok(())
     })?;
     apply(&mut batch, &mut refreshed).map_err(StreamError::Consumer)?;
-    Ok((seen, refreshed))
+    Ok(Listed {
+        orders_seen: seen,
+        refreshed,
+        missing: watched,
+    })
 }
 
 /// Reads the blocks the async side gathered, on the parsing thread.

@@ -12,6 +12,22 @@ use super::{StateDb, StateError, now_rfc3339};
 /// records that itself. Everything else, including values newer than this client, is open.
 pub const FINAL_STATUSES: &[&str] = &["PAID", "CANCELLED", "REFUNDED", "DISAPPEARED", "LEGACY"];
 
+/// The `paymentStatus` values the API documents (reference §5.2).
+pub const API_STATUSES: [&str; 9] = [
+    "UNPAID",
+    "PAID",
+    "PAID_PARTIAL",
+    "CANCELLED",
+    "REFUNDED",
+    "REFUNDED_PARTIAL",
+    "COLLECTION",
+    "DISAPPEARED",
+    "LEGACY",
+];
+
+/// The status every new order starts in, and in which most open orders stay.
+pub const FIRST_STATUS: &str = "UNPAID";
+
 /// Statuses Komfortkasse counts as open for `/ordersync` (the vendor is silent; these are the
 /// ones that are still being worked on).
 pub const OPEN_FOR_ORDERSYNC: &[&str] = &["UNPAID", "PAID_PARTIAL", "COLLECTION"];
@@ -19,6 +35,15 @@ pub const OPEN_FOR_ORDERSYNC: &[&str] = &["UNPAID", "PAID_PARTIAL", "COLLECTION"
 /// Whether a status no longer changes by itself.
 pub fn is_final(status: &str) -> bool {
     FINAL_STATUSES.contains(&status)
+}
+
+/// `'A','B'` for an SQL `IN` list of these constants.
+fn quoted(statuses: &[&str]) -> String {
+    statuses
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// What the store knows about one order.
@@ -210,15 +235,11 @@ impl StateDb {
     /// The date of the oldest order whose status may still change by itself (for `maxAge` of
     /// the read-back); `None` when there is none.
     pub fn oldest_open_order(&self) -> Result<Option<Date>, StateError> {
-        let placeholders = FINAL_STATUSES
-            .iter()
-            .map(|s| format!("'{s}'"))
-            .collect::<Vec<_>>()
-            .join(",");
         let sql = format!(
             "SELECT MIN(order_date) FROM kksync_order_state
-             WHERE payment_status IS NOT NULL AND payment_status NOT IN ({placeholders})
-               AND order_date IS NOT NULL"
+             WHERE payment_status IS NOT NULL AND payment_status NOT IN ({})
+               AND order_date IS NOT NULL",
+            quoted(FINAL_STATUSES)
         );
         let oldest: Option<String> = self
             .connection()
@@ -226,6 +247,42 @@ impl StateDb {
             .map_err(self.error("finding the oldest open order"))?;
         let format = time::macros::format_description!("[year]-[month]-[day]");
         Ok(oldest.and_then(|d| Date::parse(&d, &format).ok()))
+    }
+
+    /// The open orders whose last known status is not [`FIRST_STATUS`] (at most `limit`;
+    /// `None` when there are more). A read-back that leaves out orders in `FIRST_STATUS`
+    /// would not see these go back to it, so it looks for them by name.
+    pub fn open_orders_past_first_status(
+        &self,
+        limit: usize,
+    ) -> Result<Option<Vec<String>>, StateError> {
+        let sql = format!(
+            "SELECT number FROM kksync_order_state
+             WHERE payment_status IS NOT NULL AND payment_status NOT IN ({}, '{FIRST_STATUS}')
+             LIMIT ?1",
+            quoted(FINAL_STATUSES)
+        );
+        let over = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+        let numbers = self
+            .connection()
+            .prepare(&sql)
+            .and_then(|mut statement| {
+                statement
+                    .query_map([over], |row| row.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(self.error("listing the open orders"))?;
+        Ok((numbers.len() <= limit).then_some(numbers))
+    }
+
+    /// Whether a send of run `run` reported `number`'s status (newer than any read-back).
+    pub fn status_from_run(&self, number: &str, run: i64) -> Result<bool, StateError> {
+        self.connection()
+            .prepare_cached(
+                "SELECT 1 FROM kksync_order_state WHERE number = ?1 AND status_run IS ?2",
+            )
+            .and_then(|mut s| s.exists(params![number, run]))
+            .map_err(self.error("looking up an order"))
     }
 
     /// Applies statuses read back from the API, in one transaction; only orders the store

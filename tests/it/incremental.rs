@@ -53,6 +53,79 @@ async fn a_second_run_without_changes_sends_nothing_but_refreshes_statuses() {
     assert_eq!(statuses[11], "CANCELLED");
     assert_eq!(statuses.iter().filter(|s| *s == "UNPAID").count(), 247);
     assert!(run.stderr.contains("3 statuses changed"), "{}", run.stderr);
+    // The list leaves out UNPAID orders: only the three that moved came back.
+    assert!(
+        run.stderr.contains("read back     3 orders listed"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// Records `numbers` as last known `PAID_PARTIAL`, in the store and in the CSV, as if a partial
+/// payment had been read back before and then reversed at Komfortkasse (they are `UNPAID`
+/// there).
+fn pretend_partly_paid(dir: &TestDir, numbers: &[String]) {
+    let connection = rusqlite::Connection::open(dir.path("orders.csv.kksync.db")).unwrap();
+    for number in numbers {
+        let updated = connection
+            .execute(
+                "UPDATE kksync_order_state SET payment_status = 'PAID_PARTIAL' WHERE number = ?1",
+                [number],
+            )
+            .unwrap();
+        assert_eq!(updated, 1);
+    }
+    let (header, mut rows) = parse_csv(&dir.read("orders.csv"), b',');
+    let status = header.iter().position(|h| h == "paymentStatus").unwrap();
+    for row in rows.iter_mut().filter(|row| numbers.contains(&row[0])) {
+        row[status] = "PAID_PARTIAL".into();
+    }
+    let mut writer = csv::Writer::from_path(dir.path("orders.csv")).unwrap();
+    writer.write_record(&header).unwrap();
+    rows.iter()
+        .for_each(|row| writer.write_record(row).unwrap());
+    writer.flush().unwrap();
+}
+
+/// The read-back leaves UNPAID orders out of its list; an open order that went back to UNPAID
+/// is missing from it, and is asked for by name (a few) or with a second list (many).
+#[tokio::test(flavor = "multi_thread")]
+async fn orders_that_went_back_to_unpaid_are_read_back_too() {
+    for (went_back, lists, lookups) in [(3, 1, 3), (25, 2, 0)] {
+        let dir = TestDir::new();
+        let source = dir.write("orders.csv", orders_csv(40, false));
+        let sandbox = sandbox(SandboxConfig::default()).await;
+        sync(&source, &sandbox, &[]).await.expect_code(0);
+        let numbers: Vec<String> = (0..went_back).map(|i| format!("T-{:05}", i + 5)).collect();
+        pretend_partly_paid(&dir, &numbers);
+        assert_eq!(
+            statuses(&dir.read("orders.csv"), b',')
+                .iter()
+                .filter(|s| *s == "PAID_PARTIAL")
+                .count(),
+            went_back
+        );
+        reset_stats(&sandbox).await;
+
+        let run = sync(&source, &sandbox, &[]).await;
+        run.expect_code(0);
+        assert_eq!(
+            route_count(&sandbox, "GET /orders"),
+            lists,
+            "{}",
+            run.stderr
+        );
+        assert_eq!(route_count(&sandbox, "GET /order/{number}"), lookups);
+        assert_eq!(route_count(&sandbox, "POST /orders"), 0);
+        let statuses = statuses(&dir.read("orders.csv"), b',');
+        assert!(statuses.iter().all(|s| s == "UNPAID"), "{statuses:?}");
+        assert!(
+            run.stderr
+                .contains(&format!("({went_back} statuses changed)")),
+            "{}",
+            run.stderr
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
