@@ -236,11 +236,15 @@ async fn phases(
         blocking(state, |db| db.reset_row_errors())?;
     }
     progress.set_message("reading back statuses and sending");
+    // The reader needs to know when the statuses in the store stop changing (see `Touched`).
+    let read_back_done = Arc::new(AtomicBool::new(sender.is_none() || run_id.is_none()));
     let reading_back = async {
-        match (sender, run_id) {
+        let done = match (sender, run_id) {
             (Some(sender), Some(run)) => Some(read_back(sender, state, today, run).await),
             _ => None,
-        }
+        };
+        read_back_done.store(true, Ordering::Release);
+        done
     };
     let sending = send_phase(
         config,
@@ -248,7 +252,7 @@ async fn phases(
         sender.map(Arc::as_ref),
         state,
         run_id,
-        &rules,
+        (&rules, Arc::clone(&read_back_done)),
         &progress,
     );
     let (read_back_result, sent) = tokio::join!(reading_back, sending);
@@ -271,8 +275,9 @@ async fn phases(
     if let Some(sender) = sender {
         summary.add_send_counters(sender.counters());
     }
-    let (read_stats, read_identity) = sent?;
+    let (mut read_stats, read_identity) = sent?;
     summary.add_read_stats(&read_stats);
+    let touched = std::mem::take(&mut read_stats.touched);
     tracing::debug!(
         elapsed_ms = phase_started.elapsed().as_millis() as u64,
         "read-back and sending done"
@@ -299,9 +304,13 @@ async fn phases(
         let store = Arc::clone(state);
         let bar = progress.clone();
         let written = tokio::task::spawn_blocking(move || {
-            write_back(&settings, &store, read_identity.as_ref(), &|rows| {
-                bar.inc(rows)
-            })
+            write_back(
+                &settings,
+                &store,
+                read_identity.as_ref(),
+                Some(touched),
+                &|rows| bar.inc(rows),
+            )
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))?;
@@ -341,7 +350,7 @@ async fn send_phase(
     sender: Option<&Sender>,
     state: &Arc<Mutex<StateDb>>,
     run_id: Option<i64>,
-    rules: &Rules,
+    (rules, read_back_done): (&Rules, Arc<AtomicBool>),
     progress: &ProgressBar,
 ) -> Result<(read::ReadStats, Option<source::FileIdentity>), Error> {
     let settings = config.source.clone();
@@ -364,6 +373,7 @@ async fn send_phase(
             state: &reader_state,
             record_invalid,
             reopen: &reopen,
+            read_back_done: &read_back_done,
         };
         read_chunks(source.as_mut(), &context, &chunk_tx)
     });

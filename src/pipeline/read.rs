@@ -6,12 +6,14 @@
 //! apart the changed orders are.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
 use super::plan::{Decision, Incremental, decide};
 use super::seen::{Seen, SeenNumbers};
+use super::writeback::Touched;
 use crate::order::{self, Issue, PreparedOrder, Problem, RowError, RowView, Rules};
 use crate::source::{OrderSource, SourceError, SourceRow};
 use crate::state::lookahead::Lookahead;
@@ -42,6 +44,8 @@ pub struct ReadStats {
     pub invalid_by_reason: BTreeMap<String, u64>,
     /// Whether the whole source was read (not stopped because the receiver went away).
     pub complete: bool,
+    /// The rows the write-back has to look at.
+    pub touched: Touched,
 }
 
 /// The reading stage failed.
@@ -83,6 +87,9 @@ pub struct ReadContext<'a> {
     pub record_invalid: bool,
     /// Opens the source again, from its first row.
     pub reopen: Reopen<'a>,
+    /// Set once the status read-back has finished (or there is none): from then on, the
+    /// statuses in the store no longer change during this run except for the orders sent.
+    pub read_back_done: &'a AtomicBool,
 }
 
 /// How the duplicate check is to treat a row.
@@ -118,6 +125,8 @@ struct Reader<'c, 'a> {
     chunk: Chunk,
     chunk_started_at: u64,
     now: time::OffsetDateTime,
+    /// The read-back had finished when the current lookahead page was read.
+    statuses_final: bool,
 }
 
 /// Reads the whole source and sends the orders that need sending to `chunks`. Stops early,
@@ -146,6 +155,7 @@ fn read_with(
         chunk: Chunk::default(),
         chunk_started_at: 0,
         now: time::OffsetDateTime::now_utc(),
+        statuses_final: false,
     };
     // Rows whose duplicate check the filter could not settle: (row, number).
     let mut deferred: Vec<(u64, String)> = Vec::new();
@@ -187,30 +197,34 @@ impl Reader<'_, '_> {
         row: &SourceRow,
         check: DuplicateCheck,
     ) -> Result<Handled, ReadError> {
+        if !self.statuses_final && self.context.read_back_done.load(Ordering::Acquire) {
+            // Pages read before may hold statuses the read-back changed since.
+            self.lookahead = Lookahead::default();
+            self.statuses_final = true;
+        }
         let view = RowView {
             record: &row.record,
             layout: source.layout(),
         };
         let number = row.number(source.layout());
         let row_fingerprint = number.map(|_| order::row_fingerprint(view));
-        let unchanged_row = match number {
-            Some(number) => {
-                let db = self.context.state.lock().map_err(|_| ReadError::Poisoned)?;
-                let known = self.lookahead.known_ref(&db, number)?;
-                unchanged_since_accepted(known, row_fingerprint, self.context.policy, self.now)
-            }
-            None => false,
-        };
-        if let (true, Some(number)) = (unchanged_row, number) {
-            match self.duplicate(number, check) {
-                Seen::New => {
-                    self.stats.valid += 1;
-                    self.stats.unchanged += 1;
-                    return Ok(Handled::Valid);
+        let mut unchanged_row = false;
+        if let Some(number) = number {
+            let db = self.context.state.lock().map_err(|_| ReadError::Poisoned)?;
+            let known = self.lookahead.known_ref(&db, number)?;
+            if unchanged_since_accepted(known, row_fingerprint, self.context.policy, self.now) {
+                match duplicate(&mut self.seen, number, check) {
+                    Seen::New => {
+                        self.stats.valid += 1;
+                        self.stats.unchanged += 1;
+                        let pending = !self.statuses_final;
+                        self.stats.touched.stored(source, row, known, pending);
+                        return Ok(Handled::Valid);
+                    }
+                    Seen::Maybe => return Ok(Handled::Deferred),
+                    // Validated below, to report the duplicate like any other problem.
+                    Seen::Duplicate => unchanged_row = true,
                 }
-                Seen::Maybe => return Ok(Handled::Deferred),
-                // Validated below, to report the duplicate like any other problem.
-                Seen::Duplicate => {}
             }
         }
         // Only rows that go on need their own copy of what the store knows (asked again: the
@@ -224,7 +238,7 @@ impl Reader<'_, '_> {
                 let seen = match (unchanged_row, check) {
                     // The fast path above asked already: it is a duplicate.
                     (true, DuplicateCheck::Filter) => Seen::Duplicate,
-                    _ => self.duplicate(&order.number, check),
+                    _ => duplicate(&mut self.seen, &order.number, check),
                 };
                 match seen {
                     Seen::New => Ok(Some(order)),
@@ -236,11 +250,12 @@ impl Reader<'_, '_> {
             Ok(Some(mut order)) => {
                 self.stats.valid += 1;
                 order.row_fingerprint = row_fingerprint.unwrap_or_default();
-                self.decide(order, known.as_ref())?;
+                self.decide(source, row, order, known.as_ref())?;
                 Ok(Handled::Valid)
             }
             Ok(None) => Ok(Handled::Deferred),
             Err((error, reasons)) => {
+                self.stats.touched.rejected(source, row, &error, &reasons);
                 self.reject(row.row, error, reasons)?;
                 Ok(Handled::Invalid)
             }
@@ -253,16 +268,14 @@ impl Reader<'_, '_> {
         Ok(self.lookahead.known(&db, number)?)
     }
 
-    fn duplicate(&mut self, number: &str, check: DuplicateCheck) -> Seen {
-        match check {
-            DuplicateCheck::Filter => self.seen.check(number),
-            DuplicateCheck::First => Seen::New,
-            DuplicateCheck::Repeat => Seen::Duplicate,
-        }
-    }
-
     /// Sends a valid order, or skips it when the API already has it.
-    fn decide(&mut self, order: PreparedOrder, known: Option<&Known>) -> Result<(), ReadError> {
+    fn decide(
+        &mut self,
+        source: &dyn OrderSource,
+        row: &SourceRow,
+        order: PreparedOrder,
+        known: Option<&Known>,
+    ) -> Result<(), ReadError> {
         match decide(known, order.fingerprint, self.context.policy, self.now) {
             Decision::Skip => {
                 self.stats.unchanged += 1;
@@ -271,9 +284,15 @@ impl Reader<'_, '_> {
                 }) {
                     let db = self.context.state.lock().map_err(|_| ReadError::Poisoned)?;
                     db.clear_error(&order.number)?;
+                    // Its result is no longer the error `known` holds.
+                    self.stats.touched.mark(row);
+                } else {
+                    let pending = !self.statuses_final;
+                    self.stats.touched.stored(source, row, known, pending);
                 }
             }
             _ => {
+                self.stats.touched.mark(row);
                 if self.chunk.orders.is_empty() {
                     self.chunk_started_at = self.stats.rows;
                 }
@@ -381,6 +400,10 @@ impl Reader<'_, '_> {
             }
         }
         unsettled.extend(pending.map(|(row, number)| (*row, number.as_str())));
+        if !unsettled.is_empty() {
+            // Known by number only now: the write-back has to read every row.
+            self.stats.touched.give_up();
+        }
         for (row, number) in unsettled {
             // Not sent, and not lost: the row carries this error until the next run checks it.
             let error = format!(
@@ -416,6 +439,14 @@ impl Reader<'_, '_> {
             self.context.policy,
             self.now,
         ) || check_row(source, row, self.context.rules, known.as_ref()).is_ok())
+    }
+}
+
+fn duplicate(seen: &mut SeenNumbers, number: &str, check: DuplicateCheck) -> Seen {
+    match check {
+        DuplicateCheck::Filter => seen.check(number),
+        DuplicateCheck::First => Seen::New,
+        DuplicateCheck::Repeat => Seen::Duplicate,
     }
 }
 
@@ -571,6 +602,7 @@ mod tests {
             state: &state,
             record_invalid: true,
             reopen: &reopen,
+            read_back_done: &AtomicBool::new(true),
         };
         let (sender, mut receiver) = mpsc::channel(16);
         let (mut source, _) = crate::source::open(&settings, true).unwrap();

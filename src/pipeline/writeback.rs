@@ -8,10 +8,12 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::SourceSettings;
 use crate::order::{Field, RowView};
+use crate::source::csv_patch::CsvPatch;
 use crate::source::{
     self, FileIdentity, FinishedRow, OrderSource, RowResult, SourceError, SourceRow,
 };
 use crate::state::lookahead::Lookahead;
+use crate::state::orders::{Known, is_final};
 use crate::state::{StateDb, StateError};
 
 /// Rows written per call of the sink (one SQLite transaction).
@@ -46,16 +48,143 @@ pub enum WriteBackError {
     Poisoned,
 }
 
+/// Rows the send phase lists for a partial write-back, at most (16 bytes each); with more, the
+/// whole source is written back.
+const MAX_TOUCHED: usize = 250_000;
+
+/// What the send phase learnt for the write-back: the rows whose results may differ from what
+/// the source records (where they start), and the tally of all other rows, whose results it
+/// already knows and the source already records. With it, a CSV write-back rewrites only those
+/// rows ([`CsvPatch`]); the rest of the file is copied as it is.
+#[derive(Debug, Default)]
+pub struct Touched {
+    /// (offset, row) of each row whose result may differ.
+    rows: Vec<(u64, u64)>,
+    /// A row could not be listed (no offset, too many rows, or a row known only by number).
+    incomplete: bool,
+    /// The rows not listed, counted as the write-back counts them.
+    settled: WriteBackStats,
+}
+
+impl Touched {
+    /// A row whose result may differ from what the source records.
+    pub fn mark(&mut self, row: &SourceRow) {
+        match row.offset {
+            Some(offset) if !self.incomplete && self.rows.len() < MAX_TOUCHED => {
+                self.rows.push((offset, row.row));
+            }
+            _ => self.give_up(),
+        }
+    }
+
+    /// The list cannot be complete: the whole source will be written back.
+    pub fn give_up(&mut self) {
+        self.incomplete = true;
+        self.rows = Vec::new();
+    }
+
+    /// A valid row that was not sent: its result is what the store knows of its order. It is
+    /// settled if the source records exactly that and nothing in this run can change it
+    /// (`may_still_change`: the status read-back has not finished), else marked.
+    pub fn stored(
+        &mut self,
+        source: &dyn OrderSource,
+        row: &SourceRow,
+        known: Option<&Known>,
+        read_back_pending: bool,
+    ) {
+        let previous_error = source.previous_error(&row.record);
+        let settled = match known {
+            Some(Known {
+                last_error: Some(error),
+                ..
+            }) => {
+                let settled = previous_error == Some(error.trim());
+                if settled {
+                    self.settled.count_rejected([reason_of(error).as_str()]);
+                }
+                settled
+            }
+            Some(Known {
+                payment_status: Some(status),
+                ..
+            }) => {
+                // A read-back still running may change an open status.
+                let settled = (is_final(status) || !read_back_pending)
+                    && previous_error.is_none()
+                    && source.previous_status(&row.record) == Some(status.as_str());
+                if settled {
+                    self.settled.count_status(status);
+                }
+                settled
+            }
+            _ => true,
+        };
+        match settled {
+            true => self.settled.rows += 1,
+            false => self.mark(row),
+        }
+    }
+
+    /// A row rejected by validation: settled when the source already records this error.
+    pub fn rejected(
+        &mut self,
+        source: &dyn OrderSource,
+        row: &SourceRow,
+        error: &str,
+        reasons: &[String],
+    ) {
+        if source.previous_error(&row.record) == Some(error.trim()) {
+            self.settled.rows += 1;
+            self.settled
+                .count_rejected(reasons.iter().map(String::as_str));
+        } else {
+            self.mark(row);
+        }
+    }
+}
+
+impl WriteBackStats {
+    fn count_status(&mut self, status: &str) {
+        match self.statuses.get_mut(status) {
+            Some(count) => *count += 1,
+            None => {
+                self.statuses.insert(status.to_string(), 1);
+            }
+        }
+    }
+
+    fn count_rejected<'a>(&mut self, reasons: impl IntoIterator<Item = &'a str>) {
+        self.rejected += 1;
+        for reason in reasons {
+            match self.rejected_by_reason.get_mut(reason) {
+                Some(count) => *count += 1,
+                None => {
+                    self.rejected_by_reason.insert(reason.to_string(), 1);
+                }
+            }
+        }
+    }
+}
+
 /// Writes every row's result back into the source. `read` is the identity of the file the send
 /// phase read (CSV): this run's validation errors are keyed by row number, so a file that
-/// changed since is not written back at all. `on_rows` is told how many rows were done
+/// changed since is not written back at all. With `touched` (complete), only the rows it lists
+/// are rewritten, when the source allows it. `on_rows` is told how many rows were done
 /// (progress).
 pub fn write_back(
     settings: &SourceSettings,
     state: &Arc<Mutex<StateDb>>,
     read: Option<&FileIdentity>,
+    touched: Option<Touched>,
     on_rows: &dyn Fn(u64),
 ) -> Result<WriteBackStats, WriteBackError> {
+    if let (Some(touched), Some(read)) = (touched, read)
+        && !touched.incomplete
+        && let Some(patch) = CsvPatch::open(settings, read)?
+    {
+        return patch_back(patch, touched, state, on_rows);
+    }
     let (mut source, sink) = source::open(settings, false)?;
     let Some(mut sink) = sink else {
         return Ok(WriteBackStats::default());
@@ -111,6 +240,57 @@ pub fn write_back(
     Ok(stats)
 }
 
+/// The write-back of the rows `touched` lists; every other row is copied as it is.
+fn patch_back(
+    mut patch: CsvPatch,
+    touched: Touched,
+    state: &Arc<Mutex<StateDb>>,
+    on_rows: &dyn Fn(u64),
+) -> Result<WriteBackStats, WriteBackError> {
+    let Touched {
+        mut rows, settled, ..
+    } = touched;
+    let mut stats = settled;
+    rows.sort_unstable();
+    tracing::debug!(
+        rows = rows.len(),
+        "writing back the rows that may have changed"
+    );
+    let mut errors = RowErrors::default();
+    // The listed rows are a small share of the file, far apart: a page each would be wasted.
+    let mut lookahead = Lookahead::sparse();
+    for (done, (offset, row)) in rows.into_iter().enumerate() {
+        let row = patch.row_at(row, offset)?;
+        stats.rows += 1;
+        let db = state.lock().map_err(|_| WriteBackError::Poisoned)?;
+        let result = result_of(
+            patch.source(),
+            &row,
+            &db,
+            &mut lookahead,
+            &mut errors,
+            &mut stats,
+        )?;
+        drop(db);
+        if !unchanged(patch.source(), &row, &result) {
+            stats.changed += 1;
+            match &result {
+                RowResult::Synced { status } => patch.replace(&row, Some(status), Some(""))?,
+                RowResult::Failed { error } => patch.replace(&row, None, Some(error))?,
+                RowResult::Untouched => {}
+            }
+            if stats.changed == 1 {
+                crate::pause::point("writing-back");
+            }
+        }
+        if done % ROWS_PER_WRITE == ROWS_PER_WRITE - 1 {
+            on_rows(ROWS_PER_WRITE as u64);
+        }
+    }
+    patch.finish(stats.changed > 0)?;
+    Ok(stats)
+}
+
 /// A row's result: this run's validation error, else what the store knows about its order.
 fn result_of(
     source: &dyn OrderSource,
@@ -121,13 +301,7 @@ fn result_of(
     stats: &mut WriteBackStats,
 ) -> Result<RowResult, StateError> {
     if let Some((error, reasons)) = errors.take(db, row.row)? {
-        stats.rejected += 1;
-        for reason in reasons.split('\n') {
-            *stats
-                .rejected_by_reason
-                .entry(reason.to_string())
-                .or_default() += 1;
-        }
+        stats.count_rejected(reasons.split('\n'));
         return Ok(RowResult::Failed { error });
     }
     let view = RowView {
@@ -141,21 +315,12 @@ fn result_of(
         return Ok(RowResult::Untouched);
     };
     if let Some(error) = known.last_error.clone() {
-        stats.rejected += 1;
-        *stats
-            .rejected_by_reason
-            .entry(reason_of(&error))
-            .or_default() += 1;
+        stats.count_rejected([reason_of(&error).as_str()]);
         return Ok(RowResult::Failed { error });
     }
     match &known.payment_status {
         Some(status) => {
-            match stats.statuses.get_mut(status) {
-                Some(count) => *count += 1,
-                None => {
-                    stats.statuses.insert(status.clone(), 1);
-                }
-            }
+            stats.count_status(status);
             Ok(RowResult::Synced {
                 status: status.clone(),
             })
@@ -217,5 +382,66 @@ impl RowErrors {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::SourceFormat;
+
+    /// Rows of a CSV whose result columns record `UNPAID`, `PAID` and nothing.
+    fn rows() -> (tempfile::TempDir, Box<dyn OrderSource>, Vec<SourceRow>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orders.csv");
+        std::fs::write(
+            &path,
+            "number,paymentStatus,syncError\nA,UNPAID,\nB,PAID,\nC,,\n",
+        )
+        .unwrap();
+        let settings = SourceSettings {
+            path,
+            format: SourceFormat::Csv,
+            delimiter: None,
+            columns: Default::default(),
+        };
+        let (mut source, _) = source::open(&settings, true).unwrap();
+        let mut rows = Vec::new();
+        while let Some(row) = source.next_row().unwrap() {
+            rows.push(row);
+        }
+        (dir, source, rows)
+    }
+
+    fn known(status: &str) -> Known {
+        Known {
+            payment_status: Some(status.into()),
+            ..Known::default()
+        }
+    }
+
+    #[test]
+    fn a_row_is_settled_only_when_the_source_records_a_status_nothing_can_change_now() {
+        let (_dir, source, rows) = rows();
+        let mut touched = Touched::default();
+        // Recorded, and the read-back is over: settled.
+        touched.stored(source.as_ref(), &rows[0], Some(&known("UNPAID")), false);
+        assert_eq!((touched.rows.len(), touched.settled.rows), (0, 1));
+        // Recorded, but the read-back may still change an open status: listed.
+        touched.stored(source.as_ref(), &rows[0], Some(&known("UNPAID")), true);
+        assert_eq!(touched.rows, [(rows[0].offset.unwrap(), 2)]);
+        // A final status cannot change by a read-back.
+        touched.stored(source.as_ref(), &rows[1], Some(&known("PAID")), true);
+        assert_eq!((touched.rows.len(), touched.settled.rows), (1, 2));
+        // The store knows more than the source records: listed.
+        touched.stored(source.as_ref(), &rows[2], Some(&known("UNPAID")), false);
+        assert_eq!(touched.rows.len(), 2);
+        assert_eq!(touched.settled.statuses.get("UNPAID"), Some(&1));
+        assert_eq!(touched.settled.statuses.get("PAID"), Some(&1));
+        // A row without an offset (SQLite) makes the list useless.
+        let mut no_offset = rows[2].clone();
+        no_offset.offset = None;
+        touched.mark(&no_offset);
+        assert!(touched.incomplete && touched.rows.is_empty());
     }
 }

@@ -62,8 +62,8 @@ pub struct CsvSink {
 }
 
 /// Where a result column sits: in the original header, or appended after it (status first).
-#[derive(Debug, Clone, Copy)]
-enum ResultColumn {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResultColumn {
     Existing(usize),
     Appended,
 }
@@ -325,6 +325,27 @@ pub(crate) fn sniff(path: &Path, delimiter: Option<u8>) -> std::io::Result<Diale
     })
 }
 
+impl CsvSource {
+    /// The file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Where the result columns are, if the header has both.
+    pub(crate) fn result_columns(&self) -> Option<ResultColumns> {
+        Some(ResultColumns {
+            header_len: self.header_len,
+            status: ResultColumn::Existing(self.status_index?),
+            error: ResultColumn::Existing(self.error_index?),
+        })
+    }
+
+    /// The field delimiter.
+    pub(crate) fn delimiter(&self) -> u8 {
+        self.delimiter
+    }
+}
+
 impl OrderSource for CsvSource {
     fn layout(&self) -> &Layout {
         &self.layout
@@ -382,6 +403,7 @@ impl OrderSource for CsvSource {
         )?;
         let mut row = SourceRow::from_csv(row, bytes, self.header_len);
         row.blank_lines_before = blank_lines;
+        row.offset = bytes.position().map(csv::Position::byte);
         Ok(Some(row))
     }
 
@@ -530,9 +552,7 @@ impl CsvSink {
         }
     }
 
-    /// Writes a row of `len` fields, field `i` being `fields(i)`, padded to the header's width,
-    /// with the result columns set in place or inserted after the original columns, so nothing
-    /// is overwritten.
+    /// Writes a row of `len` fields with the result columns set (see [`write_with_results`]).
     fn write_with_results<'f>(
         &mut self,
         len: usize,
@@ -540,40 +560,71 @@ impl CsvSink {
         status: Option<&str>,
         error: Option<&str>,
     ) -> Result<(), csv::Error> {
-        let (status_column, error_column) = (self.status, self.error);
-        let width = len.max(self.header_len);
-        let mut appended: [&[u8]; 2] = [b"", b""];
-        let mut appended_count = 0;
-        let mut replaced: [Option<(usize, &[u8])>; 2] = [None, None];
-        for (slot, (column, value)) in [(status_column, status), (error_column, error)]
-            .into_iter()
-            .enumerate()
-        {
-            match column {
-                ResultColumn::Existing(i) => replaced[slot] = value.map(|v| (i, v.as_bytes())),
-                ResultColumn::Appended => {
-                    appended[appended_count] = value.unwrap_or("").as_bytes();
-                    appended_count += 1;
-                }
+        let columns = ResultColumns {
+            header_len: self.header_len,
+            status: self.status,
+            error: self.error,
+        };
+        write_with_results(&mut self.writer, columns, len, fields, status, error)
+    }
+}
+
+/// Where the result columns of a file go.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ResultColumns {
+    /// Fields in the header.
+    pub(crate) header_len: usize,
+    pub(crate) status: ResultColumn,
+    pub(crate) error: ResultColumn,
+}
+
+/// Writes a row of `len` fields, field `i` being `fields(i)`, padded to the header's width,
+/// with the result columns set in place or inserted after the original columns, so nothing
+/// is overwritten.
+pub(crate) fn write_with_results<'f, W: Write>(
+    writer: &mut csv::Writer<W>,
+    columns: ResultColumns,
+    len: usize,
+    fields: impl Fn(usize) -> Option<&'f [u8]>,
+    status: Option<&str>,
+    error: Option<&str>,
+) -> Result<(), csv::Error> {
+    let ResultColumns {
+        header_len,
+        status: status_column,
+        error: error_column,
+    } = columns;
+    let width = len.max(header_len);
+    let mut appended: [&[u8]; 2] = [b"", b""];
+    let mut appended_count = 0;
+    let mut replaced: [Option<(usize, &[u8])>; 2] = [None, None];
+    for (slot, (column, value)) in [(status_column, status), (error_column, error)]
+        .into_iter()
+        .enumerate()
+    {
+        match column {
+            ResultColumn::Existing(i) => replaced[slot] = value.map(|v| (i, v.as_bytes())),
+            ResultColumn::Appended => {
+                appended[appended_count] = value.unwrap_or("").as_bytes();
+                appended_count += 1;
             }
         }
-        let header_len = self.header_len;
-        let field = |i: usize| -> &[u8] {
-            for (index, value) in replaced.iter().flatten() {
-                if *index == i {
-                    return value;
-                }
-            }
-            fields(i).unwrap_or(b"")
-        };
-        // Original columns, then the appended result columns, then any extra fields of a row
-        // that is wider than the header.
-        let record = (0..header_len)
-            .map(field)
-            .chain(appended[..appended_count].iter().copied())
-            .chain((header_len..width).map(field));
-        self.writer.write_record(record)
     }
+    let field = |i: usize| -> &[u8] {
+        for (index, value) in replaced.iter().flatten() {
+            if *index == i {
+                return value;
+            }
+        }
+        fields(i).unwrap_or(b"")
+    };
+    // Original columns, then the appended result columns, then any extra fields of a row
+    // that is wider than the header.
+    let record = (0..header_len)
+        .map(field)
+        .chain(appended[..appended_count].iter().copied())
+        .chain((header_len..width).map(field));
+    writer.write_record(record)
 }
 
 impl ResultSink for CsvSink {
@@ -697,6 +748,23 @@ pub(crate) fn replace_with_temp(
     let temp = writer
         .into_inner()
         .map_err(|e| io("writing the new file")(e.into_error()))?;
+    replace_with_temp_file(temp, path, original, changed)
+}
+
+/// As [`replace_with_temp`], for a temporary file written without a csv writer.
+pub(crate) fn replace_with_temp_file(
+    temp: NamedTempFile,
+    path: &Path,
+    original: &std::fs::Metadata,
+    changed: bool,
+) -> Result<(), SourceError> {
+    let io = |action| {
+        move |source| SourceError::Io {
+            path: path.to_path_buf(),
+            action,
+            source,
+        }
+    };
     if !changed {
         return Ok(());
     }

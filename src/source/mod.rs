@@ -4,6 +4,7 @@
 //! batch, in the same order ([`ResultSink`]). CSV and SQLite differ only behind these two traits.
 
 pub(crate) mod csv;
+pub(crate) mod csv_patch;
 pub(crate) mod record;
 pub(crate) mod sqlite;
 
@@ -138,6 +139,9 @@ pub struct SourceRow {
     pub defect: Option<Defect>,
     /// Empty lines right before this row (CSV), which the write-back keeps.
     pub blank_lines_before: u64,
+    /// Where the row starts in the file (CSV: the end of the previous record), so that a
+    /// write-back can rewrite it alone ([`csv_patch`]).
+    pub offset: Option<u64>,
 }
 
 impl SourceRow {
@@ -162,6 +166,7 @@ impl SourceRow {
             raw,
             defect,
             blank_lines_before: 0,
+            offset: None,
         }
     }
 

@@ -132,6 +132,7 @@ impl RowidPages {
                 raw: None,
                 defect,
                 blank_lines_before: 0,
+                offset: None,
             });
             count += 1;
         }

@@ -37,6 +37,8 @@ pub struct Lookahead {
     hits: usize,
     /// The answer of the last point lookup behind the page.
     behind: Option<Known>,
+    /// Point lookups only: the numbers asked for are far apart.
+    sparse: bool,
 }
 
 impl Default for Lookahead {
@@ -48,11 +50,21 @@ impl Default for Lookahead {
             size: MIN_PAGE * 4,
             hits: 0,
             behind: None,
+            sparse: false,
         }
     }
 }
 
 impl Lookahead {
+    /// A lookahead that reads no pages, for numbers far apart in the table (a page would be
+    /// read for about one hit).
+    pub fn sparse() -> Self {
+        Lookahead {
+            sparse: true,
+            ..Lookahead::default()
+        }
+    }
+
     /// What the store knows about `number` (as [`StateDb::known`]).
     pub fn known(&mut self, db: &StateDb, number: &str) -> Result<Option<Known>, StateError> {
         Ok(self.known_ref(db, number)?.cloned())
@@ -61,6 +73,10 @@ impl Lookahead {
     /// As [`Lookahead::known`], without copying what the page holds.
     pub fn known_ref(&mut self, db: &StateDb, number: &str) -> Result<Option<&Known>, StateError> {
         match self.from.as_deref() {
+            _ if self.sparse => {
+                self.behind = db.known(number)?;
+                return Ok(self.behind.as_ref());
+            }
             // Behind the page: the source is not sorted here.
             Some(from) if number < from => {
                 self.behind = db.known(number)?;

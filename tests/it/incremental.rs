@@ -320,3 +320,34 @@ async fn sqlite_killed_during_the_write_back_the_rerun_completes_it() {
         .unwrap();
     assert_eq!(written, 2500);
 }
+
+/// The partial write-back (a second run, the header has the result columns) killed after it
+/// replaced a row: the file is the old one, and the rerun writes everything back.
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_during_a_partial_write_back_the_rerun_completes_it() {
+    let dir = TestDir::new();
+    let source = dir.write("orders.csv", orders_csv(600, false));
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    sync(&source, &sandbox, &[]).await.expect_code(0);
+    for i in (0..600).step_by(7) {
+        control(
+            &sandbox,
+            &format!("pay/T-{i:05}"),
+            json!({"amount": "1.00"}),
+        )
+        .await;
+    }
+    let before = dir.read("orders.csv");
+    let (path, url) = (source.clone(), sandbox.base_url());
+    tokio::task::spawn_blocking(move || run_and_kill_at(&path, &url, "writing-back", &[]))
+        .await
+        .unwrap();
+    assert_eq!(dir.read("orders.csv"), before, "old or new, never torn");
+    sync(&source, &sandbox, &[]).await.expect_code(0);
+    let statuses = statuses(&dir.read("orders.csv"), b',');
+    for (i, status) in statuses.iter().enumerate() {
+        let expected = if i % 7 == 0 { "PAID_PARTIAL" } else { "UNPAID" };
+        assert_eq!(status, expected, "row of T-{i:05}");
+    }
+    assert!(dir.files().iter().all(|f| !f.contains("kksync-tmp")));
+}

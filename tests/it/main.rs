@@ -6,6 +6,7 @@ mod faults;
 mod incremental;
 mod operations;
 mod ordersync;
+mod partial_write_back;
 mod refunds;
 mod source_integrity;
 mod sqlite_flow;

@@ -1,0 +1,150 @@
+//! The partial write-back (only the rows whose results may have changed are rewritten) must
+//! leave exactly the file and summary a full write-back leaves.
+//!
+//! Each run is made twice from the same state: on `a.csv`, whose header has the result
+//! columns (the partial write-back), and on `b.csv`, the same file without them, which only
+//! the full write-back can write. Both must end byte for byte the same.
+
+use serde_json::json;
+
+use crate::util::{KEY, TestDir, control, orders_csv, sandbox, sync, sync_with_env};
+use kksync::sandbox::SandboxConfig;
+
+/// Rewrites every non-empty line of `text` (no field holds a line end here) with `change`,
+/// keeping line ends and empty lines as they are.
+fn map_records(text: &str, change: impl Fn(Vec<&str>) -> Vec<&str>) -> String {
+    let mut out = String::new();
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\r', '\n']);
+        let end = &line[body.len()..];
+        if !body.is_empty() {
+            let mut reader = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .from_reader(body.as_bytes());
+            let record = reader.records().next().unwrap().unwrap();
+            let mut writer = csv::WriterBuilder::new()
+                .terminator(csv::Terminator::Any(b'\n'))
+                .from_writer(Vec::new());
+            writer
+                .write_record(change(record.iter().collect()))
+                .unwrap();
+            let written = String::from_utf8(writer.into_inner().unwrap()).unwrap();
+            out.push_str(written.trim_end_matches('\n'));
+        }
+        out.push_str(end);
+    }
+    out
+}
+
+/// `text` without its last two columns (the result columns kksync appended).
+fn without_result_columns(text: &str) -> String {
+    map_records(text, |mut fields| {
+        fields.truncate(fields.len() - 2);
+        fields
+    })
+}
+
+/// A row that failed keeps the status it had, which the copy without result columns does not
+/// have: blanked for the comparison.
+fn without_status_of_failed_rows(text: &str) -> String {
+    map_records(text, |mut fields| {
+        let len = fields.len();
+        if fields[0] != "number" && !fields[len - 1].is_empty() {
+            fields[len - 2] = "";
+        }
+        fields
+    })
+}
+
+/// The summary of a run, without its wall time.
+fn summary(stderr: &str) -> String {
+    let start = stderr.find("kksync sync summary").expect("a summary");
+    stderr[start..]
+        .lines()
+        .filter(|line| !line.contains("wall time"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Copies `a.csv`'s state store to `b.csv`'s.
+fn copy_state(dir: &TestDir) {
+    let b = dir.path("b.csv.kksync.db");
+    let _ = std::fs::remove_file(&b);
+    let connection = rusqlite::Connection::open(dir.path("a.csv.kksync.db")).unwrap();
+    connection
+        .execute("VACUUM INTO ?1", [b.to_string_lossy()])
+        .unwrap();
+}
+
+/// Runs `a.csv` as it is and `b.csv` (the same rows without result columns, the same state);
+/// asserts both end the same and returns a's text.
+async fn run_both(dir: &TestDir, sandbox: &kksync::sandbox::SandboxHandle, code: i32) -> String {
+    let a = dir.path("a.csv");
+    let text = dir.read("a.csv");
+    dir.write("b.csv", without_result_columns(&text));
+    copy_state(dir);
+    let env = [("KOMFORTKASSE_API_KEY", KEY), ("RUST_LOG", "kksync=debug")];
+    let run_a = sync_with_env(&a, sandbox, &[], &env).await;
+    run_a.expect_code(code);
+    assert!(
+        run_a
+            .stderr
+            .contains("writing back the rows that may have changed"),
+        "a.csv took the partial write-back:\n{}",
+        run_a.stderr
+    );
+    let run_b = sync(&dir.path("b.csv"), sandbox, &[]).await;
+    run_b.expect_code(code);
+    let (after_a, after_b) = (dir.read("a.csv"), dir.read("b.csv"));
+    let after_a = without_status_of_failed_rows(&after_a);
+    let differing: Vec<(&str, &str)> = after_a
+        .split('\n')
+        .zip(after_b.split('\n'))
+        .filter(|(a, b)| a != b)
+        .collect();
+    assert!(differing.is_empty(), "a.csv | b.csv: {differing:#?}");
+    assert_eq!(after_a, after_b);
+    assert_eq!(summary(&run_a.stderr), summary(&run_b.stderr));
+    dir.read("a.csv")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partial_write_back_leaves_what_a_full_one_leaves() {
+    let dir = TestDir::new();
+    let date = crate::util::recent_date(3);
+    // CRLF line ends and empty lines, which the partial write-back copies as they are; two
+    // rows with an impossible date.
+    let original = orders_csv(300, false)
+        .replace('\n', "\r\n")
+        .replacen("\r\nT-00010", "\r\n\r\n\r\nT-00010", 1)
+        .replacen(&format!("T-00007,{date}"), "T-00007,31-02-2024", 1)
+        .replacen(&format!("T-00008,{date}"), "T-00008,31-02-2024", 1);
+    let a = dir.write("a.csv", &original);
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    sync(&a, &sandbox, &[]).await.expect_code(3);
+
+    // Between the runs: payments, a rejection, changed amounts, a fixed row (T-00007), a row
+    // still broken (T-00008) and a newly broken one (T-00050).
+    control(&sandbox, "pay/T-00003", json!({"amount": "13.03"})).await;
+    control(&sandbox, "pay/T-00004", json!({"amount": "1.00"})).await;
+    control(&sandbox, "reject/T-00020", json!({"reason": "skipped"})).await;
+    let mut text = dir
+        .read("a.csv")
+        .replacen("T-00007,31-02-2024", &format!("T-00007,{date}"), 1)
+        .replacen(&format!("T-00050,{date}"), "T-00050,30-02-2024", 1);
+    for number in ["T-00020", "T-00030", "T-00031", "T-00299"] {
+        let at = text.find(&format!("{number},")).unwrap();
+        let amount = at + text[at..].find(",PREPAYMENT,").unwrap() + ",PREPAYMENT,".len();
+        text.insert(amount, '9');
+    }
+    dir.write("a.csv", &text);
+    let second = run_both(&dir, &sandbox, 3).await;
+    assert!(second.contains("T-00003,") && second.contains(",PAID,"));
+    assert!(second.contains("\r\n\r\n\r\nT-00010"));
+
+    // Nothing changed in the file; one more payment. The rejected and the broken rows keep
+    // their errors.
+    control(&sandbox, "pay/T-00005", json!({"amount": "15.05"})).await;
+    let third = run_both(&dir, &sandbox, 3).await;
+    assert_eq!(third.matches("skipped").count(), 1, "{third}");
+}
