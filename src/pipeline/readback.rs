@@ -13,12 +13,15 @@
 //! plugin does.
 //!
 //! What this cannot see: an order moving from `UNPAID` to a status the vendor has not
-//! documented. A `--full` run, which sends every order, learns every status from the replies.
+//! documented, and an order in a final status (`PAID`, `CANCELLED`, ...) reopened at
+//! Komfortkasse (`setunpaid`): final orders are not watched, as their status no longer changes
+//! by itself. A `--full` run, which sends every order, learns every status from the replies.
 //!
 //! Every order in a reply that the store knows is updated when its status differs; orders the
 //! store does not know are ignored.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -119,25 +122,25 @@ pub async fn read_back(
         Err(error) => return Err(error),
     };
     done.add(&listed);
-    // A status this run's sends reported is newer than anything read back.
-    let missing = with_store(state, move |db| {
-        let mut missing = Vec::new();
-        for number in listed.missing {
-            if !db.status_from_run(&number, run)? {
-                missing.push(number);
-            }
-        }
-        Ok(missing)
-    })
-    .await?;
+    let mut missing = not_sent_in_run(state, listed.missing, run).await?;
     if missing.len() > MAX_LOOKUPS {
         tracing::info!(
             missing = missing.len(),
             "reading back orders that went back to {FIRST_STATUS}"
         );
         let first = Some(FIRST_STATUS.to_string());
-        done.add(&list(sender, state, max_age, first, HashSet::new(), run).await?);
-        return Ok(done);
+        let watched = missing.into_iter().collect();
+        let listed = list(sender, state, max_age, first, watched, run).await?;
+        done.add(&listed);
+        // In neither list: gone from the API, or in a status the vendor has not documented.
+        missing = not_sent_in_run(state, listed.missing, run).await?;
+        if missing.len() > MAX_LOOKUPS {
+            tracing::warn!(
+                orders = missing.len(),
+                "open orders missing from the API's lists; their last known statuses are kept"
+            );
+            return Ok(done);
+        }
     }
     for number in missing {
         let (seen, refreshed) = look_up(sender, state, number, run).await?;
@@ -145,6 +148,26 @@ pub async fn read_back(
         done.refreshed += refreshed;
     }
     Ok(done)
+}
+
+/// The watched orders no send of this run reported: a send's status is newer than anything
+/// read back.
+async fn not_sent_in_run(
+    state: &Arc<Mutex<StateDb>>,
+    numbers: HashSet<String>,
+    run: i64,
+) -> Result<Vec<String>, ReadBackError> {
+    with_store(state, move |db| {
+        let mut missing = Vec::new();
+        for number in numbers {
+            if !db.status_from_run(&number, run)? {
+                missing.push(number);
+            }
+        }
+        missing.sort_unstable();
+        Ok(missing)
+    })
+    .await
 }
 
 impl ReadBack {
@@ -246,11 +269,16 @@ async fn read_once(
     run: i64,
 ) -> Result<Result<Listed, ReadBackError>, ApiError> {
     let response = sender.client().get_orders(query).await?;
+    // Should this attempt be dropped (the deadline, a stop), the parsing thread must not go on
+    // applying statuses after the read-back has returned: the reader then takes the store's
+    // statuses as final for this run.
+    let abandoned = Arc::new(AtomicBool::new(false));
+    let _abandon_on_drop = AbandonOnDrop(Arc::clone(&abandoned));
     // The body arrives in pieces of a few KiB; handing each to the parsing thread would cost
     // a wake-up per piece, so they are gathered into blocks first.
     let (blocks, receiver) = mpsc::channel::<std::io::Result<Bytes>>(2);
     let parser = tokio::task::spawn_blocking(move || {
-        apply_stream(BlockReader::new(receiver), &state, watched, run)
+        apply_stream(BlockReader::new(receiver), &state, &abandoned, watched, run)
     });
     let mut body = response.bytes_stream();
     let mut block = BytesMut::with_capacity(BLOCK);
@@ -294,16 +322,29 @@ async fn read_once(
     }
 }
 
+/// Sets its flag when dropped.
+struct AbandonOnDrop(Arc<AtomicBool>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
 fn apply_stream(
     reader: impl std::io::Read,
     state: &Mutex<StateDb>,
+    abandoned: &AtomicBool,
     mut watched: HashSet<String>,
     run: i64,
 ) -> Result<Listed, StreamError<StateError>> {
     let mut batch: Vec<(String, String)> = Vec::with_capacity(APPLY_BATCH);
     let mut refreshed = 0u64;
     let apply = |batch: &mut Vec<(String, String)>, refreshed: &mut u64| {
-        if let Ok(mut db) = state.lock() {
+        // Checked under the lock: once the flag is set, nothing more is applied.
+        if let Ok(mut db) = state.lock()
+            && !abandoned.load(Ordering::Acquire)
+        {
             *refreshed +=
                 db.apply_read_back(batch.iter().map(|(n, s)| (n.as_str(), s.as_str())), run)?;
         }

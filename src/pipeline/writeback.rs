@@ -13,7 +13,7 @@ use crate::source::{
     self, FileIdentity, FinishedRow, OrderSource, RowResult, SourceError, SourceRow,
 };
 use crate::state::lookahead::Lookahead;
-use crate::state::orders::{Known, is_final};
+use crate::state::orders::Known;
 use crate::state::{StateDb, StateError};
 
 /// Rows written per call of the sink (one SQLite transaction).
@@ -85,7 +85,7 @@ impl Touched {
 
     /// A valid row that was not sent: its result is what the store knows of its order. It is
     /// settled if the source records exactly that and nothing in this run can change it
-    /// (`may_still_change`: the status read-back has not finished), else marked.
+    /// (`read_back_pending`: the status read-back has not finished), else marked.
     pub fn stored(
         &mut self,
         source: &dyn OrderSource,
@@ -109,8 +109,9 @@ impl Touched {
                 payment_status: Some(status),
                 ..
             }) => {
-                // A read-back still running may change an open status.
-                let settled = (is_final(status) || !read_back_pending)
+                // A read-back still running may change any status it lists, final ones
+                // included (a refund turns `PAID` into `REFUNDED`).
+                let settled = !read_back_pending
                     && previous_error.is_none()
                     && source.previous_status(&row.record) == Some(status.as_str());
                 if settled {
@@ -430,12 +431,14 @@ mod tests {
         // Recorded, but the read-back may still change an open status: listed.
         touched.stored(source.as_ref(), &rows[0], Some(&known("UNPAID")), true);
         assert_eq!(touched.rows, [(rows[0].offset.unwrap(), 2)]);
-        // A final status cannot change by a read-back.
+        // Not even a final one: the read-back may report a refund.
         touched.stored(source.as_ref(), &rows[1], Some(&known("PAID")), true);
-        assert_eq!((touched.rows.len(), touched.settled.rows), (1, 2));
+        assert_eq!((touched.rows.len(), touched.settled.rows), (2, 1));
+        touched.stored(source.as_ref(), &rows[1], Some(&known("PAID")), false);
+        assert_eq!((touched.rows.len(), touched.settled.rows), (2, 2));
         // The store knows more than the source records: listed.
         touched.stored(source.as_ref(), &rows[2], Some(&known("UNPAID")), false);
-        assert_eq!(touched.rows.len(), 2);
+        assert_eq!(touched.rows.len(), 3);
         assert_eq!(touched.settled.statuses.get("UNPAID"), Some(&1));
         assert_eq!(touched.settled.statuses.get("PAID"), Some(&1));
         // A row without an offset (SQLite) makes the list useless.

@@ -213,6 +213,10 @@ impl CsvPatch {
     /// Parses one record from the input, keeping its raw bytes.
     fn read_record(&mut self) -> Result<(Held, ByteRecord), SourceError> {
         self.parser.reset();
+        // csv_core drops a byte order mark at the start of what it reads first; here that is
+        // a row, whose leading bytes the first pass kept. An empty line read first (skipped
+        // like any other) makes the row's first bytes its own.
+        let _ = self.parser.read_record(b"\n", &mut [], &mut []);
         let mut held = Held::default();
         let mut fields = vec![0u8; 1024];
         let mut ends = vec![0usize; 64];
@@ -353,6 +357,17 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             original.replacen("C;;", "C;PAID;", 1)
+        );
+    }
+
+    #[test]
+    fn a_row_starting_with_a_byte_order_mark_keeps_it() {
+        // Files joined from several exports carry a BOM before a data row.
+        let original = b"number,paymentStatus,syncError\nA,,\n\xEF\xBB\xBFB,,\nC,,\n";
+        let out = patched(original, &[(1, Some("PAID"), Some(""))]);
+        assert_eq!(
+            out,
+            b"number,paymentStatus,syncError\nA,,\n\xEF\xBB\xBFB,PAID,\nC,,\n"
         );
     }
 
