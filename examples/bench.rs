@@ -22,8 +22,9 @@
 //!
 //! With `--incremental PERCENT` it then changes the amount of that share of the rows (evenly
 //! spread), lets the sandbox pay some orders (`POST /_sandbox/tick`, `--pay-rate 0.05`), and
-//! measures a second, incremental `kksync sync` of the same file: it reads back all N statuses
-//! with `GET /orders` and sends only the changed orders. The extra table row `N incr` shows its
+//! measures a second, incremental `kksync sync` of the same file: it reads back the statuses
+//! of the orders that left `UNPAID` with `GET /orders`, sends only the changed orders and
+//! rewrites only the rows whose results changed. The extra table row `N incr` shows its
 //! figures plus the `POST /orders` requests and orders the sandbox received.
 //!
 //! It prints one table row per N (rows, wall s, orders/s, client CPU µs/order, peak RSS MiB)

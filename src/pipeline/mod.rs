@@ -244,6 +244,10 @@ async fn phases(
             _ => None,
         };
         read_back_done.store(true, Ordering::Release);
+        tracing::debug!(
+            elapsed_ms = phase_started.elapsed().as_millis() as u64,
+            "read-back done"
+        );
         done
     };
     let sending = send_phase(
