@@ -192,6 +192,12 @@ pub struct SyncArgs {
     #[arg(long, env = "KKSYNC_RESEND_OPEN_AFTER", value_name = "DURATION")]
     pub resend_open_after: Option<String>,
 
+    /// Read back the status of every order in the age window, not only of those that left
+    /// UNPAID: also learns of a paid or cancelled order reopened at Komfortkasse, at the cost
+    /// of a reply as large as the window (e.g. once a week).
+    #[arg(long)]
+    pub read_back_all: bool,
+
     /// The state store (default: the SQLite source itself, or `<source>.kksync.db` beside a
     /// CSV source).
     #[arg(long, env = "KKSYNC_STATE", value_name = "PATH")]

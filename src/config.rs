@@ -224,6 +224,7 @@ impl SyncConfig {
                     .as_deref()
                     .map(|d| parse_duration("resend-open-after", d))
                     .transpose()?,
+                read_back_all: args.read_back_all,
             },
             state,
             progress: !args.no_progress,

@@ -210,6 +210,7 @@ fn options_json(config: &SyncConfig) -> serde_json::Value {
         "api_url": config.api.as_ref().map(|api| api.base_url.to_string()),
         "full": config.incremental.full,
         "resend_open_after_seconds": config.incremental.resend_open_after.map(|d| d.as_secs()),
+        "read_back_all": config.incremental.read_back_all,
         "chunk_size": config.send.chunk_size,
         "rate": config.send.rate_per_second,
         "concurrency": config.send.concurrency,
@@ -240,7 +241,10 @@ async fn phases(
     let read_back_done = Arc::new(AtomicBool::new(sender.is_none() || run_id.is_none()));
     let reading_back = async {
         let done = match (sender, run_id) {
-            (Some(sender), Some(run)) => Some(read_back(sender, state, today, run).await),
+            (Some(sender), Some(run)) => {
+                let all = config.incremental.read_back_all;
+                Some(read_back(sender, state, today, run, all).await)
+            }
             _ => None,
         };
         read_back_done.store(true, Ordering::Release);

@@ -12,6 +12,8 @@ pub struct Incremental {
     /// Resend orders that are still open once their last accepted send is this old (the
     /// vendor's advice to resend open orders periodically).
     pub resend_open_after: Option<Duration>,
+    /// Read back every status without a `paymentStatus` filter (see `readback`).
+    pub read_back_all: bool,
 }
 
 /// Why an order is sent, or that it is not.

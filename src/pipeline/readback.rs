@@ -8,14 +8,15 @@
 //! selects by *current* status, so it would hide an order going back to `UNPAID`; the open
 //! orders the store knows in another status are therefore watched by name, and any of them
 //! missing from the reply is asked for again: one by one (`GET /order/{number}`) when they are
-//! few, else with `paymentStatus=UNPAID`. Should the store watch too many for memory, or the
-//! API refuse the filter, one request without a filter reads everything, as the vendor's own
-//! plugin does.
+//! few, else with `paymentStatus=UNPAID`. Should the store watch too many for memory, the API
+//! refuse the filter, or the user ask for it (`--read-back-all`), one request without a filter
+//! reads everything, as the vendor's own plugin does.
 //!
 //! What this cannot see: an order moving from `UNPAID` to a status the vendor has not
 //! documented, and an order in a final status (`PAID`, `CANCELLED`, ...) reopened at
 //! Komfortkasse (`setunpaid`): final orders are not watched, as their status no longer changes
-//! by itself. A `--full` run, which sends every order, learns every status from the replies.
+//! by itself. `--read-back-all` sees both, as does a `--full` run, which sends every order and
+//! learns every status from the replies.
 //!
 //! Every order in a reply that the store knows is updated when its status differs; orders the
 //! store does not know are ignored.
@@ -80,12 +81,13 @@ struct Listed {
 }
 
 /// Reads back the statuses of the open orders the store knows, for run `run` (whose own sends
-/// keep their answers).
+/// keep their answers); with `all`, every status in the window, without a filter.
 pub async fn read_back(
     sender: &Sender,
     state: &Arc<Mutex<StateDb>>,
     today: Date,
     run: i64,
+    all: bool,
 ) -> Result<ReadBack, ReadBackError> {
     let Some(oldest) = with_store(state, |db| db.oldest_open_order()).await? else {
         return Ok(ReadBack::default());
@@ -96,7 +98,10 @@ pub async fn read_back(
         max_age_days: Some(max_age),
         ..ReadBack::default()
     };
-    let watched = with_store(state, |db| db.open_orders_past_first_status(MAX_WATCHED)).await?;
+    let watched = match all {
+        true => None,
+        false => with_store(state, |db| db.open_orders_past_first_status(MAX_WATCHED)).await?,
+    };
     let Some(watched) = watched else {
         tracing::info!(max_age, "reading back all statuses (GET /orders)");
         done.add(&list(sender, state, max_age, None, HashSet::new(), run).await?);

@@ -351,3 +351,34 @@ async fn killed_during_a_partial_write_back_the_rerun_completes_it() {
     }
     assert!(dir.files().iter().all(|f| !f.contains("kksync-tmp")));
 }
+
+/// A final order reopened at Komfortkasse is not watched by the filtered read-back (its status
+/// no longer changes by itself); `--read-back-all` reads every status and sees it.
+#[tokio::test(flavor = "multi_thread")]
+async fn read_back_all_sees_a_paid_order_reopened() {
+    let dir = TestDir::new();
+    let source = dir.write("orders.csv", orders_csv(20, false));
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    sync(&source, &sandbox, &[]).await.expect_code(0);
+    api_post(&sandbox, "order/T-00004/setpaid", None).await;
+    sync(&source, &sandbox, &[]).await.expect_code(0);
+    assert_eq!(statuses(&dir.read("orders.csv"), b',')[4], "PAID");
+
+    api_post(&sandbox, "order/T-00004/setunpaid", None).await;
+    sync(&source, &sandbox, &[]).await.expect_code(0);
+    assert_eq!(
+        statuses(&dir.read("orders.csv"), b',')[4],
+        "PAID",
+        "not watched"
+    );
+    reset_stats(&sandbox).await;
+    let run = sync(&source, &sandbox, &["--read-back-all"]).await;
+    run.expect_code(0);
+    assert_eq!(statuses(&dir.read("orders.csv"), b',')[4], "UNPAID");
+    assert_eq!(route_count(&sandbox, "GET /orders"), 1);
+    assert!(
+        run.stderr.contains("read back     20 orders listed"),
+        "{}",
+        run.stderr
+    );
+}
