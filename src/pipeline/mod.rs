@@ -265,6 +265,8 @@ async fn phases(
     );
     let (read_back_result, sent) = tokio::join!(reading_back, sending);
     let mut read_back_failure = None;
+    // What the read-back changed, for the rows the reader passed while it ran (`None`: unknown).
+    let mut read_back_changed = Some(readback::ChangedOrders::default());
     // The store failed under the read-back: the run fails, but only after what was sent has
     // been counted and written back.
     let mut read_back_store_error = None;
@@ -273,9 +275,14 @@ async fn phases(
         Some(Ok(read_back)) => {
             summary.read_back_orders = read_back.orders_seen;
             summary.refreshed = read_back.refreshed;
+            read_back_changed = Some(read_back.changed);
         }
-        Some(Err(ReadBackError::State(error))) => read_back_store_error = Some(error),
+        Some(Err(ReadBackError::State(error))) => {
+            read_back_changed = None;
+            read_back_store_error = Some(error);
+        }
         Some(Err(ReadBackError::Api(message) | ReadBackError::Refused(message))) => {
+            read_back_changed = None;
             tracing::error!(%message, "statuses could not be read back; the run goes on");
             read_back_failure = Some(message);
         }
@@ -285,7 +292,8 @@ async fn phases(
     }
     let (mut read_stats, read_identity) = sent?;
     summary.add_read_stats(&read_stats);
-    let touched = std::mem::take(&mut read_stats.touched);
+    let mut touched = std::mem::take(&mut read_stats.touched);
+    touched.resolve(read_back_changed.as_ref());
     tracing::debug!(
         elapsed_ms = phase_started.elapsed().as_millis() as u64,
         "read-back and sending done"

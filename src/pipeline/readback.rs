@@ -23,7 +23,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::StreamExt;
@@ -47,6 +47,10 @@ const MAX_WATCHED: usize = 50_000;
 /// are read with a second, `UNPAID` list.
 const MAX_LOOKUPS: usize = 20;
 
+/// Changed orders the read-back remembers, at most (8 bytes each and the set's overhead);
+/// beyond, it no longer tells which ones changed.
+const MAX_CHANGED: usize = 250_000;
+
 /// What the read-back did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadBack {
@@ -56,7 +60,47 @@ pub struct ReadBack {
     pub orders_seen: u64,
     /// Orders of the store whose status changed.
     pub refreshed: u64,
+    /// Which ones.
+    pub changed: ChangedOrders,
 }
+
+/// The orders whose status the read-back changed in the store, by a hash of their number: the
+/// reader, which runs alongside, learns from it which of the rows it passed meanwhile may need
+/// a new status (see `Touched`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangedOrders {
+    hashes: HashSet<u64>,
+    /// More changed than are remembered: any order may have.
+    overflowed: bool,
+}
+
+impl ChangedOrders {
+    /// The hash the set keeps of an order number.
+    pub fn hash(number: &str) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(number.as_bytes())
+    }
+
+    /// Whether the order with this number hash may have changed (a hash shared by two numbers
+    /// errs on the safe side).
+    pub fn may_contain(&self, hash: u64) -> bool {
+        self.overflowed || self.hashes.contains(&hash)
+    }
+
+    pub(crate) fn add(&mut self, number: &str) {
+        if self.overflowed {
+            return;
+        }
+        self.hashes.insert(Self::hash(number));
+        if self.hashes.len() > MAX_CHANGED {
+            self.overflowed = true;
+            self.hashes = HashSet::new();
+        }
+    }
+}
+
+/// Shared between the attempts of a read-back: one dropped at its deadline may have applied
+/// some statuses already.
+type Changed = Arc<Mutex<ChangedOrders>>;
 
 /// The read-back failed.
 #[derive(Debug, thiserror::Error)]
@@ -94,18 +138,32 @@ pub async fn read_back(
     };
     // One day of margin: "days old" may be counted from the other end of the day.
     let max_age = ((today - oldest).whole_days() + 1).max(1);
+    let changed = Changed::default();
     let mut done = ReadBack {
         max_age_days: Some(max_age),
         ..ReadBack::default()
     };
+    let result = read_back_into(sender, state, (max_age, run, all), &changed, &mut done).await;
+    done.changed = std::mem::take(&mut *changed.lock().unwrap_or_else(PoisonError::into_inner));
+    result.map(|()| done)
+}
+
+/// The requests of [`read_back`], counted into `done`.
+async fn read_back_into(
+    sender: &Sender,
+    state: &Arc<Mutex<StateDb>>,
+    (max_age, run, all): (i64, i64, bool),
+    changed: &Changed,
+    done: &mut ReadBack,
+) -> Result<(), ReadBackError> {
     let watched = match all {
         true => None,
         false => with_store(state, |db| db.open_orders_past_first_status(MAX_WATCHED)).await?,
     };
     let Some(watched) = watched else {
         tracing::info!(max_age, "reading back all statuses (GET /orders)");
-        done.add(&list(sender, state, max_age, None, HashSet::new(), run).await?);
-        return Ok(done);
+        done.add(&list(sender, state, (max_age, run), None, HashSet::new(), changed).await?);
+        return Ok(());
     };
     let moved: Vec<&str> = API_STATUSES
         .into_iter()
@@ -117,12 +175,21 @@ pub async fn read_back(
         "reading back statuses (GET /orders)"
     );
     let watched = watched.into_iter().collect();
-    let listed = match list(sender, state, max_age, Some(moved.join(",")), watched, run).await {
+    let listed = match list(
+        sender,
+        state,
+        (max_age, run),
+        Some(moved.join(",")),
+        watched,
+        changed,
+    )
+    .await
+    {
         Ok(listed) => listed,
         Err(ReadBackError::Refused(message)) => {
             tracing::warn!(%message, "GET /orders refused the status filter; reading back all statuses");
-            done.add(&list(sender, state, max_age, None, HashSet::new(), run).await?);
-            return Ok(done);
+            done.add(&list(sender, state, (max_age, run), None, HashSet::new(), changed).await?);
+            return Ok(());
         }
         Err(error) => return Err(error),
     };
@@ -135,7 +202,7 @@ pub async fn read_back(
         );
         let first = Some(FIRST_STATUS.to_string());
         let watched = missing.into_iter().collect();
-        let listed = list(sender, state, max_age, first, watched, run).await?;
+        let listed = list(sender, state, (max_age, run), first, watched, changed).await?;
         done.add(&listed);
         // In neither list: gone from the API, or in a status the vendor has not documented.
         missing = not_sent_in_run(state, listed.missing, run).await?;
@@ -144,15 +211,15 @@ pub async fn read_back(
                 orders = missing.len(),
                 "open orders missing from the API's lists; their last known statuses are kept"
             );
-            return Ok(done);
+            return Ok(());
         }
     }
     for number in missing {
-        let (seen, refreshed) = look_up(sender, state, number, run).await?;
+        let (seen, refreshed) = look_up(sender, state, number, run, changed).await?;
         done.orders_seen += seen;
         done.refreshed += refreshed;
     }
-    Ok(done)
+    Ok(())
 }
 
 /// The watched orders no send of this run reported: a send's status is newer than anything
@@ -203,17 +270,20 @@ async fn with_store<T: Send + 'static>(
 async fn list(
     sender: &Sender,
     state: &Arc<Mutex<StateDb>>,
-    max_age: i64,
+    (max_age, run): (i64, i64),
     statuses: Option<String>,
     watched: HashSet<String>,
-    run: i64,
+    changed: &Changed,
 ) -> Result<Listed, ReadBackError> {
     let mut query = vec![("maxAge", max_age.to_string())];
     if let Some(statuses) = statuses {
         query.push(("paymentStatus", statuses));
     }
     let outcome = sender
-        .call(|| read_once(sender, Arc::clone(state), &query, watched.clone(), run))
+        .call(|| {
+            let target = (Arc::clone(state), Arc::clone(changed));
+            read_once(sender, target, &query, watched.clone(), run)
+        })
         .await;
     match outcome {
         Ok(listed) => listed,
@@ -227,6 +297,7 @@ async fn look_up(
     state: &Arc<Mutex<StateDb>>,
     number: String,
     run: i64,
+    changed: &Changed,
 ) -> Result<(u64, u64), ReadBackError> {
     let reply = sender
         .call(|| sender.client().get_order(&number))
@@ -247,8 +318,11 @@ async fn look_up(
     let Some(status) = order.payment_status else {
         return Ok((1, 0));
     };
+    let changed = Arc::clone(changed);
     let refreshed = with_store(state, move |db| {
-        db.apply_read_back([(order.number.as_str(), status.as_str())], run)
+        let mut changed = changed.lock().unwrap_or_else(PoisonError::into_inner);
+        let statuses = [(order.number.as_str(), status.as_str())];
+        db.apply_read_back(statuses, run, &mut |number| changed.add(number))
     })
     .await?;
     Ok((1, refreshed))
@@ -268,7 +342,7 @@ fn failure_error(failure: CallFailure) -> ReadBackError {
 /// send, do not stop the run (the sends running alongside go on).
 async fn read_once(
     sender: &Sender,
-    state: Arc<Mutex<StateDb>>,
+    (state, changed): (Arc<Mutex<StateDb>>, Changed),
     query: &[(&str, String)],
     watched: HashSet<String>,
     run: i64,
@@ -283,7 +357,8 @@ async fn read_once(
     // a wake-up per piece, so they are gathered into blocks first.
     let (blocks, receiver) = mpsc::channel::<std::io::Result<Bytes>>(2);
     let parser = tokio::task::spawn_blocking(move || {
-        apply_stream(BlockReader::new(receiver), &state, &abandoned, watched, run)
+        let target = (&*state, &*changed, &*abandoned);
+        apply_stream(BlockReader::new(receiver), target, watched, run)
     });
     let mut body = response.bytes_stream();
     let mut block = BytesMut::with_capacity(BLOCK);
@@ -338,20 +413,22 @@ impl Drop for AbandonOnDrop {
 
 fn apply_stream(
     reader: impl std::io::Read,
-    state: &Mutex<StateDb>,
-    abandoned: &AtomicBool,
+    (state, changed, abandoned): (&Mutex<StateDb>, &Mutex<ChangedOrders>, &AtomicBool),
     mut watched: HashSet<String>,
     run: i64,
 ) -> Result<Listed, StreamError<StateError>> {
     let mut batch: Vec<(String, String)> = Vec::with_capacity(APPLY_BATCH);
     let mut refreshed = 0u64;
     let apply = |batch: &mut Vec<(String, String)>, refreshed: &mut u64| {
+        // Lets a test hold the read-back back while the reader passes every row.
+        crate::pause::point("applying-read-back");
         // Checked under the lock: once the flag is set, nothing more is applied.
         if let Ok(mut db) = state.lock()
             && !abandoned.load(Ordering::Acquire)
         {
-            *refreshed +=
-                db.apply_read_back(batch.iter().map(|(n, s)| (n.as_str(), s.as_str())), run)?;
+            let mut changed = changed.lock().unwrap_or_else(PoisonError::into_inner);
+            let statuses = batch.iter().map(|(n, s)| (n.as_str(), s.as_str()));
+            *refreshed += db.apply_read_back(statuses, run, &mut |number| changed.add(number))?;
         }
         batch.clear();
         Ok::<(), StateError>(())

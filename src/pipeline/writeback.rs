@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use super::readback::ChangedOrders;
 use crate::config::SourceSettings;
 use crate::order::{Field, RowView};
 use crate::source::csv_patch::CsvPatch;
@@ -64,16 +65,38 @@ pub struct Touched {
     incomplete: bool,
     /// The rows not listed, counted as the write-back counts them.
     settled: WriteBackStats,
+    /// Rows read while the status read-back was running, whose file records what the store
+    /// knew then: settled, unless the read-back changed their order ([`Touched::resolve`]).
+    pending: Vec<Pending>,
+    /// The statuses pending rows record (a handful of distinct values).
+    pending_statuses: Vec<String>,
+}
+
+/// A row read while the read-back was running.
+#[derive(Debug)]
+struct Pending {
+    offset: u64,
+    row: u64,
+    /// [`ChangedOrders::hash`] of its order number.
+    number: u64,
+    /// Index into `pending_statuses`.
+    status: usize,
 }
 
 impl Touched {
     /// A row whose result may differ from what the source records.
     pub fn mark(&mut self, row: &SourceRow) {
         match row.offset {
-            Some(offset) if !self.incomplete && self.rows.len() < MAX_TOUCHED => {
-                self.rows.push((offset, row.row));
-            }
-            _ => self.give_up(),
+            Some(offset) => self.mark_at(offset, row.row),
+            None => self.give_up(),
+        }
+    }
+
+    fn mark_at(&mut self, offset: u64, row: u64) {
+        if !self.incomplete && self.rows.len() + self.pending.len() < MAX_TOUCHED {
+            self.rows.push((offset, row));
+        } else {
+            self.give_up();
         }
     }
 
@@ -81,6 +104,43 @@ impl Touched {
     pub fn give_up(&mut self) {
         self.incomplete = true;
         self.rows = Vec::new();
+        self.pending = Vec::new();
+    }
+
+    /// Once the read-back is over: a pending row whose order it changed (or may have: `None`
+    /// when it failed) is listed, any other is settled with the status its file records.
+    pub fn resolve(&mut self, changed: Option<&ChangedOrders>) {
+        for pending in std::mem::take(&mut self.pending) {
+            if changed.is_none_or(|changed| changed.may_contain(pending.number)) {
+                self.mark_at(pending.offset, pending.row);
+            } else if let Some(status) = self.pending_statuses.get(pending.status) {
+                self.settled.rows += 1;
+                self.settled.count_status(status);
+            }
+        }
+    }
+
+    /// A row whose file records what the store knows now, but the read-back may still change.
+    fn defer(&mut self, row: &SourceRow, number: &str, status: &str) {
+        let (Some(offset), false) = (row.offset, self.incomplete) else {
+            return self.give_up();
+        };
+        if self.rows.len() + self.pending.len() >= MAX_TOUCHED {
+            return self.give_up();
+        }
+        let status = match self.pending_statuses.iter().position(|s| s == status) {
+            Some(index) => index,
+            None => {
+                self.pending_statuses.push(status.to_string());
+                self.pending_statuses.len() - 1
+            }
+        };
+        self.pending.push(Pending {
+            offset,
+            row: row.row,
+            number: ChangedOrders::hash(number),
+            status,
+        });
     }
 
     /// A valid row that was not sent: its result is what the store knows of its order. It is
@@ -109,17 +169,20 @@ impl Touched {
                 payment_status: Some(status),
                 ..
             }) => {
+                let recorded = previous_error.is_none()
+                    && source.previous_status(&row.record) == Some(status.as_str());
                 // A read-back still running may change any status it lists, final ones
                 // included (a refund turns `PAID` into `REFUNDED`).
-                let settled = !read_back_pending
-                    && previous_error.is_none()
-                    && source.previous_status(&row.record) == Some(status.as_str());
-                if settled {
-                    self.settled.count_status(status);
+                match (recorded, read_back_pending, row.number(source.layout())) {
+                    (true, true, Some(number)) => return self.defer(row, number, status),
+                    (true, false, _) => self.settled.count_status(status),
+                    _ => {}
                 }
-                settled
+                recorded && !read_back_pending
             }
-            _ => true,
+            // Known without a status or error: the read-back may give it one.
+            Some(_) => !read_back_pending,
+            None => true,
         };
         match settled {
             true => self.settled.rows += 1,
@@ -244,10 +307,12 @@ pub fn write_back(
 /// The write-back of the rows `touched` lists; every other row is copied as it is.
 fn patch_back(
     mut patch: CsvPatch,
-    touched: Touched,
+    mut touched: Touched,
     state: &Arc<Mutex<StateDb>>,
     on_rows: &dyn Fn(u64),
 ) -> Result<WriteBackStats, WriteBackError> {
+    // Pending rows left unresolved are listed: their orders may have changed.
+    touched.resolve(None);
     let Touched {
         mut rows, settled, ..
     } = touched;
@@ -424,23 +489,31 @@ mod tests {
     #[test]
     fn a_row_is_settled_only_when_the_source_records_a_status_nothing_can_change_now() {
         let (_dir, source, rows) = rows();
+        let source = source.as_ref();
         let mut touched = Touched::default();
         // Recorded, and the read-back is over: settled.
-        touched.stored(source.as_ref(), &rows[0], Some(&known("UNPAID")), false);
+        touched.stored(source, &rows[0], Some(&known("UNPAID")), false);
         assert_eq!((touched.rows.len(), touched.settled.rows), (0, 1));
-        // Recorded, but the read-back may still change an open status: listed.
-        touched.stored(source.as_ref(), &rows[0], Some(&known("UNPAID")), true);
-        assert_eq!(touched.rows, [(rows[0].offset.unwrap(), 2)]);
-        // Not even a final one: the read-back may report a refund.
-        touched.stored(source.as_ref(), &rows[1], Some(&known("PAID")), true);
-        assert_eq!((touched.rows.len(), touched.settled.rows), (2, 1));
-        touched.stored(source.as_ref(), &rows[1], Some(&known("PAID")), false);
-        assert_eq!((touched.rows.len(), touched.settled.rows), (2, 2));
         // The store knows more than the source records: listed.
-        touched.stored(source.as_ref(), &rows[2], Some(&known("UNPAID")), false);
+        touched.stored(source, &rows[2], Some(&known("UNPAID")), false);
+        assert_eq!(touched.rows, [(rows[2].offset.unwrap(), 4)]);
+        // Recorded, but read while the read-back ran, which may change any status (a refund
+        // of a PAID order too): pending until it is over.
+        touched.stored(source, &rows[0], Some(&known("UNPAID")), true);
+        touched.stored(source, &rows[1], Some(&known("PAID")), true);
+        assert_eq!((touched.rows.len(), touched.pending.len()), (1, 2));
+        let mut changed = ChangedOrders::default();
+        changed.add("B");
+        touched.resolve(Some(&changed));
+        // B changed: listed; A did not: settled with its status.
+        assert_eq!(touched.rows[1], (rows[1].offset.unwrap(), 3));
+        assert_eq!((touched.rows.len(), touched.settled.rows), (2, 2));
+        assert_eq!(touched.settled.statuses.get("UNPAID"), Some(&2));
+        assert_eq!(touched.settled.statuses.get("PAID"), None);
+        // A read-back that failed tells nothing: every pending row is listed.
+        touched.stored(source, &rows[0], Some(&known("UNPAID")), true);
+        touched.resolve(None);
         assert_eq!(touched.rows.len(), 3);
-        assert_eq!(touched.settled.statuses.get("UNPAID"), Some(&1));
-        assert_eq!(touched.settled.statuses.get("PAID"), Some(&1));
         // A row without an offset (SQLite) makes the list useless.
         let mut no_offset = rows[2].clone();
         no_offset.offset = None;

@@ -288,7 +288,7 @@ impl StateDb {
     /// Applies statuses read back from the API, in one transaction; only orders the store
     /// knows are updated, only when the status differs, and not when a send of run `run`
     /// reported it: that answer is newer than the read-back, which runs alongside the sends.
-    /// Returns how many changed.
+    /// Returns how many changed, and tells `on_changed` the number of each.
     ///
     /// The batch goes to SQLite as one JSON array joined in a single `UPDATE`: a statement
     /// per order cost more than the lookup itself. Should a number appear twice in one batch
@@ -297,6 +297,7 @@ impl StateDb {
         &mut self,
         statuses: impl IntoIterator<Item = (&'a str, &'a str)>,
         run: i64,
+        on_changed: &mut dyn FnMut(&str),
     ) -> Result<u64, StateError> {
         let batch: Vec<(&str, &str)> = statuses.into_iter().collect();
         if batch.is_empty() {
@@ -309,19 +310,27 @@ impl StateDb {
             action: "applying the read-back",
             source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
         })?;
-        let changed = self
-            .connection()
+        let mut changed = 0u64;
+        self.connection()
             .prepare_cached(
                 "UPDATE kksync_order_state
                  SET payment_status = r.status, status_at = ?2, status_run = NULL
                  FROM (SELECT value ->> 0 AS number, value ->> 1 AS status FROM json_each(?1)) AS r
                  WHERE kksync_order_state.number = r.number
                    AND kksync_order_state.payment_status IS NOT r.status
-                   AND kksync_order_state.status_run IS NOT ?3",
+                   AND kksync_order_state.status_run IS NOT ?3
+                 RETURNING kksync_order_state.number",
             )
-            .and_then(|mut update| update.execute(params![json, now_rfc3339(), run]))
+            .and_then(|mut update| {
+                let mut rows = update.query(params![json, now_rfc3339(), run])?;
+                while let Some(row) = rows.next()? {
+                    changed += 1;
+                    on_changed(row.get_ref(0)?.as_str().unwrap_or_default());
+                }
+                Ok(())
+            })
             .map_err(fail("applying the read-back"))?;
-        Ok(changed as u64)
+        Ok(changed)
     }
 
     /// Starts this run's list of rows that failed validation (empty).
@@ -464,7 +473,11 @@ mod tests {
         )
         .unwrap();
         let changed = db
-            .apply_read_back([("A1", "PAID"), ("A2", "UNPAID"), ("ZZ", "PAID")], 2)
+            .apply_read_back(
+                [("A1", "PAID"), ("A2", "UNPAID"), ("ZZ", "PAID")],
+                2,
+                &mut |number| assert_eq!(number, "A1"),
+            )
             .unwrap();
         assert_eq!(changed, 1);
         assert_eq!(
@@ -473,7 +486,9 @@ mod tests {
         );
         assert_eq!(db.known("ZZ").unwrap(), None);
         // A status a send of the same run reported is newer than the read-back: it stays.
-        let changed = db.apply_read_back([("A2", "CANCELLED")], 1).unwrap();
+        let changed = db
+            .apply_read_back([("A2", "CANCELLED")], 1, &mut |_| panic!("unchanged"))
+            .unwrap();
         assert_eq!(changed, 0);
         assert_eq!(
             db.known("A2").unwrap().unwrap().payment_status.as_deref(),

@@ -148,3 +148,42 @@ async fn a_partial_write_back_leaves_what_a_full_one_leaves() {
     let third = run_both(&dir, &sandbox, 3).await;
     assert_eq!(third.matches("skipped").count(), 1, "{third}");
 }
+
+/// Rows the reader passes while the read-back is still applying statuses are written back
+/// once it is over, if their orders changed; the others are left alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_read_while_the_read_back_ran_get_its_statuses() {
+    let dir = TestDir::new();
+    let a = dir.write("a.csv", orders_csv(200, false));
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    sync(&a, &sandbox, &[]).await.expect_code(0);
+    for number in ["T-00001", "T-00100", "T-00199"] {
+        control(
+            &sandbox,
+            &format!("pay/{number}"),
+            json!({"amount": "1.00"}),
+        )
+        .await;
+    }
+    let env = [
+        ("KOMFORTKASSE_API_KEY", KEY),
+        ("KKSYNC_TEST_PAUSE_AT", "applying-read-back"),
+        ("KKSYNC_TEST_PAUSE_SECONDS", "1"),
+    ];
+    let run = sync_with_env(&a, &sandbox, &[], &env).await;
+    run.expect_code(0);
+    assert!(run.stderr.contains("paused at applying-read-back"));
+    let statuses = crate::util::statuses(&dir.read("a.csv"), b',');
+    for (i, status) in statuses.iter().enumerate() {
+        let paid = [1, 100, 199].contains(&i);
+        assert_eq!(
+            status,
+            if paid { "PAID_PARTIAL" } else { "UNPAID" },
+            "T-{i:05}"
+        );
+    }
+    // The summary counts each row once, with its status after the write-back.
+    let lines: Vec<&str> = run.stderr.lines().map(str::trim).collect();
+    assert!(lines.contains(&"3  PAID_PARTIAL"), "{}", run.stderr);
+    assert!(lines.contains(&"197  UNPAID"), "{}", run.stderr);
+}
