@@ -8,16 +8,23 @@
 //! - otherwise the row is *deferred*: the reader settles it after the pass with a second read of
 //!   the source, looking only at rows with a deferred number (see `read`).
 //!
-//! Memory is the filter (4 MiB) plus the deferred rows, which are the duplicates themselves and
-//! about one false alarm in 100,000 numbers at a million orders.
+//! The filter is *blocked*: all bits of one number lie in one 64-byte block (a cache line), so a
+//! check costs one memory access instead of one per bit, which at a million rows was most of
+//! its time. Blocks raise the false-alarm rate a little; 8 MiB keep it below the unblocked 4 MiB
+//! filter's at ten million numbers.
+//!
+//! Memory is the filter (8 MiB) plus the deferred rows, which are the duplicates themselves and
+//! about one false alarm in a million numbers at a million orders.
 
 use xxhash_rust::xxh3::xxh3_128;
 
-/// Bits in the filter: 2^25 = 4 MiB.
-const BITS_LOG2: u32 = 25;
-/// Bits set per number: optimal for ~3.5 million numbers; at 1 million the false-alarm rate is
-/// about 1e-5, at 10 million about 5%.
-const PROBES: u64 = 6;
+/// Bits in the filter: 2^26 = 8 MiB.
+const BITS_LOG2: u32 = 26;
+/// Bits per block: 512 = one 64-byte cache line.
+const BLOCK_LOG2: u32 = 9;
+/// Bits set per number, all in its block: at 1 million numbers the false-alarm rate is about
+/// 1e-6, at 10 million about 4%.
+const PROBES: u32 = 6;
 
 /// What the filter can tell about a number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,16 +103,23 @@ impl SeenNumbers {
     /// Sets the number's bits; whether all of them were set already.
     fn insert(&mut self, number: &str) -> bool {
         let hash = xxh3_128(number.as_bytes());
-        let first = hash as u64;
-        let step = (hash >> 64) as u64 | 1;
-        let mask = (1u64 << BITS_LOG2) - 1;
+        // The low half picks the block, the high half the bits in it (9 bits each).
+        let blocks = 1u64 << (BITS_LOG2 - BLOCK_LOG2);
+        let first_word = ((hash as u64 & (blocks - 1)) << (BLOCK_LOG2 - 6)) as usize;
+        let mut bits = (hash >> 64) as u64;
         let mut all_set = true;
-        for probe in 0..PROBES {
-            let bit = first.wrapping_add(probe.wrapping_mul(step)) & mask;
-            let (word, bit) = ((bit >> 6) as usize, bit & 63);
-            let was = self.bits[word] >> bit & 1 == 1;
-            all_set &= was;
-            self.bits[word] |= 1 << bit;
+        for _ in 0..PROBES {
+            let bit = bits & ((1 << BLOCK_LOG2) - 1);
+            bits >>= BLOCK_LOG2;
+            let word = first_word + (bit >> 6) as usize;
+            let mask = 1u64 << (bit & 63);
+            match self.bits.get_mut(word) {
+                Some(word) => {
+                    all_set &= *word & mask != 0;
+                    *word |= mask;
+                }
+                None => all_set = false,
+            }
         }
         all_set
     }
@@ -151,6 +165,6 @@ mod tests {
                 maybes += 1;
             }
         }
-        assert!(maybes < 100, "{maybes} false alarms");
+        assert!(maybes < 20, "{maybes} false alarms");
     }
 }
