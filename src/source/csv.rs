@@ -10,7 +10,6 @@ use tempfile::NamedTempFile;
 
 use super::{
     FileIdentity, FinishedRow, OrderSource, ResultSink, RowResult, SourceError, SourceRow,
-    TextRecord,
 };
 use crate::order::{ColumnNames, Field, Layout};
 
@@ -41,7 +40,7 @@ pub struct CsvSource {
     gaps: Gaps,
     /// Empty lines after the last record, once the end was reached.
     trailing_blank_lines: u64,
-    /// The row being read, reused: the row handed out is a [`TextRecord`] copy of it.
+    /// The row being read, reused: the row handed out is a [`super::TextRecord`] copy of it.
     buffer: ByteRecord,
     file_bytes: u64,
     delimiter: u8,
@@ -351,14 +350,8 @@ impl OrderSource for CsvSource {
         &self.layout
     }
 
-    fn previous_status<'r>(&self, record: &'r TextRecord) -> Option<&'r str> {
-        let status = record.get(self.status_index?)?.trim();
-        (!status.is_empty()).then_some(status)
-    }
-
-    fn previous_error<'r>(&self, record: &'r TextRecord) -> Option<&'r str> {
-        let error = record.get(self.error_index?)?.trim();
-        (!error.is_empty()).then_some(error)
+    fn result_indexes(&self) -> (Option<usize>, Option<usize>) {
+        (self.status_index, self.error_index)
     }
 
     fn identity(&self) -> Option<&FileIdentity> {

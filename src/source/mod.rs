@@ -226,10 +226,16 @@ pub struct FinishedRow {
 pub trait OrderSource: Send {
     /// Which column is which field.
     fn layout(&self) -> &Layout;
+    /// Where the payment status and the error are in a row, if the source has them.
+    fn result_indexes(&self) -> (Option<usize>, Option<usize>);
     /// The payment status already recorded for this row by an earlier run, if any.
-    fn previous_status<'r>(&self, record: &'r TextRecord) -> Option<&'r str>;
+    fn previous_status<'r>(&self, record: &'r TextRecord) -> Option<&'r str> {
+        recorded(record, self.result_indexes().0)
+    }
     /// The `syncError` already recorded for this row, if any.
-    fn previous_error<'r>(&self, record: &'r TextRecord) -> Option<&'r str>;
+    fn previous_error<'r>(&self, record: &'r TextRecord) -> Option<&'r str> {
+        recorded(record, self.result_indexes().1)
+    }
     /// The next row, or `None` at the end.
     fn next_row(&mut self) -> Result<Option<SourceRow>, SourceError>;
     /// A guess at the total number of rows, once some have been read (for sizing memory once
@@ -246,6 +252,12 @@ pub trait OrderSource: Send {
     fn identity(&self) -> Option<&FileIdentity> {
         None
     }
+}
+
+/// The trimmed value at `index`, unless empty.
+fn recorded(record: &TextRecord, index: Option<usize>) -> Option<&str> {
+    let value = record.get(index?)?.trim();
+    (!value.is_empty()).then_some(value)
 }
 
 /// Writes results back, batch by batch, in the order the rows were read.

@@ -342,14 +342,8 @@ impl OrderSource for SqliteSource {
         &self.layout
     }
 
-    fn previous_status<'r>(&self, record: &'r TextRecord) -> Option<&'r str> {
-        let status = record.get(self.status_index?)?.trim();
-        (!status.is_empty()).then_some(status)
-    }
-
-    fn previous_error<'r>(&self, record: &'r TextRecord) -> Option<&'r str> {
-        let error = record.get(self.error_index?)?.trim();
-        (!error.is_empty()).then_some(error)
+    fn result_indexes(&self) -> (Option<usize>, Option<usize>) {
+        (self.status_index, self.error_index)
     }
 
     fn next_row(&mut self) -> Result<Option<SourceRow>, SourceError> {
