@@ -157,6 +157,10 @@ fn read_with(
         now: time::OffsetDateTime::now_utc(),
         statuses_final: false,
     };
+    if let (None, _) | (_, None) = source.result_indexes() {
+        // Without both result columns the write-back rewrites every row anyway.
+        reader.stats.touched.give_up();
+    }
     // Rows whose duplicate check the filter could not settle: (row, number).
     let mut deferred: Vec<(u64, String)> = Vec::new();
     while let Some(row) = source.next_row()? {

@@ -80,7 +80,7 @@ struct Pending {
     /// [`ChangedOrders::hash`] of its order number.
     number: u64,
     /// Index into `pending_statuses`.
-    status: usize,
+    status: u32,
 }
 
 impl Touched {
@@ -113,7 +113,7 @@ impl Touched {
         for pending in std::mem::take(&mut self.pending) {
             if changed.is_none_or(|changed| changed.may_contain(pending.number)) {
                 self.mark_at(pending.offset, pending.row);
-            } else if let Some(status) = self.pending_statuses.get(pending.status) {
+            } else if let Some(status) = self.pending_statuses.get(pending.status as usize) {
                 self.settled.rows += 1;
                 self.settled.count_status(status);
             }
@@ -128,12 +128,15 @@ impl Touched {
         if self.rows.len() + self.pending.len() >= MAX_TOUCHED {
             return self.give_up();
         }
-        let status = match self.pending_statuses.iter().position(|s| s == status) {
+        let index = match self.pending_statuses.iter().position(|s| s == status) {
             Some(index) => index,
             None => {
                 self.pending_statuses.push(status.to_string());
                 self.pending_statuses.len() - 1
             }
+        };
+        let Ok(status) = u32::try_from(index) else {
+            return self.give_up();
         };
         self.pending.push(Pending {
             offset,
