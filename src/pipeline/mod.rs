@@ -260,7 +260,10 @@ async fn phases(
         sender.map(Arc::as_ref),
         state,
         run_id,
-        (&rules, Arc::clone(&read_back_done)),
+        Checks {
+            rules: &rules,
+            read_back_done: Arc::clone(&read_back_done),
+        },
         &progress,
     );
     let (read_back_result, sent) = tokio::join!(reading_back, sending);
@@ -357,6 +360,14 @@ async fn phases(
     }
 }
 
+/// What the reader checks rows against.
+struct Checks<'a> {
+    /// Validation rules of today.
+    rules: &'a Rules,
+    /// Set once the read-back is over (see `ReadContext::read_back_done`).
+    read_back_done: Arc<AtomicBool>,
+}
+
 /// Phase 1: reads the source, sends the orders that need it and journals every answer. Returns
 /// what was read and the identity of the file as it was opened (CSV), which the write-back
 /// checks.
@@ -366,7 +377,10 @@ async fn send_phase(
     sender: Option<&Sender>,
     state: &Arc<Mutex<StateDb>>,
     run_id: Option<i64>,
-    (rules, read_back_done): (&Rules, Arc<AtomicBool>),
+    Checks {
+        rules,
+        read_back_done,
+    }: Checks<'_>,
     progress: &ProgressBar,
 ) -> Result<(read::ReadStats, Option<source::FileIdentity>), Error> {
     let settings = config.source.clone();

@@ -143,103 +143,172 @@ pub async fn read_back(
         max_age_days: Some(max_age),
         ..ReadBack::default()
     };
-    let result = read_back_into(sender, state, (max_age, run, all), &changed, &mut done).await;
+    let reading = Reading {
+        sender,
+        state,
+        max_age,
+        run,
+        changed: &changed,
+    };
+    let result = reading.all_or_moved(all, &mut done).await;
     done.changed = std::mem::take(&mut *changed.lock().unwrap_or_else(PoisonError::into_inner));
     result.map(|()| done)
 }
 
-/// The requests of [`read_back`], counted into `done`.
-async fn read_back_into(
-    sender: &Sender,
-    state: &Arc<Mutex<StateDb>>,
-    (max_age, run, all): (i64, i64, bool),
-    changed: &Changed,
-    done: &mut ReadBack,
-) -> Result<(), ReadBackError> {
-    let watched = match all {
-        true => None,
-        false => with_store(state, |db| db.open_orders_past_first_status(MAX_WATCHED)).await?,
-    };
-    let Some(watched) = watched else {
-        tracing::info!(max_age, "reading back all statuses (GET /orders)");
-        done.add(&list(sender, state, (max_age, run), None, HashSet::new(), changed).await?);
-        return Ok(());
-    };
-    let moved: Vec<&str> = API_STATUSES
-        .into_iter()
-        .filter(|status| *status != FIRST_STATUS)
-        .collect();
-    tracing::info!(
-        max_age,
-        watched = watched.len(),
-        "reading back statuses (GET /orders)"
-    );
-    let watched = watched.into_iter().collect();
-    let listed = match list(
-        sender,
-        state,
-        (max_age, run),
-        Some(moved.join(",")),
-        watched,
-        changed,
-    )
-    .await
-    {
-        Ok(listed) => listed,
-        Err(ReadBackError::Refused(message)) => {
-            tracing::warn!(%message, "GET /orders refused the status filter; reading back all statuses");
-            done.add(&list(sender, state, (max_age, run), None, HashSet::new(), changed).await?);
-            return Ok(());
-        }
-        Err(error) => return Err(error),
-    };
-    done.add(&listed);
-    let mut missing = not_sent_in_run(state, listed.missing, run).await?;
-    if missing.len() > MAX_LOOKUPS {
-        tracing::info!(
-            missing = missing.len(),
-            "reading back orders that went back to {FIRST_STATUS}"
-        );
-        let first = Some(FIRST_STATUS.to_string());
-        let watched = missing.into_iter().collect();
-        let listed = list(sender, state, (max_age, run), first, watched, changed).await?;
-        done.add(&listed);
-        // In neither list: gone from the API, or in a status the vendor has not documented.
-        missing = not_sent_in_run(state, listed.missing, run).await?;
-        if missing.len() > MAX_LOOKUPS {
-            tracing::warn!(
-                orders = missing.len(),
-                "open orders missing from the API's lists; their last known statuses are kept"
-            );
-            return Ok(());
-        }
-    }
-    for number in missing {
-        let (seen, refreshed) = look_up(sender, state, number, run, changed).await?;
-        done.orders_seen += seen;
-        done.refreshed += refreshed;
-    }
-    Ok(())
+/// One read-back's requests, and where their answers go.
+struct Reading<'a> {
+    sender: &'a Sender,
+    state: &'a Arc<Mutex<StateDb>>,
+    max_age: i64,
+    run: i64,
+    changed: &'a Changed,
 }
 
-/// The watched orders no send of this run reported: a send's status is newer than anything
-/// read back.
-async fn not_sent_in_run(
-    state: &Arc<Mutex<StateDb>>,
-    numbers: HashSet<String>,
-    run: i64,
-) -> Result<Vec<String>, ReadBackError> {
-    with_store(state, move |db| {
-        let mut missing = Vec::new();
-        for number in numbers {
-            if !db.status_from_run(&number, run)? {
-                missing.push(number);
+impl Reading<'_> {
+    /// The requests of [`read_back`] (every status with `all`), counted into `done`.
+    async fn all_or_moved(&self, all: bool, done: &mut ReadBack) -> Result<(), ReadBackError> {
+        let (state, max_age) = (self.state, self.max_age);
+        let watched = match all {
+            true => None,
+            false => with_store(state, |db| db.open_orders_past_first_status(MAX_WATCHED)).await?,
+        };
+        let Some(watched) = watched else {
+            tracing::info!(max_age, "reading back all statuses (GET /orders)");
+            done.add(&self.list(None, HashSet::new()).await?);
+            return Ok(());
+        };
+        let moved: Vec<&str> = API_STATUSES
+            .into_iter()
+            .filter(|status| *status != FIRST_STATUS)
+            .collect();
+        tracing::info!(
+            max_age,
+            watched = watched.len(),
+            "reading back statuses (GET /orders)"
+        );
+        let watched = watched.into_iter().collect();
+        let listed = match self.list(Some(moved.join(",")), watched).await {
+            Ok(listed) => listed,
+            Err(ReadBackError::Refused(message)) => {
+                tracing::warn!(%message, "GET /orders refused the status filter; reading back all statuses");
+                done.add(&self.list(None, HashSet::new()).await?);
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+        };
+        done.add(&listed);
+        let mut missing = self.not_sent(listed.missing).await?;
+        if missing.len() > MAX_LOOKUPS {
+            tracing::info!(
+                missing = missing.len(),
+                "reading back orders that went back to {FIRST_STATUS}"
+            );
+            let first = Some(FIRST_STATUS.to_string());
+            let watched = missing.into_iter().collect();
+            let listed = self.list(first, watched).await?;
+            done.add(&listed);
+            // In neither list: gone from the API, or in a status the vendor has not documented.
+            missing = self.not_sent(listed.missing).await?;
+            if missing.len() > MAX_LOOKUPS {
+                tracing::warn!(
+                    orders = missing.len(),
+                    "open orders missing from the API's lists; their last known statuses are kept"
+                );
+                return Ok(());
             }
         }
-        missing.sort_unstable();
-        Ok(missing)
-    })
-    .await
+        for number in missing {
+            let (seen, refreshed) = self.look_up(number).await?;
+            done.orders_seen += seen;
+            done.refreshed += refreshed;
+        }
+        Ok(())
+    }
+
+    /// The watched orders no send of this run reported: a send's status is newer than anything
+    /// read back.
+    async fn not_sent(&self, numbers: HashSet<String>) -> Result<Vec<String>, ReadBackError> {
+        let run = self.run;
+        with_store(self.state, move |db| {
+            let mut missing = Vec::new();
+            for number in numbers {
+                if !db.status_from_run(&number, run)? {
+                    missing.push(number);
+                }
+            }
+            missing.sort_unstable();
+            Ok(missing)
+        })
+        .await
+    }
+
+    /// `GET /orders` with `maxAge` and, if given, a `paymentStatus` filter; every status in the
+    /// reply is applied to the store. Returns the orders of `watched` the reply did not contain.
+    async fn list(
+        &self,
+        statuses: Option<String>,
+        watched: HashSet<String>,
+    ) -> Result<Listed, ReadBackError> {
+        let Reading {
+            sender,
+            state,
+            max_age,
+            run,
+            changed,
+        } = *self;
+        let mut query = vec![("maxAge", max_age.to_string())];
+        if let Some(statuses) = statuses {
+            query.push(("paymentStatus", statuses));
+        }
+        let outcome = sender
+            .call(|| {
+                let target = (Arc::clone(state), Arc::clone(changed));
+                read_once(sender, target, &query, watched.clone(), run)
+            })
+            .await;
+        match outcome {
+            Ok(listed) => listed,
+            Err(failure) => Err(failure_error(failure)),
+        }
+    }
+
+    /// `GET /order/{number}` for one watched order; returns (orders seen, statuses changed).
+    async fn look_up(&self, number: String) -> Result<(u64, u64), ReadBackError> {
+        let Reading {
+            sender,
+            state,
+            run,
+            changed,
+            ..
+        } = *self;
+        let reply = sender
+            .call(|| sender.client().get_order(&number))
+            .await
+            .map_err(failure_error)?;
+        let Some(body) = reply else {
+            tracing::debug!(
+                number,
+                "the API does not know this order (404); its status is kept"
+            );
+            return Ok((0, 0));
+        };
+        let order: OrderStatus = serde_json::from_slice(&body).map_err(|error| {
+            ReadBackError::Api(format!(
+                "GET /order/{number}: the reply is not an order ({error})"
+            ))
+        })?;
+        let Some(status) = order.payment_status else {
+            return Ok((1, 0));
+        };
+        let changed = Arc::clone(changed);
+        let refreshed = with_store(state, move |db| {
+            let mut changed = changed.lock().unwrap_or_else(PoisonError::into_inner);
+            let statuses = [(order.number.as_str(), status.as_str())];
+            db.apply_read_back(statuses, run, &mut |number| changed.add(number))
+        })
+        .await?;
+        Ok((1, refreshed))
+    }
 }
 
 impl ReadBack {
@@ -263,69 +332,6 @@ async fn with_store<T: Send + 'static>(
     })
     .await
     .map_err(|e| ReadBackError::Api(e.to_string()))?
-}
-
-/// `GET /orders` with `maxAge` and, if given, a `paymentStatus` filter; every status in the
-/// reply is applied to the store. Returns the orders of `watched` the reply did not contain.
-async fn list(
-    sender: &Sender,
-    state: &Arc<Mutex<StateDb>>,
-    (max_age, run): (i64, i64),
-    statuses: Option<String>,
-    watched: HashSet<String>,
-    changed: &Changed,
-) -> Result<Listed, ReadBackError> {
-    let mut query = vec![("maxAge", max_age.to_string())];
-    if let Some(statuses) = statuses {
-        query.push(("paymentStatus", statuses));
-    }
-    let outcome = sender
-        .call(|| {
-            let target = (Arc::clone(state), Arc::clone(changed));
-            read_once(sender, target, &query, watched.clone(), run)
-        })
-        .await;
-    match outcome {
-        Ok(listed) => listed,
-        Err(failure) => Err(failure_error(failure)),
-    }
-}
-
-/// `GET /order/{number}` for one watched order; returns (orders seen, statuses changed).
-async fn look_up(
-    sender: &Sender,
-    state: &Arc<Mutex<StateDb>>,
-    number: String,
-    run: i64,
-    changed: &Changed,
-) -> Result<(u64, u64), ReadBackError> {
-    let reply = sender
-        .call(|| sender.client().get_order(&number))
-        .await
-        .map_err(failure_error)?;
-    let Some(body) = reply else {
-        tracing::debug!(
-            number,
-            "the API does not know this order (404); its status is kept"
-        );
-        return Ok((0, 0));
-    };
-    let order: OrderStatus = serde_json::from_slice(&body).map_err(|error| {
-        ReadBackError::Api(format!(
-            "GET /order/{number}: the reply is not an order ({error})"
-        ))
-    })?;
-    let Some(status) = order.payment_status else {
-        return Ok((1, 0));
-    };
-    let changed = Arc::clone(changed);
-    let refreshed = with_store(state, move |db| {
-        let mut changed = changed.lock().unwrap_or_else(PoisonError::into_inner);
-        let statuses = [(order.number.as_str(), status.as_str())];
-        db.apply_read_back(statuses, run, &mut |number| changed.add(number))
-    })
-    .await?;
-    Ok((1, refreshed))
 }
 
 fn failure_error(failure: CallFailure) -> ReadBackError {
