@@ -111,11 +111,13 @@ impl Touched {
     /// when it failed) is listed, any other is settled with the status its file records.
     pub fn resolve(&mut self, changed: Option<&ChangedOrders>) {
         for pending in std::mem::take(&mut self.pending) {
-            if changed.is_none_or(|changed| changed.may_contain(pending.number)) {
-                self.mark_at(pending.offset, pending.row);
-            } else if let Some(status) = self.pending_statuses.get(pending.status as usize) {
-                self.settled.rows += 1;
-                self.settled.count_status(status);
+            let unchanged = changed.is_some_and(|changed| !changed.may_contain(pending.number));
+            match self.pending_statuses.get(pending.status as usize) {
+                Some(status) if unchanged => {
+                    self.settled.rows += 1;
+                    self.settled.count_status(status);
+                }
+                _ => self.mark_at(pending.offset, pending.row),
             }
         }
     }
