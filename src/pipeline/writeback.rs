@@ -100,6 +100,15 @@ impl Touched {
         }
     }
 
+    /// Whether patching the listed rows beats reading every row again: a listed row costs a
+    /// point lookup in the store, a row of the full write-back a share of a page of it, so
+    /// beyond a quarter of the rows (a first run over a file that already has the result
+    /// columns) the full write-back is cheaper.
+    fn worth_patching(&self) -> bool {
+        let listed = (self.rows.len() + self.pending.len()) as u64;
+        !self.incomplete && listed.saturating_mul(4) <= self.settled.rows + listed
+    }
+
     /// The list cannot be complete: the whole source will be written back.
     pub fn give_up(&mut self) {
         self.incomplete = true;
@@ -249,7 +258,7 @@ pub fn write_back(
     on_rows: &dyn Fn(u64),
 ) -> Result<WriteBackStats, WriteBackError> {
     if let (Some(touched), Some(read)) = (touched, read)
-        && !touched.incomplete
+        && touched.worth_patching()
         && let Some(patch) = CsvPatch::open(settings, read)?
     {
         return patch_back(patch, touched, state, on_rows);
@@ -519,6 +528,10 @@ mod tests {
         touched.stored(source, &rows[0], Some(&known("UNPAID")), true);
         touched.resolve(None);
         assert_eq!(touched.rows.len(), 3);
+        // Three rows listed, two settled: patching them would cost more than a full pass.
+        assert!(!touched.worth_patching());
+        touched.settled.rows += 10;
+        assert!(touched.worth_patching());
         // A row without an offset (SQLite) makes the list useless.
         let mut no_offset = rows[2].clone();
         no_offset.offset = None;
