@@ -276,28 +276,15 @@ pub fn write_back(
         .into());
     }
     let mut stats = WriteBackStats::default();
-    let mut errors = RowErrors::default();
-    let mut lookahead = Lookahead::default();
+    let mut lookups = Lookups {
+        lookahead: Lookahead::default(),
+        errors: RowErrors::default(),
+    };
     let mut batch: Vec<FinishedRow> = Vec::with_capacity(ROWS_PER_WRITE);
     let mut first_batch = true;
     while let Some(row) = source.next_row()? {
-        stats.rows += 1;
-        let db = state.lock().map_err(|_| WriteBackError::Poisoned)?;
-        let result = result_of(
-            source.as_ref(),
-            &row,
-            &db,
-            &mut lookahead,
-            &mut errors,
-            &mut stats,
-        )?;
-        drop(db);
-        let result = if unchanged(source.as_ref(), &row, &result) {
-            RowResult::Untouched
-        } else {
-            stats.changed += 1;
-            result
-        };
+        let result = lookups.new_result(source.as_ref(), &row, state, &mut stats)?;
+        let result = result.unwrap_or(RowResult::Untouched);
         batch.push(FinishedRow {
             source: row,
             result,
@@ -336,24 +323,14 @@ fn patch_back(
         rows = rows.len(),
         "writing back the rows that may have changed"
     );
-    let mut errors = RowErrors::default();
-    // The listed rows are a small share of the file, far apart: a page each would be wasted.
-    let mut lookahead = Lookahead::sparse();
+    let mut lookups = Lookups {
+        // The listed rows are a small share of the file, far apart: a page each would be wasted.
+        lookahead: Lookahead::sparse(),
+        errors: RowErrors::default(),
+    };
     for (done, (offset, row)) in rows.into_iter().enumerate() {
         let row = patch.row_at(row, offset)?;
-        stats.rows += 1;
-        let db = state.lock().map_err(|_| WriteBackError::Poisoned)?;
-        let result = result_of(
-            patch.source(),
-            &row,
-            &db,
-            &mut lookahead,
-            &mut errors,
-            &mut stats,
-        )?;
-        drop(db);
-        if !unchanged(patch.source(), &row, &result) {
-            stats.changed += 1;
+        if let Some(result) = lookups.new_result(patch.source(), &row, state, &mut stats)? {
             match &result {
                 RowResult::Synced { status } => patch.replace(&row, Some(status), Some(""))?,
                 RowResult::Failed { error } => patch.replace(&row, None, Some(error))?,
@@ -369,6 +346,42 @@ fn patch_back(
     }
     patch.finish(stats.changed > 0)?;
     Ok(stats)
+}
+
+/// Where the write-back finds the rows' results, read in row order.
+struct Lookups {
+    lookahead: Lookahead,
+    errors: RowErrors,
+}
+
+impl Lookups {
+    /// A row's result if the source does not record it yet (counted as changed), else `None`;
+    /// either way the row is counted in `stats`.
+    fn new_result(
+        &mut self,
+        source: &dyn OrderSource,
+        row: &SourceRow,
+        state: &Mutex<StateDb>,
+        stats: &mut WriteBackStats,
+    ) -> Result<Option<RowResult>, WriteBackError> {
+        stats.rows += 1;
+        let result = {
+            let db = state.lock().map_err(|_| WriteBackError::Poisoned)?;
+            result_of(
+                source,
+                row,
+                &db,
+                &mut self.lookahead,
+                &mut self.errors,
+                stats,
+            )?
+        };
+        if unchanged(source, row, &result) {
+            return Ok(None);
+        }
+        stats.changed += 1;
+        Ok(Some(result))
+    }
 }
 
 /// A row's result: this run's validation error, else what the store knows about its order.

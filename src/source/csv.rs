@@ -731,16 +731,11 @@ pub(crate) fn replace_with_temp(
     original: &std::fs::Metadata,
     changed: bool,
 ) -> Result<(), SourceError> {
-    let io = |action| {
-        move |source| SourceError::Io {
-            path: path.to_path_buf(),
-            action,
-            source,
-        }
-    };
-    let temp = writer
-        .into_inner()
-        .map_err(|e| io("writing the new file")(e.into_error()))?;
+    let temp = writer.into_inner().map_err(|e| SourceError::Io {
+        path: path.to_path_buf(),
+        action: "writing the new file",
+        source: e.into_error(),
+    })?;
     replace_with_temp_file(temp, path, original, changed)
 }
 
