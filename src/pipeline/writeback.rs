@@ -187,10 +187,13 @@ impl Touched {
                     && source.previous_status(&row.record) == Some(status.as_str());
                 // A read-back still running may change any status it lists, final ones
                 // included (a refund turns `PAID` into `REFUNDED`).
-                match (recorded, read_back_pending, row.number(source.layout())) {
-                    (true, true, Some(number)) => return self.defer(row, number, status),
-                    (true, false, _) => self.settled.count_status(status),
-                    _ => {}
+                if recorded && read_back_pending {
+                    // The number is read only here, for the few rows this concerns.
+                    if let Some(number) = row.number(source.layout()) {
+                        return self.defer(row, number, status);
+                    }
+                } else if recorded {
+                    self.settled.count_status(status);
                 }
                 recorded && !read_back_pending
             }
