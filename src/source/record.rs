@@ -27,7 +27,9 @@ impl TextRecord {
 
     /// The fields of a CSV record, or `None` when one of them is not UTF-8.
     pub fn from_utf8(record: &ByteRecord) -> Option<Self> {
-        let text = std::str::from_utf8(record.as_slice()).ok()?;
+        // simdutf8 checks the usual row (ASCII with a few umlauts) several times faster than
+        // `std::str::from_utf8`; it accepts exactly the same inputs.
+        let text = simdutf8::basic::from_utf8(record.as_slice()).ok()?;
         let mut ends = Vec::with_capacity(record.len());
         let mut end = 0;
         for field in record {
