@@ -20,6 +20,9 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::cli::SourceFormat;
 
+/// WAL pages (4 KiB each) a run may write before a commit checkpoints: 256 MiB.
+const WAL_PAGES_BEFORE_CHECKPOINT: i64 = 65_536;
+
 /// The migrations, in order. A migration is applied once, in its own transaction, and recorded
 /// in `kksync_migrations`; never edit one that has shipped, add a new one.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -103,6 +106,15 @@ impl StateDb {
             db.connection
                 .pragma_update(None, "synchronous", "NORMAL")
                 .map_err(db.error("setting synchronous=NORMAL"))?;
+            // A checkpoint runs inside the commit that crosses the limit, with two fsyncs,
+            // while that stage holds the store: the reader waited for them. A status read-back
+            // dirties nearly every page of the table (the paid orders are spread over all
+            // numbers), so the default limit (4 MiB) checkpointed the table once per few
+            // thousand statuses. Up to 256 MiB of WAL, the run commits without checkpointing;
+            // the checkpoint at close then writes each page once.
+            db.connection
+                .pragma_update(None, "wal_autocheckpoint", WAL_PAGES_BEFORE_CHECKPOINT)
+                .map_err(db.error("setting wal_autocheckpoint"))?;
         }
         db.migrate()?;
         Ok(db)
