@@ -248,6 +248,11 @@ async fn phases(
             _ => None,
         };
         read_back_done.store(true, Ordering::Release);
+        if done.is_some()
+            && let Ok(mut db) = state.lock()
+        {
+            db.checkpoint_in_background();
+        }
         tracing::debug!(
             elapsed_ms = phase_started.elapsed().as_millis() as u64,
             "read-back done"
@@ -316,6 +321,11 @@ async fn phases(
         )
     });
     if run_id.is_some() && read_stats.complete && !stopped_at_once {
+        // The journal of the send phase is copied back while the source is written.
+        blocking(state, |db| {
+            db.checkpoint_in_background();
+            Ok(())
+        })?;
         crate::pause::point("before-write-back");
         progress.set_position(0);
         progress.set_message("writing back");

@@ -15,18 +15,24 @@
 
 use rusqlite::params;
 
-use super::orders::{Known, known_columns, known_from_row};
+use super::orders::{Known, known_columns, known_into};
 use super::{StateDb, StateError};
 
-/// Pages grow up to this many rows while they are used, and shrink while they are not.
-const MAX_PAGE: usize = 1024;
+/// Pages grow up to this many rows while they are used, and shrink while they are not. Each
+/// page is a statement run, and SQLite reprepares the page query for each (its plan depends
+/// on the bound number), so pages of a few thousand rows keep that cost small.
+const MAX_PAGE: usize = 4096;
 const MIN_PAGE: usize = 16;
 
 /// Answers [`StateDb::known`] for order numbers, a page of the table at a time.
 #[derive(Debug)]
 pub struct Lookahead {
-    /// Rows of the table with `number >= from`, in order.
+    /// Rows of the table with `number >= from`, in order: the first `len` entries. Entries
+    /// past `len` are kept for their memory, which the next page reuses.
     page: Vec<(String, Known)>,
+    len: usize,
+    /// Where the next number asked for is likely to be in the page (just after the last hit).
+    cursor: usize,
     /// Where the page starts; `None` before the first page.
     from: Option<String>,
     /// The page holds every row from `from` to the end of the table.
@@ -45,6 +51,8 @@ impl Default for Lookahead {
     fn default() -> Self {
         Lookahead {
             page: Vec::new(),
+            len: 0,
+            cursor: 0,
             from: None,
             to_end: false,
             size: MIN_PAGE * 4,
@@ -85,9 +93,16 @@ impl Lookahead {
             Some(_) if self.covers(number) => {}
             _ => self.load(db, number)?,
         }
-        match self.page.binary_search_by(|(n, _)| n.as_str().cmp(number)) {
+        let page = &self.page[..self.len];
+        // Ascending numbers hit the entry after the last hit; anything else is searched.
+        let found = match page.get(self.cursor) {
+            Some((n, _)) if n == number => Ok(self.cursor),
+            _ => page.binary_search_by(|(n, _)| n.as_str().cmp(number)),
+        };
+        match found {
             Ok(index) => {
                 self.hits += 1;
+                self.cursor = index + 1;
                 Ok(Some(&self.page[index].1))
             }
             Err(_) => Ok(None),
@@ -98,7 +113,7 @@ impl Lookahead {
     fn covers(&self, number: &str) -> bool {
         self.to_end
             || self
-                .page
+                .page[..self.len]
                 .last()
                 .is_some_and(|(last, _)| number <= last.as_str())
     }
@@ -106,13 +121,14 @@ impl Lookahead {
     /// Reads the page starting at `number`, sized by how well the last one served.
     fn load(&mut self, db: &StateDb, number: &str) -> Result<(), StateError> {
         if self.from.is_some() {
-            self.size = if self.hits * 2 >= self.page.len() {
+            self.size = if self.hits * 2 >= self.len {
                 (self.size * 2).min(MAX_PAGE)
             } else {
                 (self.size / 2).max(MIN_PAGE)
             };
         }
-        self.page.clear();
+        self.len = 0;
+        self.cursor = 0;
         self.hits = 0;
         let limit = i64::try_from(self.size).unwrap_or(i64::MAX);
         let read = db
@@ -122,16 +138,26 @@ impl Lookahead {
                 ", number FROM kksync_order_state WHERE number >= ?1 ORDER BY number LIMIT ?2"
             ))
             .and_then(|mut statement| {
-                let rows = statement.query_map(params![number, limit], |row| {
-                    Ok((row.get::<_, String>(7)?, known_from_row(row, 0)?))
-                })?;
-                for row in rows {
-                    self.page.push(row?);
+                let mut rows = statement.query(params![number, limit])?;
+                while let Some(row) = rows.next()? {
+                    if self.len == self.page.len() {
+                        self.page.push(Default::default());
+                    }
+                    let (number, known) = &mut self.page[self.len];
+                    number.clear();
+                    number.push_str(row.get_ref(7)?.as_str()?);
+                    known_into(known, row, 0)?;
+                    self.len += 1;
                 }
                 Ok(())
             });
-        read.map_err(db.error("reading the order state"))?;
-        self.to_end = self.page.len() < self.size;
+        if let Err(error) = read {
+            // A page cut short must not answer as if it were whole.
+            self.len = 0;
+            self.from = None;
+            return Err(db.error("reading the order state")(error));
+        }
+        self.to_end = self.len < self.size;
         self.from = Some(number.to_string());
         Ok(())
     }

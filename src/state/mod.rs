@@ -68,6 +68,19 @@ pub fn default_path(source: &Path, format: SourceFormat) -> PathBuf {
 pub struct StateDb {
     path: PathBuf,
     connection: Connection,
+    /// The store is a WAL file of kksync's own (a sidecar), not the shop's database.
+    own_wal: bool,
+    /// A checkpoint running on a connection and thread of its own.
+    checkpoint: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for StateDb {
+    fn drop(&mut self) {
+        // The connection's own checkpoint at close runs after, and finds little left.
+        if let Some(checkpoint) = self.checkpoint.take() {
+            let _ = checkpoint.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for StateDb {
@@ -91,6 +104,8 @@ impl StateDb {
         let mut db = StateDb {
             path: path.to_path_buf(),
             connection,
+            own_wal: !shared,
+            checkpoint: None,
         };
         db.connection
             .busy_timeout(BUSY_TIMEOUT)
@@ -124,7 +139,12 @@ impl StateDb {
     pub fn in_memory() -> Result<Self, StateError> {
         let path = PathBuf::from(":memory:");
         let connection = Connection::open_in_memory().map_err(error(&path, "opening"))?;
-        let mut db = StateDb { path, connection };
+        let mut db = StateDb {
+            path,
+            connection,
+            own_wal: false,
+            checkpoint: None,
+        };
         db.migrate()?;
         Ok(db)
     }
@@ -141,6 +161,8 @@ impl StateDb {
         let db = StateDb {
             path: path.to_path_buf(),
             connection,
+            own_wal: false,
+            checkpoint: None,
         };
         db.connection
             .busy_timeout(BUSY_TIMEOUT)
@@ -149,6 +171,33 @@ impl StateDb {
             return Ok(None);
         }
         Ok(Some(db))
+    }
+
+    /// Starts copying the WAL back into the database on a connection and thread of its own
+    /// (a sidecar store only), unless such a copy is still running. A phase that dirtied much
+    /// of the table calls this so that the checkpoint at close, which the run waits for,
+    /// finds little left: a status read-back of a million orders dirties nearly every page.
+    /// A checkpoint that fails or finds the database busy leaves the work to the one at
+    /// close; nothing depends on it.
+    pub fn checkpoint_in_background(&mut self) {
+        if !self.own_wal || self.checkpoint.as_ref().is_some_and(|c| !c.is_finished()) {
+            return;
+        }
+        if let Some(finished) = self.checkpoint.take() {
+            let _ = finished.join();
+        }
+        let path = self.path.clone();
+        self.checkpoint = Some(std::thread::spawn(move || {
+            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let checkpoint = Connection::open_with_flags(&path, flags).and_then(|connection| {
+                connection.busy_timeout(BUSY_TIMEOUT)?;
+                // PASSIVE: copies what it can without waiting for readers or writers.
+                connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            });
+            if let Err(error) = checkpoint {
+                tracing::debug!(%error, "background checkpoint did not run; the one at close will");
+            }
+        }));
     }
 
     /// The file.

@@ -114,15 +114,43 @@ pub(super) use known_columns;
 
 /// Reads the columns of `known_columns!` from a result row, starting at column `at`.
 pub(super) fn known_from_row(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Known> {
-    Ok(Known {
-        accepted_fingerprint: row.get::<_, Option<i64>>(at)?.map(from_sql),
-        accepted_at: row.get(at + 1)?,
-        payment_status: row.get(at + 2)?,
-        last_error: row.get(at + 3)?,
-        error_fingerprint: row.get::<_, Option<i64>>(at + 4)?.map(from_sql),
-        error_transient: row.get::<_, i64>(at + 5)? != 0,
-        row_fingerprint: row.get::<_, Option<i64>>(at + 6)?.map(from_sql),
-    })
+    let mut known = Known::default();
+    known_into(&mut known, row, at)?;
+    Ok(known)
+}
+
+/// As [`known_from_row`], into `known`, reusing its strings' memory (the lookahead reads a
+/// million rows a run, and allocating three strings per row was a tenth of its time).
+pub(super) fn known_into(
+    known: &mut Known,
+    row: &rusqlite::Row<'_>,
+    at: usize,
+) -> rusqlite::Result<()> {
+    known.accepted_fingerprint = row.get::<_, Option<i64>>(at)?.map(from_sql);
+    text_into(&mut known.accepted_at, row, at + 1)?;
+    text_into(&mut known.payment_status, row, at + 2)?;
+    text_into(&mut known.last_error, row, at + 3)?;
+    known.error_fingerprint = row.get::<_, Option<i64>>(at + 4)?.map(from_sql);
+    known.error_transient = row.get::<_, i64>(at + 5)? != 0;
+    known.row_fingerprint = row.get::<_, Option<i64>>(at + 6)?.map(from_sql);
+    Ok(())
+}
+
+/// Sets `slot` to nullable text column `index`, keeping its allocation.
+fn text_into(
+    slot: &mut Option<String>,
+    row: &rusqlite::Row<'_>,
+    index: usize,
+) -> rusqlite::Result<()> {
+    match row.get_ref(index)?.as_str_or_null()? {
+        Some(text) => {
+            let held = slot.get_or_insert_default();
+            held.clear();
+            held.push_str(text);
+        }
+        None => *slot = None,
+    }
+    Ok(())
 }
 
 impl StateDb {
