@@ -72,6 +72,16 @@ impl TextRecord {
         self.text.get(start..end)
     }
 
+    /// Field `index` as bytes (no check of character boundaries: they were checked once).
+    pub fn field_bytes(&self, index: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(index)?;
+        let start = match index.checked_sub(1) {
+            Some(previous) => *self.ends.get(previous)?,
+            None => 0,
+        };
+        self.text.as_bytes().get(start..end)
+    }
+
     /// The number of fields.
     pub fn len(&self) -> usize {
         self.ends.len()

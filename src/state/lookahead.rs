@@ -112,8 +112,7 @@ impl Lookahead {
     /// Whether `number` (not before `from`) falls inside the page.
     fn covers(&self, number: &str) -> bool {
         self.to_end
-            || self
-                .page[..self.len]
+            || self.page[..self.len]
                 .last()
                 .is_some_and(|(last, _)| number <= last.as_str())
     }
