@@ -318,6 +318,45 @@ mod tests {
         );
     }
 
+    /// Rows of `kksync_order_state` in the database file itself, ignoring the WAL (0 while
+    /// even the table is only in the WAL).
+    fn rows_in_main_file(path: &Path) -> i64 {
+        let uri = format!("file:{}?immutable=1", path.display());
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI;
+        let connection = Connection::open_with_flags(uri, flags).unwrap();
+        connection
+            .query_row("SELECT count(*) FROM kksync_order_state", [], |row| {
+                row.get(0)
+            })
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn a_background_checkpoint_moves_the_wal_into_the_database_while_it_stays_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mut db = StateDb::open(&path, false).unwrap();
+        db.connection()
+            .execute_batch(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500)
+                 INSERT INTO kksync_order_state (number, payment_status)
+                 SELECT 'A' || i, 'UNPAID' FROM n",
+            )
+            .unwrap();
+        // Committed, but only in the WAL: the large autocheckpoint limit holds it there.
+        assert_eq!(rows_in_main_file(&path), 0);
+        db.checkpoint_in_background();
+        if let Some(checkpoint) = db.checkpoint.take() {
+            checkpoint.join().unwrap();
+        }
+        assert_eq!(rows_in_main_file(&path), 500);
+        // A store in the shop's own database is left to the shop's settings.
+        let shop = dir.path().join("shop.db");
+        let mut shared = StateDb::open(&shop, true).unwrap();
+        shared.checkpoint_in_background();
+        assert!(shared.checkpoint.is_none());
+    }
+
     #[test]
     fn migrations_apply_once_and_reopening_keeps_the_data() {
         let dir = tempfile::tempdir().unwrap();
