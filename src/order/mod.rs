@@ -1241,26 +1241,38 @@ mod tests {
         assert!(compared > 1_000, "only {compared} valid payloads compared");
     }
 
+    /// Cell values that are awkward to trim: empty, blank, one character, padded with ASCII
+    /// or Unicode space, non-ASCII at either end.
+    const AWKWARD_VALUES: &[&str] = &[
+        "",
+        " ",
+        "a",
+        " a",
+        "a ",
+        "ab",
+        "a b",
+        "\u{a0}a",
+        "a\u{a0}",
+        "\u{3000}x\u{3000}",
+        "ü",
+        "üx ",
+        "\tx\n",
+        "x\r",
+        "~",
+        "!x!",
+        "1",
+        "x",
+        " 1",
+        "1 ",
+        "\u{a0}7\u{a0}",
+        "Müller",
+        "\u{2003}",
+        " Straße 1 ",
+    ];
+
     #[test]
     fn the_trim_shortcut_trims_as_str_trim_does() {
-        for text in [
-            "",
-            " ",
-            "a",
-            " a",
-            "a ",
-            "ab",
-            "a b",
-            "\u{a0}a",
-            "a\u{a0}",
-            "\u{3000}x\u{3000}",
-            "ü",
-            "üx ",
-            "\tx\n",
-            "x\r",
-            "~",
-            "!x!",
-        ] {
+        for text in AWKWARD_VALUES {
             assert_eq!(trim(text), text.trim(), "{text:?}");
         }
     }
@@ -1269,30 +1281,11 @@ mod tests {
     fn row_fingerprints_keep_the_values_of_the_streaming_hasher() {
         // State stores hold fingerprints made by feeding the trimmed fields to a streaming
         // hasher, field by field in `Field::ALL` order; the faster gathering must agree on
-        // every kind of value: empty, blank, one character, padded with ASCII or Unicode
-        // space, non-ASCII at either end.
-        let awkward = [
-            "",
-            " ",
-            "1",
-            "x",
-            " 1",
-            "1 ",
-            "\u{a0}7\u{a0}",
-            "Müller",
-            "ü",
-            "üx ",
-            "\tx\n",
-            "x\r",
-            "~",
-            "!x!",
-            "\u{2003}",
-            " Straße 1 ",
-        ];
+        // every awkward value.
         let mut rows = vec![valid()];
-        for (i, value) in awkward.iter().enumerate() {
+        for (i, value) in AWKWARD_VALUES.iter().enumerate() {
             let mut pairs = valid();
-            // Every field of the row in turn, and one column the fingerprint ignores.
+            // Each value goes into two columns, moving along the row from value to value.
             let width = pairs.len();
             pairs[i % width].1 = value;
             pairs[(i + 3) % width].1 = value;
