@@ -33,7 +33,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 
 use self::limit::Limiter;
-use self::read::{Chunk, ReadContext, ReadError, read_chunks};
+use self::read::{Chunk, ReadBackDone, ReadContext, ReadError, read_chunks};
 use self::readback::{ReadBackError, read_back};
 use self::retry::RetryPolicy;
 use self::send::{OrderOutcome, SendCounters, Sender, StopReason, chunk_body};
@@ -238,7 +238,7 @@ async fn phases(
     }
     progress.set_message("reading back statuses and sending");
     // The reader needs to know when the statuses in the store stop changing (see `Touched`).
-    let read_back_done = Arc::new(AtomicBool::new(sender.is_none() || run_id.is_none()));
+    let read_back_done = Arc::new(ReadBackDone::new(sender.is_none() || run_id.is_none()));
     let reading_back = async {
         let done = match (sender, run_id) {
             (Some(sender), Some(run)) => {
@@ -247,7 +247,7 @@ async fn phases(
             }
             _ => None,
         };
-        read_back_done.store(true, Ordering::Release);
+        read_back_done.set();
         if done.is_some()
             && let Ok(mut db) = state.lock()
         {
@@ -375,7 +375,7 @@ struct Checks<'a> {
     /// Validation rules of today.
     rules: &'a Rules,
     /// Set once the read-back is over (see `ReadContext::read_back_done`).
-    read_back_done: Arc<AtomicBool>,
+    read_back_done: Arc<ReadBackDone>,
 }
 
 /// Phase 1: reads the source, sends the orders that need it and journals every answer. Returns

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use tokio::sync::mpsc;
 
@@ -89,7 +89,49 @@ pub struct ReadContext<'a> {
     pub reopen: Reopen<'a>,
     /// Set once the status read-back has finished (or there is none): from then on, the
     /// statuses in the store no longer change during this run except for the orders sent.
-    pub read_back_done: &'a AtomicBool,
+    pub read_back_done: &'a ReadBackDone,
+}
+
+/// Whether the status read-back is over; the reader checks it for every row and may wait for
+/// it.
+#[derive(Debug, Default)]
+pub struct ReadBackDone {
+    done: AtomicBool,
+    lock: Mutex<()>,
+    over: Condvar,
+}
+
+impl ReadBackDone {
+    /// Over already when `done` (there is no read-back).
+    pub fn new(done: bool) -> Self {
+        ReadBackDone {
+            done: AtomicBool::new(done),
+            ..ReadBackDone::default()
+        }
+    }
+
+    /// Whether the read-back is over.
+    pub fn is_set(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// The read-back is over (whether it succeeded or not).
+    pub fn set(&self) {
+        let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.done.store(true, Ordering::Release);
+        self.over.notify_all();
+    }
+
+    /// Waits until the read-back is over.
+    fn wait(&self) {
+        let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        while !self.is_set() {
+            guard = self
+                .over
+                .wait(guard)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
 }
 
 /// How the duplicate check is to treat a row.
@@ -121,6 +163,9 @@ struct Reader<'c, 'a> {
     stats: ReadStats,
     seen: SeenNumbers,
     lookahead: Lookahead,
+    /// A connection of the reader's own for the lookups, when the store allows one, so that
+    /// they do not wait while the read-back writes statuses (see [`StateDb::open_reader`]).
+    lookups: Option<StateDb>,
     invalid: Vec<(u64, String, String)>,
     chunk: Chunk,
     chunk_started_at: u64,
@@ -136,7 +181,13 @@ pub fn read_chunks(
     context: &ReadContext<'_>,
     chunks: &mpsc::Sender<Chunk>,
 ) -> Result<ReadStats, ReadError> {
-    read_with(source, context, chunks, SeenNumbers::default())
+    read_with(
+        source,
+        context,
+        chunks,
+        SeenNumbers::default(),
+        Touched::default(),
+    )
 }
 
 fn read_with(
@@ -144,13 +195,22 @@ fn read_with(
     context: &ReadContext<'_>,
     chunks: &mpsc::Sender<Chunk>,
     seen: SeenNumbers,
+    touched: Touched,
 ) -> Result<ReadStats, ReadError> {
     let mut reader = Reader {
         context,
         chunks,
-        stats: ReadStats::default(),
+        stats: ReadStats {
+            touched,
+            ..ReadStats::default()
+        },
         seen,
         lookahead: Lookahead::default(),
+        lookups: context
+            .state
+            .lock()
+            .map_err(|_| ReadError::Poisoned)?
+            .open_reader()?,
         invalid: Vec::new(),
         chunk: Chunk::default(),
         chunk_started_at: 0,
@@ -201,7 +261,14 @@ impl Reader<'_, '_> {
         row: &SourceRow,
         check: DuplicateCheck,
     ) -> Result<Handled, ReadError> {
-        if !self.statuses_final && self.context.read_back_done.load(Ordering::Acquire) {
+        if !self.statuses_final && self.stats.touched.pending_full() {
+            // The rows read meanwhile wait for the read-back's verdict in a list of bounded
+            // length; a full list would cost a write-back of every row. Waiting costs the run
+            // nothing: the write-back waits for the read-back anyway.
+            tracing::debug!(rows = self.stats.rows, "waiting for the status read-back");
+            self.context.read_back_done.wait();
+        }
+        if !self.statuses_final && self.context.read_back_done.is_set() {
             // Pages read before may hold statuses the read-back changed since.
             self.lookahead = Lookahead::default();
             self.statuses_final = true;
@@ -214,8 +281,12 @@ impl Reader<'_, '_> {
         let row_fingerprint = number.map(|_| order::row_fingerprint(view));
         let mut unchanged_row = false;
         if let Some(number) = number {
-            let db = self.context.state.lock().map_err(|_| ReadError::Poisoned)?;
-            let known = self.lookahead.known_ref(&db, number)?;
+            let known = lookup(
+                &mut self.lookahead,
+                self.lookups.as_ref(),
+                self.context.state,
+                number,
+            )?;
             if unchanged_since_accepted(known, row_fingerprint, self.context.policy, self.now) {
                 match duplicate(&mut self.seen, number, check) {
                     Seen::New => {
@@ -268,8 +339,13 @@ impl Reader<'_, '_> {
 
     /// What the store knows about `number`.
     fn known(&mut self, number: &str) -> Result<Option<Known>, ReadError> {
-        let db = self.context.state.lock().map_err(|_| ReadError::Poisoned)?;
-        Ok(self.lookahead.known(&db, number)?)
+        let known = lookup(
+            &mut self.lookahead,
+            self.lookups.as_ref(),
+            self.context.state,
+            number,
+        )?;
+        Ok(known.cloned())
     }
 
     /// Sends a valid order, or skips it when the API already has it.
@@ -446,6 +522,21 @@ impl Reader<'_, '_> {
     }
 }
 
+/// What the store knows about `number`, through the lookahead: on the reader's own connection
+/// if it has one, else on the shared store, whose lock is taken only when the lookahead's page
+/// cannot answer.
+fn lookup<'l>(
+    lookahead: &'l mut Lookahead,
+    own: Option<&StateDb>,
+    shared: &Mutex<StateDb>,
+    number: &str,
+) -> Result<Option<&'l Known>, ReadError> {
+    match own {
+        Some(own) => Ok(lookahead.known_ref(own, number)?),
+        None => lookahead.known_ref_with(number, || shared.lock().map_err(|_| ReadError::Poisoned)),
+    }
+}
+
 fn duplicate(seen: &mut SeenNumbers, number: &str, check: DuplicateCheck) -> Seen {
     match check {
         DuplicateCheck::Filter => seen.check(number),
@@ -525,6 +616,7 @@ fn is_api_status(status: &str) -> bool {
 mod tests {
     use super::*;
     use crate::cli::SourceFormat;
+    use crate::state::orders::JournalEntry;
 
     #[test]
     fn only_a_status_in_the_apis_vocabulary_marks_a_row_as_created_before() {
@@ -606,12 +698,18 @@ mod tests {
             state: &state,
             record_invalid: true,
             reopen: &reopen,
-            read_back_done: &AtomicBool::new(true),
+            read_back_done: &ReadBackDone::new(true),
         };
         let (sender, mut receiver) = mpsc::channel(16);
         let (mut source, _) = crate::source::open(&settings, true).unwrap();
-        let stats =
-            read_with(source.as_mut(), &context, &sender, SeenNumbers::saturated()).unwrap();
+        let stats = read_with(
+            source.as_mut(),
+            &context,
+            &sender,
+            SeenNumbers::saturated(),
+            Touched::default(),
+        )
+        .unwrap();
         drop(sender);
         let mut sent = Vec::new();
         while let Ok(chunk) = receiver.try_recv() {
@@ -700,5 +798,105 @@ mod tests {
                 .unwrap()
                 .is_some_and(|(e, _)| e.contains("changed while"))
         );
+    }
+
+    /// Reads `path` against `state`, with the read-back over when `done` says so and at most
+    /// `pending_cap` rows waiting for it; the orders sent, and what was read.
+    fn read_file(
+        path: &std::path::Path,
+        state: &Arc<Mutex<StateDb>>,
+        done: &ReadBackDone,
+        pending_cap: usize,
+    ) -> (Vec<PreparedOrder>, ReadStats) {
+        let settings = SourceSettings {
+            path: path.to_path_buf(),
+            format: SourceFormat::Csv,
+            delimiter: None,
+            columns: Default::default(),
+        };
+        let rules = Rules::for_today(crate::dates::berlin_today());
+        let reopen = || crate::source::open(&settings, true).map(|(source, _)| source);
+        let context = ReadContext {
+            rules: &rules,
+            chunk_size: 100,
+            policy: Incremental::default(),
+            state,
+            record_invalid: true,
+            reopen: &reopen,
+            read_back_done: done,
+        };
+        let (sender, mut receiver) = mpsc::channel(16);
+        let (mut source, _) = crate::source::open(&settings, true).unwrap();
+        let seen = SeenNumbers::default();
+        let touched = Touched::with_pending_cap(pending_cap);
+        let stats = read_with(source.as_mut(), &context, &sender, seen, touched).unwrap();
+        drop(sender);
+        let mut sent = Vec::new();
+        while let Ok(chunk) = receiver.try_recv() {
+            sent.extend(chunk.orders);
+        }
+        (sent, stats)
+    }
+
+    /// Rows read while the read-back runs wait in a list for its verdict. Once the list is
+    /// full, the reader waits for the read-back instead of giving the list up (which would
+    /// cost a write-back of every row), and settles the rows after it at once.
+    #[test]
+    fn a_full_list_of_rows_waiting_for_the_read_back_makes_the_reader_wait_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orders.csv");
+        let date = today();
+        let mut csv = String::from(
+            "number,date,type,amount,currency,billing.countryCode,paymentStatus,syncError\n",
+        );
+        for i in 1..=6 {
+            csv.push_str(&format!("A-{i},{date},INVOICE,1.00,EUR,DE,UNPAID,\n"));
+        }
+        std::fs::write(&path, csv).unwrap();
+        let store = StateDb::open(&dir.path().join("state.db"), false).unwrap();
+        let state = Arc::new(Mutex::new(store));
+        state.lock().unwrap().reset_row_errors().unwrap();
+        // The API accepted every order as the file records it.
+        let (sent, _) = read_file(&path, &state, &ReadBackDone::new(true), 100);
+        assert_eq!(sent.len(), 6);
+        let accepted: Vec<JournalEntry> = sent
+            .into_iter()
+            .map(|order| JournalEntry::Accepted {
+                number: order.number,
+                fingerprint: order.fingerprint,
+                date: order.date,
+                status: "UNPAID".into(),
+                row_fingerprint: order.row_fingerprint,
+            })
+            .collect();
+        state.lock().unwrap().journal(1, &accepted).unwrap();
+
+        let done = ReadBackDone::new(false);
+        std::thread::scope(|scope| {
+            let reading = scope.spawn(|| read_file(&path, &state, &done, 2));
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            assert!(
+                !reading.is_finished(),
+                "the reader went on with the list full"
+            );
+            done.set();
+            let (sent, stats) = reading.join().unwrap();
+            assert!(sent.is_empty());
+            assert_eq!(stats.unchanged, 6);
+            // Two rows wait for the verdict; the four after the wait are settled.
+            assert_eq!(stats.touched.counts(), Some((0, 2, 4)));
+        });
+    }
+
+    #[test]
+    fn waiting_for_a_read_back_that_is_over_returns_at_once() {
+        let done = ReadBackDone::new(true);
+        done.wait();
+        let done = ReadBackDone::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| done.set());
+            done.wait();
+        });
+        assert!(done.is_set());
     }
 }

@@ -52,12 +52,15 @@ pub enum WriteBackError {
 /// Rows the send phase lists for a partial write-back, at most (16 bytes each); with more, the
 /// whole source is written back.
 const MAX_TOUCHED: usize = 250_000;
+/// Rows that wait for the read-back's verdict, at most (32 bytes each); the reader waits for
+/// the read-back rather than list more.
+const MAX_PENDING: usize = 250_000;
 
 /// What the send phase learnt for the write-back: the rows whose results may differ from what
 /// the source records (where they start), and the tally of all other rows, whose results it
 /// already knows and the source already records. With it, a CSV write-back rewrites only those
 /// rows ([`CsvPatch`]); the rest of the file is copied as it is.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Touched {
     /// (offset, row) of each row whose result may differ.
     rows: Vec<(u64, u64)>,
@@ -70,6 +73,21 @@ pub struct Touched {
     pending: Vec<Pending>,
     /// The statuses pending rows record (a handful of distinct values).
     pending_statuses: Vec<String>,
+    /// How many rows may be pending ([`MAX_PENDING`]; tests use fewer).
+    pending_cap: usize,
+}
+
+impl Default for Touched {
+    fn default() -> Self {
+        Touched {
+            rows: Vec::new(),
+            incomplete: false,
+            settled: WriteBackStats::default(),
+            pending: Vec::new(),
+            pending_statuses: Vec::new(),
+            pending_cap: MAX_PENDING,
+        }
+    }
 }
 
 /// A row read while the read-back was running.
@@ -93,7 +111,7 @@ impl Touched {
     }
 
     fn mark_at(&mut self, offset: u64, row: u64) {
-        if !self.incomplete && self.rows.len() + self.pending.len() < MAX_TOUCHED {
+        if !self.incomplete && self.rows.len() < MAX_TOUCHED {
             self.rows.push((offset, row));
         } else {
             self.give_up();
@@ -107,6 +125,28 @@ impl Touched {
     fn worth_patching(&self) -> bool {
         let listed = (self.rows.len() + self.pending.len()) as u64;
         !self.incomplete && listed.saturating_mul(4) <= self.settled.rows + listed
+    }
+
+    /// Whether the list is full while rows wait for the read-back's verdict: one more row would
+    /// give it up (see [`Touched::give_up`]).
+    pub fn pending_full(&self) -> bool {
+        !self.incomplete && self.pending.len() >= self.pending_cap
+    }
+
+    /// A list that holds at most `cap` pending rows.
+    #[cfg(test)]
+    pub(crate) fn with_pending_cap(cap: usize) -> Self {
+        Touched {
+            pending_cap: cap,
+            ..Touched::default()
+        }
+    }
+
+    /// (listed, pending, settled) rows, `None` once given up.
+    #[cfg(test)]
+    pub(crate) fn counts(&self) -> Option<(usize, usize, u64)> {
+        let counts = (self.rows.len(), self.pending.len(), self.settled.rows);
+        (!self.incomplete).then_some(counts)
     }
 
     /// The list cannot be complete: the whole source will be written back.
@@ -136,7 +176,7 @@ impl Touched {
         let (Some(offset), false) = (row.offset, self.incomplete) else {
             return self.give_up();
         };
-        if self.rows.len() + self.pending.len() >= MAX_TOUCHED {
+        if self.pending.len() >= self.pending_cap {
             return self.give_up();
         }
         let index = match self.pending_statuses.iter().position(|s| s == status) {

@@ -80,18 +80,34 @@ impl Lookahead {
 
     /// As [`Lookahead::known`], without copying what the page holds.
     pub fn known_ref(&mut self, db: &StateDb, number: &str) -> Result<Option<&Known>, StateError> {
-        match self.from.as_deref() {
-            _ if self.sparse => {
-                self.behind = db.known(number)?;
-                return Ok(self.behind.as_ref());
-            }
+        self.known_ref_with(number, || Ok::<_, StateError>(db))
+    }
+
+    /// As [`Lookahead::known_ref`], but `store` is asked for the store only when the page
+    /// cannot answer, so that a caller sharing the store takes its lock once a page, not once a
+    /// number (a read-back running alongside holds it most of the time).
+    pub fn known_ref_with<G, E>(
+        &mut self,
+        number: &str,
+        store: impl FnOnce() -> Result<G, E>,
+    ) -> Result<Option<&Known>, E>
+    where
+        G: std::ops::Deref<Target = StateDb>,
+        E: From<StateError>,
+    {
+        let in_page = !self.sparse
+            && self
+                .from
+                .as_deref()
+                .is_some_and(|from| number >= from && self.covers(number));
+        if !in_page {
+            let db = store()?;
             // Behind the page: the source is not sorted here.
-            Some(from) if number < from => {
+            if self.sparse || self.from.as_deref().is_some_and(|from| number < from) {
                 self.behind = db.known(number)?;
                 return Ok(self.behind.as_ref());
             }
-            Some(_) if self.covers(number) => {}
-            _ => self.load(db, number)?,
+            self.load(&db, number)?;
         }
         let page = &self.page[..self.len];
         // Ascending numbers hit the entry after the last hit; anything else is searched.
@@ -214,5 +230,36 @@ mod tests {
         }
         assert!(lookahead.to_end);
         assert_eq!(lookahead.from.as_deref(), Some("N000"));
+    }
+
+    /// The store is asked for only when the page cannot answer: for the first page, for each
+    /// page after it, and for a number behind the page.
+    #[test]
+    fn the_store_is_asked_for_only_when_the_page_cannot_answer() {
+        let numbers: Vec<String> = (0..100).map(|i| format!("N{i:03}")).collect();
+        let refs: Vec<&str> = numbers.iter().map(String::as_str).collect();
+        let (_dir, db) = store_with(&refs);
+        let mut lookahead = Lookahead::default();
+        let asked = std::cell::Cell::new(0);
+        let known = |lookahead: &mut Lookahead, number: &str| {
+            let answer = lookahead
+                .known_ref_with(number, || {
+                    asked.set(asked.get() + 1);
+                    Ok::<_, StateError>(&db)
+                })
+                .unwrap()
+                .cloned();
+            assert_eq!(answer, db.known(number).unwrap(), "{number}");
+        };
+        for number in &numbers[..64] {
+            known(&mut lookahead, number);
+        }
+        // The first page holds 64 rows: one question for all of them.
+        assert_eq!(asked.get(), 1);
+        known(&mut lookahead, "N064");
+        known(&mut lookahead, "N065");
+        assert_eq!(asked.get(), 2);
+        known(&mut lookahead, "N003");
+        assert_eq!(asked.get(), 3);
     }
 }

@@ -173,6 +173,31 @@ impl StateDb {
         Ok(Some(db))
     }
 
+    /// A second, read-only connection to a sidecar store, for a stage that reads order state
+    /// while another stage writes it: in WAL mode it reads the last commit without waiting for
+    /// the writer, where sharing this connection would wait for the writer's whole statement.
+    /// `None` for a store that is not a WAL file of kksync's own (the shop's database keeps the
+    /// journal mode the shop chose; an in-memory store has no second connection).
+    pub fn open_reader(&self) -> Result<Option<StateDb>, StateError> {
+        if !self.own_wal {
+            return Ok(None);
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection = Connection::open_with_flags(&self.path, flags)
+            .map_err(self.error("opening a reader"))?;
+        let reader = StateDb {
+            path: self.path.clone(),
+            connection,
+            own_wal: false,
+            checkpoint: None,
+        };
+        reader
+            .connection
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(reader.error("setting the busy timeout"))?;
+        Ok(Some(reader))
+    }
+
     /// Starts copying the WAL back into the database on a connection and thread of its own
     /// (a sidecar store only), unless such a copy is still running. A phase that dirtied much
     /// of the table calls this so that the checkpoint at close, which the run waits for,
@@ -355,6 +380,50 @@ mod tests {
         let mut shared = StateDb::open(&shop, true).unwrap();
         shared.checkpoint_in_background();
         assert!(shared.checkpoint.is_none());
+    }
+
+    /// The reader's connection reads what the writer committed, including while the writer
+    /// is in the middle of a transaction of its own; it cannot write.
+    #[test]
+    fn a_reader_connection_sees_every_commit_and_never_waits_for_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = StateDb::open(&dir.path().join("state.db"), false).unwrap();
+        let reader = db.open_reader().unwrap().unwrap();
+        let status = |db: &StateDb| db.known("A1").unwrap().and_then(|k| k.payment_status);
+        assert_eq!(status(&reader), None);
+        db.apply_read_back([("A1", "PAID")], 1, &mut |_| {})
+            .unwrap();
+        db.connection()
+            .execute(
+                "INSERT INTO kksync_order_state (number, payment_status) VALUES ('A1', 'UNPAID')",
+                [],
+            )
+            .unwrap();
+        assert_eq!(status(&reader).as_deref(), Some("UNPAID"));
+        let writing = db.connection_mut().transaction().unwrap();
+        writing
+            .execute("UPDATE kksync_order_state SET payment_status = 'PAID'", [])
+            .unwrap();
+        // Not committed yet: the reader sees the last commit, at once.
+        assert_eq!(status(&reader).as_deref(), Some("UNPAID"));
+        writing.commit().unwrap();
+        assert_eq!(status(&reader).as_deref(), Some("PAID"));
+        assert!(
+            reader
+                .connection()
+                .execute("DELETE FROM kksync_order_state", [])
+                .is_err()
+        );
+        // The shop's own database and a store in memory get none.
+        let shop = StateDb::open(&dir.path().join("shop.db"), true).unwrap();
+        assert!(shop.open_reader().unwrap().is_none());
+        assert!(
+            StateDb::in_memory()
+                .unwrap()
+                .open_reader()
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
