@@ -338,6 +338,7 @@ async fn phases(
                 &store,
                 read_identity.as_ref(),
                 Some(touched),
+                run_id,
                 &|rows| bar.inc(rows),
             )
         })

@@ -298,13 +298,14 @@ pub fn write_back(
     state: &Arc<Mutex<StateDb>>,
     read: Option<&FileIdentity>,
     touched: Option<Touched>,
+    run: Option<i64>,
     on_rows: &dyn Fn(u64),
 ) -> Result<WriteBackStats, WriteBackError> {
     if let (Some(touched), Some(read)) = (touched, read)
         && touched.worth_patching()
         && let Some(patch) = CsvPatch::open(settings, read)?
     {
-        return patch_back(patch, touched, state, on_rows);
+        return patch_back(patch, touched, state, run, on_rows);
     }
     let (mut source, sink) = source::open(settings, false)?;
     let Some(mut sink) = sink else {
@@ -322,6 +323,7 @@ pub fn write_back(
     let mut lookups = Lookups {
         lookahead: Lookahead::default(),
         errors: RowErrors::default(),
+        run,
     };
     let mut batch: Vec<FinishedRow> = Vec::with_capacity(ROWS_PER_WRITE);
     let mut first_batch = true;
@@ -353,6 +355,7 @@ fn patch_back(
     mut patch: CsvPatch,
     mut touched: Touched,
     state: &Arc<Mutex<StateDb>>,
+    run: Option<i64>,
     on_rows: &dyn Fn(u64),
 ) -> Result<WriteBackStats, WriteBackError> {
     // Pending rows left unresolved are listed: their orders may have changed.
@@ -370,6 +373,7 @@ fn patch_back(
         // The listed rows are a small share of the file, far apart: a page each would be wasted.
         lookahead: Lookahead::sparse(),
         errors: RowErrors::default(),
+        run,
     };
     for (done, (offset, row)) in rows.into_iter().enumerate() {
         let row = patch.row_at(row, offset)?;
@@ -395,11 +399,14 @@ fn patch_back(
 struct Lookups {
     lookahead: Lookahead,
     errors: RowErrors,
+    /// This run: a status its own send reported is a new sync, even if the status is the same.
+    run: Option<i64>,
 }
 
 impl Lookups {
-    /// A row's result if the source does not record it yet (counted as changed), else `None`;
-    /// either way the row is counted in `stats`.
+    /// A row's result if the source does not record it yet (counted as changed) or records
+    /// when it was synced and this run's send reported it again, else `None`; either way the
+    /// row is counted in `stats`.
     fn new_result(
         &mut self,
         source: &dyn OrderSource,
@@ -408,7 +415,7 @@ impl Lookups {
         stats: &mut WriteBackStats,
     ) -> Result<Option<RowResult>, WriteBackError> {
         stats.rows += 1;
-        let result = {
+        let (result, reported_to) = {
             let db = state.lock().map_err(|_| WriteBackError::Poisoned)?;
             result_of(
                 source,
@@ -420,14 +427,17 @@ impl Lookups {
             )?
         };
         if unchanged(source, row, &result) {
-            return Ok(None);
+            // The same status again from this run's send: only the sync time is new.
+            let synced_again = self.run.is_some() && reported_to == self.run;
+            return Ok((synced_again && source.records_sync_time()).then_some(result));
         }
         stats.changed += 1;
         Ok(Some(result))
     }
 }
 
-/// A row's result: this run's validation error, else what the store knows about its order.
+/// A row's result: this run's validation error, else what the store knows about its order;
+/// with the run whose send reported a synced status.
 fn result_of(
     source: &dyn OrderSource,
     row: &SourceRow,
@@ -435,33 +445,32 @@ fn result_of(
     lookahead: &mut Lookahead,
     errors: &mut RowErrors,
     stats: &mut WriteBackStats,
-) -> Result<RowResult, StateError> {
+) -> Result<(RowResult, Option<i64>), StateError> {
     if let Some((error, reasons)) = errors.take(db, row.row)? {
         stats.count_rejected(reasons.split('\n'));
-        return Ok(RowResult::Failed { error });
+        return Ok((RowResult::Failed { error }, None));
     }
     let view = RowView {
         record: &row.record,
         layout: source.layout(),
     };
     let Some(number) = view.get(Field::Number) else {
-        return Ok(RowResult::Untouched);
+        return Ok((RowResult::Untouched, None));
     };
     let Some(known) = lookahead.known_ref(db, number)? else {
-        return Ok(RowResult::Untouched);
+        return Ok((RowResult::Untouched, None));
     };
     if let Some(error) = known.last_error.clone() {
         stats.count_rejected([reason_of(&error).as_str()]);
-        return Ok(RowResult::Failed { error });
+        return Ok((RowResult::Failed { error }, None));
     }
     match &known.payment_status {
         Some(status) => {
             stats.count_status(status);
-            Ok(RowResult::Synced {
-                status: status.clone(),
-            })
+            let status = status.clone();
+            Ok((RowResult::Synced { status }, known.status_run))
         }
-        None => Ok(RowResult::Untouched),
+        None => Ok((RowResult::Untouched, None)),
     }
 }
 

@@ -228,6 +228,12 @@ pub trait OrderSource: Send {
     fn layout(&self) -> &Layout;
     /// Where the payment status and the error are in a row, if the source has them.
     fn result_indexes(&self) -> (Option<usize>, Option<usize>);
+    /// Whether the source records when a row was last synced (a SQLite source's `synced_at`):
+    /// then a row the API accepted again in this run is written back even when its status
+    /// stayed the same, to record the new time.
+    fn records_sync_time(&self) -> bool {
+        false
+    }
     /// The payment status already recorded for this row by an earlier run, if any.
     fn previous_status<'r>(&self, record: &'r TextRecord) -> Option<&'r str> {
         recorded(record, self.result_indexes().0)

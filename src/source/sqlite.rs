@@ -346,6 +346,10 @@ impl OrderSource for SqliteSource {
         (self.status_index, self.error_index)
     }
 
+    fn records_sync_time(&self) -> bool {
+        true
+    }
+
     fn next_row(&mut self) -> Result<Option<SourceRow>, SourceError> {
         self.pages.next_row()
     }

@@ -15,7 +15,7 @@
 
 use rusqlite::params;
 
-use super::orders::{Known, known_columns, known_into};
+use super::orders::{KNOWN_COLUMNS, Known, known_columns, known_into};
 use super::{StateDb, StateError};
 
 /// Pages grow up to this many rows while they are used, and shrink while they are not. Each
@@ -160,7 +160,7 @@ impl Lookahead {
                     }
                     let (number, known) = &mut self.page[self.len];
                     number.clear();
-                    number.push_str(row.get_ref(7)?.as_str()?);
+                    number.push_str(row.get_ref(KNOWN_COLUMNS)?.as_str()?);
                     known_into(known, row, 0)?;
                     self.len += 1;
                 }

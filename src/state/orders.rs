@@ -63,6 +63,8 @@ pub struct Known {
     pub error_transient: bool,
     /// Fingerprint of the source row's order fields when the API last accepted the order.
     pub row_fingerprint: Option<u64>,
+    /// The run whose send reported `payment_status` (`None` when a read-back learnt it).
+    pub status_run: Option<i64>,
 }
 
 /// What one send taught about one order, to be committed before the write-back.
@@ -107,10 +109,12 @@ pub(super) fn from_sql(value: i64) -> u64 {
 macro_rules! known_columns {
     () => {
         "SELECT accepted_fingerprint, accepted_at, payment_status, last_error, \
-         error_fingerprint, error_transient, row_fingerprint"
+         error_fingerprint, error_transient, row_fingerprint, status_run"
     };
 }
 pub(super) use known_columns;
+/// How many columns `known_columns!` selects.
+pub(super) const KNOWN_COLUMNS: usize = 8;
 
 /// Reads the columns of `known_columns!` from a result row, starting at column `at`.
 pub(super) fn known_from_row(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Known> {
@@ -133,6 +137,7 @@ pub(super) fn known_into(
     known.error_fingerprint = row.get::<_, Option<i64>>(at + 4)?.map(from_sql);
     known.error_transient = row.get::<_, i64>(at + 5)? != 0;
     known.row_fingerprint = row.get::<_, Option<i64>>(at + 6)?.map(from_sql);
+    known.status_run = row.get(at + 7)?;
     Ok(())
 }
 

@@ -197,3 +197,55 @@ async fn text_that_is_not_utf8_is_rejected_not_sent_altered() {
     );
     sandbox.shutdown().await;
 }
+
+/// `synced_at` records the last sync of the row: an order the API accepts again (its amount
+/// changed) gets a new time even though its status stayed the same; an order not sent keeps
+/// its time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resent_order_gets_a_new_synced_at_even_with_the_same_status() {
+    let dir = TestDir::new();
+    let db = dir.path("shop.db");
+    kksync::source::init_db(&db).unwrap();
+    let shop = Connection::open(&db).unwrap();
+    let date = recent_date(2);
+    for i in 0..3 {
+        shop.execute(
+            "INSERT INTO orders (number, date, type, amount, currency, billing_country_code) VALUES (?1, ?2, 'INVOICE', '10.00', 'EUR', 'DE')",
+            rusqlite::params![format!("T-{i}"), date],
+        )
+        .unwrap();
+    }
+    // Nobody pays: every status stays what the first send reported.
+    let sandbox = sandbox(SandboxConfig {
+        pay_rate: 0.0,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let synced = || -> Vec<(String, String, String)> {
+        shop.prepare("SELECT number, payment_status, synced_at FROM orders ORDER BY rowid")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    sync(&db, &sandbox, &[]).await.expect_code(0);
+    let first = synced();
+    shop.execute(
+        "UPDATE orders SET amount = '12.50' WHERE number = 'T-1'",
+        [],
+    )
+    .unwrap();
+    let run = sync(&db, &sandbox, &[]).await;
+    run.expect_code(0);
+    assert!(run.stderr.contains("sent          1"), "{}", run.stderr);
+    let second = synced();
+    assert_eq!(second[1].1, first[1].1, "the status stayed the same");
+    assert!(second[1].2 > first[1].2, "{first:?} then {second:?}");
+    assert_eq!(
+        (&second[0], &second[2]),
+        (&first[0], &first[2]),
+        "orders not sent keep their time"
+    );
+    sandbox.shutdown().await;
+}
