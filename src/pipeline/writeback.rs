@@ -381,7 +381,8 @@ fn patch_back(
             match &result {
                 RowResult::Synced { status } => patch.replace(&row, Some(status), Some(""))?,
                 RowResult::Failed { error } => patch.replace(&row, None, Some(error))?,
-                RowResult::Untouched => {}
+                // A CSV file records no sync time: the row stays as it is.
+                RowResult::SyncedAgain { .. } | RowResult::Untouched => {}
             }
             if stats.changed == 1 {
                 crate::pause::point("writing-back");
@@ -429,7 +430,12 @@ impl Lookups {
         if unchanged(source, row, &result) {
             // The same status again from this run's send: only the sync time is new.
             let synced_again = self.run.is_some() && reported_to == self.run;
-            return Ok((synced_again && source.records_sync_time()).then_some(result));
+            return Ok(match result {
+                RowResult::Synced { status } if synced_again && source.records_sync_time() => {
+                    Some(RowResult::SyncedAgain { status })
+                }
+                _ => None,
+            });
         }
         stats.changed += 1;
         Ok(Some(result))
@@ -479,7 +485,9 @@ fn unchanged(source: &dyn OrderSource, row: &SourceRow, result: &RowResult) -> b
     let status = source.previous_status(&row.record);
     let error = source.previous_error(&row.record);
     match result {
-        RowResult::Synced { status: new } => status == Some(new.as_str()) && error.is_none(),
+        RowResult::Synced { status: new } | RowResult::SyncedAgain { status: new } => {
+            status == Some(new.as_str()) && error.is_none()
+        }
         RowResult::Failed { error: new } => error == Some(new.trim()),
         RowResult::Untouched => true,
     }

@@ -626,7 +626,9 @@ impl ResultSink for CsvSink {
             let source = &finished.source;
             self.blank_lines(source.blank_lines_before)?;
             let (status, error) = match &finished.result {
-                RowResult::Synced { status } => (Some(status.as_str()), Some("")),
+                RowResult::Synced { status } | RowResult::SyncedAgain { status } => {
+                    (Some(status.as_str()), Some(""))
+                }
                 RowResult::Failed { error } => (None, Some(error.as_str())),
                 RowResult::Untouched => (None, None),
             };

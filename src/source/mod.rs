@@ -204,6 +204,12 @@ pub enum RowResult {
         /// `paymentStatus` as the API sent it.
         status: String,
     },
+    /// The API stored the order again in this run and reported the status the source records
+    /// already: only a source that records when a row was synced has something to write.
+    SyncedAgain {
+        /// `paymentStatus` as the API sent it.
+        status: String,
+    },
     /// The row was not stored: invalid, rejected by the API, or given up on.
     Failed {
         /// The message written to `syncError`.

@@ -389,6 +389,10 @@ impl SqliteSink {
             let mut failed = tx
                 .prepare_cached("UPDATE orders SET sync_error = ?1 WHERE rowid = ?2")
                 .map_err(sql_error(&path, "preparing the write-back"))?;
+            // The status and error stay as they are: a shop's trigger on them does not fire.
+            let mut synced_again = tx
+                .prepare_cached("UPDATE orders SET synced_at = ?1 WHERE rowid = ?2")
+                .map_err(sql_error(&path, "preparing the write-back"))?;
             for (index, finished) in rows.iter().enumerate() {
                 if skip.contains(&index) {
                     continue;
@@ -398,6 +402,7 @@ impl SqliteSink {
                     RowResult::Synced { status } => {
                         synced.execute(params![status, now, rowid, self.no_error])
                     }
+                    RowResult::SyncedAgain { .. } => synced_again.execute(params![now, rowid]),
                     RowResult::Failed { error } => failed.execute(params![error, rowid]),
                     RowResult::Untouched => Ok(0),
                 };
@@ -439,7 +444,8 @@ fn holds_result(
     let (status, error) = match result {
         RowResult::Synced { status } => (Some(status.as_str()), no_error),
         RowResult::Failed { error } => (None, Some(error.as_str())),
-        RowResult::Untouched => return Ok(true),
+        // The row records its status already; only the sync time was refused.
+        RowResult::SyncedAgain { .. } | RowResult::Untouched => return Ok(true),
     };
     connection
         .query_row(
@@ -467,7 +473,10 @@ impl ResultSink for SqliteSink {
                     return Ok(());
                 }
                 Attempt::RolledBack(index, message) => {
-                    if let Some(finished) = rows.get(index) {
+                    // A row that records its status already lost only its sync time.
+                    if let Some(finished) = rows.get(index)
+                        && !matches!(finished.result, RowResult::SyncedAgain { .. })
+                    {
                         self.refused.push((finished.source.row, message));
                     }
                     skip.push(index);
@@ -636,6 +645,29 @@ mod tests {
         );
         let paid = |n: &str| (n.to_string(), Some("PAID".to_string()));
         assert_eq!(got, [paid("A"), ("B".into(), None), paid("C"), paid("D")]);
+    }
+
+    /// A row whose status is written again only for its sync time: the time alone is updated,
+    /// and a trigger that refuses that (even by rolling back) costs the row only its time.
+    #[test]
+    fn a_row_synced_again_gets_only_its_time_and_a_refusal_of_that_is_no_failure() {
+        let (outcome, got) = write_back_all::<String>(
+            "CREATE TABLE orders (number TEXT PRIMARY KEY, amount TEXT, payment_status TEXT,
+                 sync_error TEXT, synced_at TEXT NOT NULL DEFAULT 'before');
+             INSERT INTO orders (number, amount, payment_status) VALUES
+                 ('A', '1', 'PAID'), ('B', '1', 'PAID'), ('C', '1', 'PAID');
+             CREATE TRIGGER b_rolls_back BEFORE UPDATE ON orders WHEN old.number = 'B'
+             BEGIN SELECT RAISE(ROLLBACK, 'B is locked'); END;
+             CREATE TRIGGER no_status BEFORE UPDATE OF payment_status ON orders
+             BEGIN SELECT RAISE(ABORT, 'statuses are written by hand'); END;",
+            |_| RowResult::SyncedAgain {
+                status: "PAID".into(),
+            },
+            "SELECT number, payment_status || '|' || (synced_at != 'before') FROM orders ORDER BY rowid",
+        );
+        outcome.unwrap();
+        let row = |n: &str, new_time: bool| (n.to_string(), format!("PAID|{}", u8::from(new_time)));
+        assert_eq!(got, [row("A", true), row("B", false), row("C", true)]);
     }
 
     #[test]
