@@ -240,6 +240,8 @@ async fn phases(
     // The reader needs to know when the statuses in the store stop changing (see `Touched`).
     let read_back_done = Arc::new(ReadBackDone::new(sender.is_none() || run_id.is_none()));
     let reading_back = async {
+        // Also when this future is dropped or unwinds: the reader may be waiting for it.
+        let _over = read_back_done.set_on_drop();
         let done = match (sender, run_id) {
             (Some(sender), Some(run)) => {
                 let all = config.incremental.read_back_all;

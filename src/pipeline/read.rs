@@ -99,6 +99,8 @@ pub struct ReadBackDone {
     done: AtomicBool,
     lock: Mutex<()>,
     over: Condvar,
+    /// Times a reader started waiting (tests watch it).
+    waits: std::sync::atomic::AtomicUsize,
 }
 
 impl ReadBackDone {
@@ -122,8 +124,20 @@ impl ReadBackDone {
         self.over.notify_all();
     }
 
+    /// A guard that calls [`ReadBackDone::set`] when dropped, however the read-back ends.
+    pub fn set_on_drop(&self) -> impl Drop + '_ {
+        struct SetOnDrop<'a>(&'a ReadBackDone);
+        impl Drop for SetOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.set();
+            }
+        }
+        SetOnDrop(self)
+    }
+
     /// Waits until the read-back is over.
     fn wait(&self) {
+        self.waits.fetch_add(1, Ordering::Relaxed);
         let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         while !self.is_set() {
             guard = self
@@ -206,11 +220,7 @@ fn read_with(
         },
         seen,
         lookahead: Lookahead::default(),
-        lookups: context
-            .state
-            .lock()
-            .map_err(|_| ReadError::Poisoned)?
-            .open_reader()?,
+        lookups: own_connection(context.state)?,
         invalid: Vec::new(),
         chunk: Chunk::default(),
         chunk_started_at: 0,
@@ -263,12 +273,23 @@ impl Reader<'_, '_> {
     ) -> Result<Handled, ReadError> {
         if !self.statuses_final && self.stats.touched.pending_full() {
             // The rows read meanwhile wait for the read-back's verdict in a list of bounded
-            // length; a full list would cost a write-back of every row. Waiting costs the run
-            // nothing: the write-back waits for the read-back anyway.
-            tracing::debug!(rows = self.stats.rows, "waiting for the status read-back");
+            // length; a full list would cost a write-back of every row. The write-back waits
+            // for the read-back anyway; the sends of the rows after this one wait too, so the
+            // orders found so far go out first.
+            if !self.chunk.orders.is_empty() {
+                self.send_chunk(source)?;
+            }
+            tracing::info!(
+                rows = self.stats.rows,
+                "waiting for the status read-back before reading on"
+            );
             self.context.read_back_done.wait();
         }
         if !self.statuses_final && self.context.read_back_done.is_set() {
+            // A read-back attempt abandoned at its deadline may still be applying a batch on
+            // the shared connection, which this reader's own connection would not wait for;
+            // once the lock was free, none is applied any more (see `readback::apply_stream`).
+            drop(self.context.state.lock().map_err(|_| ReadError::Poisoned)?);
             // Pages read before may hold statuses the read-back changed since.
             self.lookahead = Lookahead::default();
             self.statuses_final = true;
@@ -520,6 +541,16 @@ impl Reader<'_, '_> {
             self.now,
         ) || check_row(source, row, self.context.rules, known.as_ref()).is_ok())
     }
+}
+
+/// A connection of the reader's own to the store, if it allows one; without one (it could not
+/// be opened), the reader shares the store's.
+fn own_connection(state: &Mutex<StateDb>) -> Result<Option<StateDb>, ReadError> {
+    let db = state.lock().map_err(|_| ReadError::Poisoned)?;
+    Ok(db.open_reader().unwrap_or_else(|error| {
+        tracing::debug!(%error, "reading the order state on the shared connection");
+        None
+    }))
 }
 
 /// What the store knows about `number`, through the lookahead: on the reader's own connection
@@ -874,7 +905,16 @@ mod tests {
         let done = ReadBackDone::new(false);
         std::thread::scope(|scope| {
             let reading = scope.spawn(|| read_file(&path, &state, &done, 2));
-            std::thread::sleep(std::time::Duration::from_millis(300));
+            // The reader stops at the third row; it must not finish on its own.
+            let started = std::time::Instant::now();
+            while done.waits.load(Ordering::Relaxed) == 0 && !reading.is_finished() {
+                assert!(
+                    started.elapsed().as_secs() < 60,
+                    "the reader neither waited nor ended"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
             assert!(
                 !reading.is_finished(),
                 "the reader went on with the list full"
@@ -896,6 +936,21 @@ mod tests {
         std::thread::scope(|scope| {
             scope.spawn(|| done.set());
             done.wait();
+        });
+        assert!(done.is_set());
+    }
+
+    /// A read-back that ends by panicking (or is dropped) still lets a waiting reader go on.
+    #[test]
+    fn a_read_back_that_panics_still_ends_the_wait() {
+        let done = ReadBackDone::new(false);
+        std::thread::scope(|scope| {
+            let read_back = scope.spawn(|| {
+                let _over = done.set_on_drop();
+                panic!("read-back failed");
+            });
+            done.wait();
+            assert!(read_back.join().is_err());
         });
         assert!(done.is_set());
     }

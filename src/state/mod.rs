@@ -68,7 +68,7 @@ pub fn default_path(source: &Path, format: SourceFormat) -> PathBuf {
 pub struct StateDb {
     path: PathBuf,
     connection: Connection,
-    /// The store is a WAL file of kksync's own (a sidecar), not the shop's database.
+    /// The store is a file of kksync's own (a sidecar, not the shop's database) in WAL mode.
     own_wal: bool,
     /// A checkpoint running on a connection and thread of its own.
     checkpoint: Option<std::thread::JoinHandle<()>>,
@@ -111,9 +111,13 @@ impl StateDb {
             .busy_timeout(BUSY_TIMEOUT)
             .map_err(db.error("setting the busy timeout"))?;
         if !shared {
-            db.connection
-                .pragma_update(None, "journal_mode", "WAL")
+            let mode: String = db
+                .connection
+                .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
                 .map_err(db.error("switching to WAL"))?;
+            // A file system without shared memory keeps the rollback journal: no second
+            // connection may then read while the first writes.
+            db.own_wal = mode.eq_ignore_ascii_case("wal");
             // In WAL mode, NORMAL keeps every commit through a crash of kksync (SIGKILL, OOM);
             // only a power loss may drop the last commits, and then the next run resends
             // those orders (create-or-update, so harmless) instead of losing anything. FULL
@@ -404,7 +408,12 @@ mod tests {
         writing
             .execute("UPDATE kksync_order_state SET payment_status = 'PAID'", [])
             .unwrap();
-        // Not committed yet: the reader sees the last commit, at once.
+        // Not committed yet: the reader sees the last commit, at once (WAL: it does not wait
+        // for the writer even while the writer commits).
+        let mode: String = writing
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
         assert_eq!(status(&reader).as_deref(), Some("UNPAID"));
         writing.commit().unwrap();
         assert_eq!(status(&reader).as_deref(), Some("PAID"));
