@@ -100,6 +100,9 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     // What an incremental run cannot avoid, with the statuses of `--changed-statuses` of the
     // orders changed at the API since the last run (the benchmark's sandbox pays 5% a tick).
+    // The upserts above stand for the first run, long over when the next one starts: what they
+    // left unwritten goes to the disk first, so the rewrite below does not wait for it.
+    flush_to_disk();
     let (_, scan_wall) = measure(|| scan(&db_path, args.rows))?;
     let changed = ((args.rows as f64) * args.changed_statuses / 100.0).round() as usize;
     let (_, journal_wall) = measure(|| journal_statuses(&db_path, args.rows, changed))?;
@@ -219,6 +222,16 @@ fn measure(
     work()?;
     Ok((cpu_seconds() - cpu_before, wall.elapsed().as_secs_f64()))
 }
+
+/// Writes every file's pending data to the disk.
+#[cfg(unix)]
+fn flush_to_disk() {
+    // SAFETY: `sync` takes no arguments and cannot fail.
+    unsafe { libc::sync() }
+}
+
+#[cfg(not(unix))]
+fn flush_to_disk() {}
 
 /// User + system CPU time of this process so far.
 #[cfg(unix)]
