@@ -1,7 +1,8 @@
 //! A test hook: `KKSYNC_TEST_PAUSE_AT=<point>` makes kksync stop at that point of a run (it
 //! sleeps there, after printing `kksync: paused at <point>` on stderr), so the crash tests can
 //! SIGKILL it at an exact moment: after a chunk's statuses were journaled, before the
-//! write-back, in the middle of the write-back. Without the variable it does nothing.
+//! write-back, in the middle of the write-back. Without the variable it does nothing. A second
+//! hook lowers a limit that only large files reach otherwise.
 
 use std::time::Duration;
 
@@ -10,6 +11,18 @@ pub const VARIABLE: &str = "KKSYNC_TEST_PAUSE_AT";
 /// How many seconds the pause lasts (default an hour, i.e. until killed); the tests that change
 /// the source under a running sync let it go on after a short pause.
 pub const SECONDS_VARIABLE: &str = "KKSYNC_TEST_PAUSE_SECONDS";
+
+/// The environment variable that lowers how many rows may wait for the read-back's verdict
+/// (`writeback::MAX_PENDING`), so that a test reaches the reader's wait with a small file.
+pub const MAX_PENDING_VARIABLE: &str = "KKSYNC_TEST_MAX_PENDING";
+
+/// `default`, unless the environment lowers it ([`MAX_PENDING_VARIABLE`]).
+pub fn max_pending(default: usize) -> usize {
+    std::env::var(MAX_PENDING_VARIABLE)
+        .ok()
+        .and_then(|cap| cap.parse().ok())
+        .map_or(default, |cap: usize| cap.min(default))
+}
 
 /// Pauses here if the environment asks for this point. Blocks the calling thread: call it
 /// from a blocking thread, and only at rare moments (it reads the environment).

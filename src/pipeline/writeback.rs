@@ -85,7 +85,7 @@ impl Default for Touched {
             settled: WriteBackStats::default(),
             pending: Vec::new(),
             pending_statuses: Vec::new(),
-            pending_cap: MAX_PENDING,
+            pending_cap: crate::pause::max_pending(MAX_PENDING),
         }
     }
 }

@@ -187,3 +187,56 @@ async fn rows_read_while_the_read_back_ran_get_its_statuses() {
     assert!(lines.contains(&"3  PAID_PARTIAL"), "{}", run.stderr);
     assert!(lines.contains(&"197  UNPAID"), "{}", run.stderr);
 }
+
+/// With more rows read during the read-back than may wait for its verdict, the reader waits
+/// for the read-back; the write-back is still partial, and every status arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reader_that_waits_for_the_read_back_still_writes_back_only_what_changed() {
+    let dir = TestDir::new();
+    let a = dir.write("a.csv", orders_csv(200, false));
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    sync(&a, &sandbox, &[]).await.expect_code(0);
+    for number in ["T-00001", "T-00100", "T-00199"] {
+        control(
+            &sandbox,
+            &format!("pay/{number}"),
+            json!({"amount": "1.00"}),
+        )
+        .await;
+    }
+    let env = [
+        ("KOMFORTKASSE_API_KEY", KEY),
+        ("KKSYNC_TEST_PAUSE_AT", "applying-read-back"),
+        ("KKSYNC_TEST_PAUSE_SECONDS", "1"),
+        ("KKSYNC_TEST_MAX_PENDING", "20"),
+        ("RUST_LOG", "kksync=debug"),
+    ];
+    let run = sync_with_env(&a, &sandbox, &[], &env).await;
+    run.expect_code(0);
+    assert!(
+        run.stderr.contains("waiting for the status read-back"),
+        "{}",
+        run.stderr
+    );
+    // The 20 rows read before the wait and the orders paid: not every row.
+    let patched = run
+        .stderr
+        .lines()
+        .find(|line| line.contains("writing back the rows that may have changed"))
+        .unwrap_or_else(|| panic!("no partial write-back: {}", run.stderr));
+    let rows: usize = patched
+        .rsplit("rows=")
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(usize::MAX);
+    assert!(rows <= 23, "{patched}");
+    let statuses = crate::util::statuses(&dir.read("a.csv"), b',');
+    for (i, status) in statuses.iter().enumerate() {
+        let paid = [1, 100, 199].contains(&i);
+        assert_eq!(
+            status,
+            if paid { "PAID_PARTIAL" } else { "UNPAID" },
+            "T-{i:05}"
+        );
+    }
+}
