@@ -274,11 +274,8 @@ impl Reader<'_, '_> {
         if !self.statuses_final && self.stats.touched.pending_full() {
             // The rows read meanwhile wait for the read-back's verdict in a list of bounded
             // length; a full list would cost a write-back of every row. The write-back waits
-            // for the read-back anyway; the sends of the rows after this one wait too, so the
-            // orders found so far go out first.
-            if !self.chunk.orders.is_empty() {
-                self.send_chunk(source)?;
-            }
+            // for the read-back anyway. The orders of a chunk not yet full wait too: sending
+            // it now would cost a request more than the orders need.
             tracing::info!(
                 rows = self.stats.rows,
                 "waiting for the status read-back before reading on"

@@ -189,7 +189,8 @@ async fn rows_read_while_the_read_back_ran_get_its_statuses() {
 }
 
 /// With more rows read during the read-back than may wait for its verdict, the reader waits
-/// for the read-back; the write-back is still partial, and every status arrives.
+/// for the read-back; the write-back is still partial, every status arrives, and the changed
+/// orders before and after the wait still go out in as few requests as they fill.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reader_that_waits_for_the_read_back_still_writes_back_only_what_changed() {
     let dir = TestDir::new();
@@ -204,6 +205,15 @@ async fn a_reader_that_waits_for_the_read_back_still_writes_back_only_what_chang
         )
         .await;
     }
+    // Changed amounts before the wait (row 6) and after it.
+    let mut text = dir.read("a.csv");
+    for number in ["T-00005", "T-00150"] {
+        let at = text.find(&format!("{number},")).unwrap();
+        let amount = at + text[at..].find(",PREPAYMENT,").unwrap() + ",PREPAYMENT,".len();
+        text.insert(amount, '9');
+    }
+    dir.write("a.csv", &text);
+    control(&sandbox, "stats/reset", json!({})).await;
     let env = [
         ("KOMFORTKASSE_API_KEY", KEY),
         ("KKSYNC_TEST_PAUSE_AT", "applying-read-back"),
@@ -218,7 +228,13 @@ async fn a_reader_that_waits_for_the_read_back_still_writes_back_only_what_chang
         "{}",
         run.stderr
     );
-    // The 20 rows read before the wait and the orders paid: not every row.
+    let posts = sandbox
+        .stats()
+        .requests_by_route
+        .get("POST /orders")
+        .copied();
+    assert_eq!(posts, Some(1), "two changed orders, one request");
+    // The 20 rows read before the wait, the orders paid and the orders sent: not every row.
     let patched = run
         .stderr
         .lines()
@@ -229,7 +245,7 @@ async fn a_reader_that_waits_for_the_read_back_still_writes_back_only_what_chang
         .next()
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(usize::MAX);
-    assert!(rows <= 23, "{patched}");
+    assert!(rows <= 25, "{patched}");
     let statuses = crate::util::statuses(&dir.read("a.csv"), b',');
     for (i, status) in statuses.iter().enumerate() {
         let paid = [1, 100, 199].contains(&i);
