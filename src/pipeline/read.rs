@@ -66,9 +66,6 @@ pub enum ReadError {
 const SIZE_SAMPLE_ROWS: u64 = 1000;
 /// Invalid rows are recorded in the state store in groups of this many.
 const ROW_ERRORS_PER_WRITE: usize = 1000;
-/// A partial chunk is sent anyway once this many rows were read since its first order, so the
-/// progress of a sparse incremental run stays visible and acknowledged work is journaled.
-const MAX_ROWS_PER_CHUNK: u64 = 200_000;
 
 /// Opens the source again (for settling deferred duplicate checks).
 pub type Reopen<'a> = &'a (dyn Fn() -> Result<Box<dyn OrderSource>, SourceError> + Sync);
@@ -182,7 +179,6 @@ struct Reader<'c, 'a> {
     lookups: Option<StateDb>,
     invalid: Vec<(u64, String, String)>,
     chunk: Chunk,
-    chunk_started_at: u64,
     now: time::OffsetDateTime,
     /// The read-back had finished when the current lookahead page was read.
     statuses_final: bool,
@@ -223,7 +219,6 @@ fn read_with(
         lookups: own_connection(context.state)?,
         invalid: Vec::new(),
         chunk: Chunk::default(),
-        chunk_started_at: 0,
         now: time::OffsetDateTime::now_utc(),
         statuses_final: false,
     };
@@ -391,9 +386,6 @@ impl Reader<'_, '_> {
             }
             _ => {
                 self.stats.touched.mark(row);
-                if self.chunk.orders.is_empty() {
-                    self.chunk_started_at = self.stats.rows;
-                }
                 self.chunk.orders.push(order);
             }
         }
@@ -426,10 +418,12 @@ impl Reader<'_, '_> {
         Ok(())
     }
 
+    /// Only a full chunk goes out before the end of the source: however far apart the orders
+    /// that need sending are, they take as few requests as they fill (the service is
+    /// rate-limited, and a run killed before a chunk went out loses nothing: the next run
+    /// sends its orders).
     fn chunk_full(&self) -> bool {
-        let orders = self.chunk.orders.len();
-        orders >= self.context.chunk_size
-            || (orders > 0 && self.stats.rows - self.chunk_started_at >= MAX_ROWS_PER_CHUNK)
+        self.chunk.orders.len() >= self.context.chunk_size
     }
 
     /// Hands the chunk on; `false` when the receiving side has gone away.
@@ -853,7 +847,7 @@ mod tests {
             reopen: &reopen,
             read_back_done: done,
         };
-        let (sender, mut receiver) = mpsc::channel(16);
+        let (sender, mut receiver) = mpsc::channel(4096);
         let (mut source, _) = crate::source::open(&settings, true).unwrap();
         let seen = SeenNumbers::default();
         let touched = Touched::with_pending_cap(pending_cap);
@@ -864,6 +858,39 @@ mod tests {
             sent.extend(chunk.orders);
         }
         (sent, stats)
+    }
+
+    /// The sizes of the chunks a read of `path` against `state` hands on, and what was read.
+    fn read_chunks_of(
+        path: &std::path::Path,
+        state: &Arc<Mutex<StateDb>>,
+    ) -> (Vec<usize>, ReadStats) {
+        let settings = SourceSettings {
+            path: path.to_path_buf(),
+            format: SourceFormat::Csv,
+            delimiter: None,
+            columns: Default::default(),
+        };
+        let rules = Rules::for_today(crate::dates::berlin_today());
+        let reopen = || crate::source::open(&settings, true).map(|(source, _)| source);
+        let context = ReadContext {
+            rules: &rules,
+            chunk_size: 100,
+            policy: Incremental::default(),
+            state,
+            record_invalid: true,
+            reopen: &reopen,
+            read_back_done: &ReadBackDone::new(true),
+        };
+        let (sender, mut receiver) = mpsc::channel(1024);
+        let (mut source, _) = crate::source::open(&settings, true).unwrap();
+        let stats = read_chunks(source.as_mut(), &context, &sender).unwrap();
+        drop(sender);
+        let mut sizes = Vec::new();
+        while let Ok(chunk) = receiver.try_recv() {
+            sizes.push(chunk.orders.len());
+        }
+        (sizes, stats)
     }
 
     /// Rows read while the read-back runs wait in a list for its verdict. Once the list is
@@ -950,5 +977,53 @@ mod tests {
             assert!(read_back.join().is_err());
         });
         assert!(done.is_set());
+    }
+
+    /// Orders that need sending go out in as few chunks as they fill, however far apart they
+    /// are in the source: here two changed orders 250,000 rows apart, one chunk.
+    #[test]
+    fn orders_far_apart_share_a_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orders.csv");
+        let date = today();
+        let rows = 250_002;
+        let mut csv = String::from(
+            "number,date,type,amount,currency,billing.countryCode,paymentStatus,syncError\n",
+        );
+        for i in 0..rows {
+            csv.push_str(&format!("A-{i:06},{date},INVOICE,1.00,EUR,DE,UNPAID,\n"));
+        }
+        std::fs::write(&path, &csv).unwrap();
+        let store = StateDb::open(&dir.path().join("state.db"), false).unwrap();
+        let state = Arc::new(Mutex::new(store));
+        state.lock().unwrap().reset_row_errors().unwrap();
+        let (sent, _) = read_file(&path, &state, &ReadBackDone::new(true), 100);
+        let accepted: Vec<JournalEntry> = sent
+            .into_iter()
+            .map(|order| JournalEntry::Accepted {
+                number: order.number,
+                fingerprint: order.fingerprint,
+                date: order.date,
+                status: "UNPAID".into(),
+                row_fingerprint: order.row_fingerprint,
+            })
+            .collect();
+        assert_eq!(accepted.len(), rows);
+        state.lock().unwrap().journal(1, &accepted).unwrap();
+        let changed = csv
+            .replacen(
+                &format!("A-000001,{date},INVOICE,1.00"),
+                &format!("A-000001,{date},INVOICE,2.00"),
+                1,
+            )
+            .replacen(
+                &format!("A-250001,{date},INVOICE,1.00"),
+                &format!("A-250001,{date},INVOICE,2.00"),
+                1,
+            );
+        std::fs::write(&path, changed).unwrap();
+        let (chunks, stats) = read_chunks_of(&path, &state);
+        assert_eq!(stats.unchanged, rows as u64 - 2);
+        assert_eq!(chunks, [2], "one chunk of two orders");
     }
 }
