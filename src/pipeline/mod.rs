@@ -407,7 +407,9 @@ async fn send_phase(
     let (rules, chunk_size, policy) = (*rules, config.send.chunk_size, config.incremental);
     let record_invalid = run_id.is_some();
     let settings = config.source.clone();
+    let bar = progress.clone();
     let reader = tokio::task::spawn_blocking(move || {
+        let on_rows = move |rows: u64| bar.set_position(rows.max(bar.position()));
         let reopen = || source::open(&settings, true).map(|(source, _)| source);
         let context = ReadContext {
             rules: &rules,
@@ -417,6 +419,7 @@ async fn send_phase(
             record_invalid,
             reopen: &reopen,
             read_back_done: &read_back_done,
+            on_rows: &on_rows,
         };
         read_chunks(source.as_mut(), &context, &chunk_tx)
     });

@@ -64,6 +64,8 @@ pub enum ReadError {
 
 /// Rows read before the source's size is estimated (for the progress bar).
 const SIZE_SAMPLE_ROWS: u64 = 1000;
+/// Rows between two reports to [`ReadContext::on_rows`].
+const PROGRESS_ROWS: u64 = 16_384;
 /// Invalid rows are recorded in the state store in groups of this many.
 const ROW_ERRORS_PER_WRITE: usize = 1000;
 
@@ -87,6 +89,9 @@ pub struct ReadContext<'a> {
     /// Set once the status read-back has finished (or there is none): from then on, the
     /// statuses in the store no longer change during this run except for the orders sent.
     pub read_back_done: &'a ReadBackDone,
+    /// Told how many rows were read, every [`PROGRESS_ROWS`] rows (the progress bar: chunks
+    /// tell it only as they fill, which a sparse incremental run does rarely).
+    pub on_rows: &'a (dyn Fn(u64) + Sync),
 }
 
 /// Whether the status read-back is over; the reader checks it for every row and may wait for
@@ -230,6 +235,9 @@ fn read_with(
     let mut deferred: Vec<(u64, String)> = Vec::new();
     while let Some(row) = source.next_row()? {
         reader.stats.rows += 1;
+        if reader.stats.rows.is_multiple_of(PROGRESS_ROWS) {
+            (context.on_rows)(reader.stats.rows);
+        }
         if reader.handle(source, &row, DuplicateCheck::Filter)? == Handled::Deferred {
             let number = row.number(source.layout()).unwrap_or_default();
             deferred.push((row.row, number.to_string()));
@@ -721,6 +729,7 @@ mod tests {
             record_invalid: true,
             reopen: &reopen,
             read_back_done: &ReadBackDone::new(true),
+            on_rows: &|_| {},
         };
         let (sender, mut receiver) = mpsc::channel(16);
         let (mut source, _) = crate::source::open(&settings, true).unwrap();
@@ -846,6 +855,7 @@ mod tests {
             record_invalid: true,
             reopen: &reopen,
             read_back_done: done,
+            on_rows: &|_| {},
         };
         let (sender, mut receiver) = mpsc::channel(4096);
         let (mut source, _) = crate::source::open(&settings, true).unwrap();
@@ -860,11 +870,12 @@ mod tests {
         (sent, stats)
     }
 
-    /// The sizes of the chunks a read of `path` against `state` hands on, and what was read.
+    /// The sizes of the chunks a read of `path` against `state` hands on, what was read, and
+    /// the progress reports.
     fn read_chunks_of(
         path: &std::path::Path,
         state: &Arc<Mutex<StateDb>>,
-    ) -> (Vec<usize>, ReadStats) {
+    ) -> (Vec<usize>, ReadStats, Vec<u64>) {
         let settings = SourceSettings {
             path: path.to_path_buf(),
             format: SourceFormat::Csv,
@@ -873,6 +884,7 @@ mod tests {
         };
         let rules = Rules::for_today(crate::dates::berlin_today());
         let reopen = || crate::source::open(&settings, true).map(|(source, _)| source);
+        let reports = Mutex::new(Vec::new());
         let context = ReadContext {
             rules: &rules,
             chunk_size: 100,
@@ -881,6 +893,7 @@ mod tests {
             record_invalid: true,
             reopen: &reopen,
             read_back_done: &ReadBackDone::new(true),
+            on_rows: &|rows| reports.lock().unwrap().push(rows),
         };
         let (sender, mut receiver) = mpsc::channel(1024);
         let (mut source, _) = crate::source::open(&settings, true).unwrap();
@@ -890,7 +903,7 @@ mod tests {
         while let Ok(chunk) = receiver.try_recv() {
             sizes.push(chunk.orders.len());
         }
-        (sizes, stats)
+        (sizes, stats, reports.into_inner().unwrap())
     }
 
     /// Rows read while the read-back runs wait in a list for its verdict. Once the list is
@@ -980,7 +993,8 @@ mod tests {
     }
 
     /// Orders that need sending go out in as few chunks as they fill, however far apart they
-    /// are in the source: here two changed orders 250,000 rows apart, one chunk.
+    /// are in the source: here two changed orders 250,000 rows apart, one chunk. The progress
+    /// bar hears of the rows read meanwhile.
     #[test]
     fn orders_far_apart_share_a_chunk() {
         let dir = tempfile::tempdir().unwrap();
@@ -1022,8 +1036,12 @@ mod tests {
                 1,
             );
         std::fs::write(&path, changed).unwrap();
-        let (chunks, stats) = read_chunks_of(&path, &state);
+        let (chunks, stats, reports) = read_chunks_of(&path, &state);
         assert_eq!(stats.unchanged, rows as u64 - 2);
         assert_eq!(chunks, [2], "one chunk of two orders");
+        let expected: Vec<u64> = (1..=rows as u64 / PROGRESS_ROWS)
+            .map(|n| n * PROGRESS_ROWS)
+            .collect();
+        assert_eq!(reports, expected);
     }
 }
