@@ -240,8 +240,9 @@ async fn phases(
     // The reader needs to know when the statuses in the store stop changing (see `Touched`).
     let read_back_done = Arc::new(ReadBackDone::new(sender.is_none() || run_id.is_none()));
     let reading_back = async {
-        // Also when this future is dropped or unwinds: the reader may be waiting for it.
-        let _over = read_back_done.set_on_drop();
+        // Tells the reader, which may be waiting for it, once the read-back is over, also when
+        // this future is dropped or unwinds.
+        let over = read_back_done.set_on_drop();
         let done = match (sender, run_id) {
             (Some(sender), Some(run)) => {
                 let all = config.incremental.read_back_all;
@@ -249,7 +250,7 @@ async fn phases(
             }
             _ => None,
         };
-        read_back_done.set();
+        drop(over);
         if done.is_some()
             && let Ok(mut db) = state.lock()
         {

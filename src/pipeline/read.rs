@@ -831,14 +831,16 @@ mod tests {
         );
     }
 
-    /// Reads `path` against `state`, with the read-back over when `done` says so and at most
-    /// `pending_cap` rows waiting for it; the orders sent, and what was read.
+    /// Reads `path` against `state`, with the read-back over when `done` says so, at most
+    /// `pending_cap` rows waiting for it and the progress told to `on_rows`; the chunks handed
+    /// on, and what was read.
     fn read_file(
         path: &std::path::Path,
         state: &Arc<Mutex<StateDb>>,
         done: &ReadBackDone,
         pending_cap: usize,
-    ) -> (Vec<PreparedOrder>, ReadStats) {
+        on_rows: &(dyn Fn(u64) + Sync),
+    ) -> (Vec<Chunk>, ReadStats) {
         let settings = SourceSettings {
             path: path.to_path_buf(),
             format: SourceFormat::Csv,
@@ -855,7 +857,7 @@ mod tests {
             record_invalid: true,
             reopen: &reopen,
             read_back_done: done,
-            on_rows: &|_| {},
+            on_rows,
         };
         let (sender, mut receiver) = mpsc::channel(4096);
         let (mut source, _) = crate::source::open(&settings, true).unwrap();
@@ -863,72 +865,35 @@ mod tests {
         let touched = Touched::with_pending_cap(pending_cap);
         let stats = read_with(source.as_mut(), &context, &sender, seen, touched).unwrap();
         drop(sender);
-        let mut sent = Vec::new();
+        let mut chunks = Vec::new();
         while let Ok(chunk) = receiver.try_recv() {
-            sent.extend(chunk.orders);
+            chunks.push(chunk);
         }
-        (sent, stats)
+        (chunks, stats)
     }
 
-    /// The sizes of the chunks a read of `path` against `state` hands on, what was read, and
-    /// the progress reports.
-    fn read_chunks_of(
-        path: &std::path::Path,
-        state: &Arc<Mutex<StateDb>>,
-    ) -> (Vec<usize>, ReadStats, Vec<u64>) {
-        let settings = SourceSettings {
-            path: path.to_path_buf(),
-            format: SourceFormat::Csv,
-            delimiter: None,
-            columns: Default::default(),
-        };
-        let rules = Rules::for_today(crate::dates::berlin_today());
-        let reopen = || crate::source::open(&settings, true).map(|(source, _)| source);
-        let reports = Mutex::new(Vec::new());
-        let context = ReadContext {
-            rules: &rules,
-            chunk_size: 100,
-            policy: Incremental::default(),
-            state,
-            record_invalid: true,
-            reopen: &reopen,
-            read_back_done: &ReadBackDone::new(true),
-            on_rows: &|rows| reports.lock().unwrap().push(rows),
-        };
-        let (sender, mut receiver) = mpsc::channel(1024);
-        let (mut source, _) = crate::source::open(&settings, true).unwrap();
-        let stats = read_chunks(source.as_mut(), &context, &sender).unwrap();
-        drop(sender);
-        let mut sizes = Vec::new();
-        while let Ok(chunk) = receiver.try_recv() {
-            sizes.push(chunk.orders.len());
-        }
-        (sizes, stats, reports.into_inner().unwrap())
-    }
-
-    /// Rows read while the read-back runs wait in a list for its verdict. Once the list is
-    /// full, the reader waits for the read-back instead of giving the list up (which would
-    /// cost a write-back of every row), and settles the rows after it at once.
-    #[test]
-    fn a_full_list_of_rows_waiting_for_the_read_back_makes_the_reader_wait_for_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("orders.csv");
+    /// A CSV whose rows `A-<number>` record the status `UNPAID`, and a state store in `dir`
+    /// in which the API accepted every one of them as the file has it.
+    fn accepted_file(
+        dir: &std::path::Path,
+        numbers: impl Iterator<Item = String>,
+    ) -> (std::path::PathBuf, String, Arc<Mutex<StateDb>>) {
+        let path = dir.join("orders.csv");
         let date = today();
         let mut csv = String::from(
             "number,date,type,amount,currency,billing.countryCode,paymentStatus,syncError\n",
         );
-        for i in 1..=6 {
-            csv.push_str(&format!("A-{i},{date},INVOICE,1.00,EUR,DE,UNPAID,\n"));
+        for number in numbers {
+            csv.push_str(&format!("A-{number},{date},INVOICE,1.00,EUR,DE,UNPAID,\n"));
         }
-        std::fs::write(&path, csv).unwrap();
-        let store = StateDb::open(&dir.path().join("state.db"), false).unwrap();
+        std::fs::write(&path, &csv).unwrap();
+        let store = StateDb::open(&dir.join("state.db"), false).unwrap();
         let state = Arc::new(Mutex::new(store));
         state.lock().unwrap().reset_row_errors().unwrap();
-        // The API accepted every order as the file records it.
-        let (sent, _) = read_file(&path, &state, &ReadBackDone::new(true), 100);
-        assert_eq!(sent.len(), 6);
-        let accepted: Vec<JournalEntry> = sent
+        let (chunks, stats) = read_file(&path, &state, &ReadBackDone::new(true), 100, &|_| {});
+        let accepted: Vec<JournalEntry> = chunks
             .into_iter()
+            .flat_map(|chunk| chunk.orders)
             .map(|order| JournalEntry::Accepted {
                 number: order.number,
                 fingerprint: order.fingerprint,
@@ -937,11 +902,21 @@ mod tests {
                 row_fingerprint: order.row_fingerprint,
             })
             .collect();
+        assert_eq!(accepted.len() as u64, stats.rows, "every row is sent");
         state.lock().unwrap().journal(1, &accepted).unwrap();
+        (path, csv, state)
+    }
 
+    /// Rows read while the read-back runs wait in a list for its verdict. Once the list is
+    /// full, the reader waits for the read-back instead of giving the list up (which would
+    /// cost a write-back of every row), and settles the rows after it at once.
+    #[test]
+    fn a_full_list_of_rows_waiting_for_the_read_back_makes_the_reader_wait_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _, state) = accepted_file(dir.path(), (1..=6).map(|i| i.to_string()));
         let done = ReadBackDone::new(false);
         std::thread::scope(|scope| {
-            let reading = scope.spawn(|| read_file(&path, &state, &done, 2));
+            let reading = scope.spawn(|| read_file(&path, &state, &done, 2, &|_| {}));
             // The reader stops at the third row; it must not finish on its own.
             let started = std::time::Instant::now();
             while done.waits.load(Ordering::Relaxed) == 0 && !reading.is_finished() {
@@ -957,8 +932,8 @@ mod tests {
                 "the reader went on with the list full"
             );
             done.set();
-            let (sent, stats) = reading.join().unwrap();
-            assert!(sent.is_empty());
+            let (chunks, stats) = reading.join().unwrap();
+            assert!(chunks.iter().all(|chunk| chunk.orders.is_empty()));
             assert_eq!(stats.unchanged, 6);
             // Two rows wait for the verdict; the four after the wait are settled.
             assert_eq!(stats.touched.counts(), Some((0, 2, 4)));
@@ -998,32 +973,9 @@ mod tests {
     #[test]
     fn orders_far_apart_share_a_chunk() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("orders.csv");
-        let date = today();
         let rows = 250_002;
-        let mut csv = String::from(
-            "number,date,type,amount,currency,billing.countryCode,paymentStatus,syncError\n",
-        );
-        for i in 0..rows {
-            csv.push_str(&format!("A-{i:06},{date},INVOICE,1.00,EUR,DE,UNPAID,\n"));
-        }
-        std::fs::write(&path, &csv).unwrap();
-        let store = StateDb::open(&dir.path().join("state.db"), false).unwrap();
-        let state = Arc::new(Mutex::new(store));
-        state.lock().unwrap().reset_row_errors().unwrap();
-        let (sent, _) = read_file(&path, &state, &ReadBackDone::new(true), 100);
-        let accepted: Vec<JournalEntry> = sent
-            .into_iter()
-            .map(|order| JournalEntry::Accepted {
-                number: order.number,
-                fingerprint: order.fingerprint,
-                date: order.date,
-                status: "UNPAID".into(),
-                row_fingerprint: order.row_fingerprint,
-            })
-            .collect();
-        assert_eq!(accepted.len(), rows);
-        state.lock().unwrap().journal(1, &accepted).unwrap();
+        let (path, csv, state) = accepted_file(dir.path(), (0..rows).map(|i| format!("{i:06}")));
+        let date = today();
         let changed = csv
             .replacen(
                 &format!("A-000001,{date},INVOICE,1.00"),
@@ -1036,12 +988,15 @@ mod tests {
                 1,
             );
         std::fs::write(&path, changed).unwrap();
-        let (chunks, stats, reports) = read_chunks_of(&path, &state);
-        assert_eq!(stats.unchanged, rows as u64 - 2);
-        assert_eq!(chunks, [2], "one chunk of two orders");
-        let expected: Vec<u64> = (1..=rows as u64 / PROGRESS_ROWS)
+        let reports = Mutex::new(Vec::new());
+        let on_rows = |rows| reports.lock().unwrap().push(rows);
+        let (chunks, stats) = read_file(&path, &state, &ReadBackDone::new(true), 100, &on_rows);
+        assert_eq!(stats.unchanged, rows - 2);
+        let sizes: Vec<usize> = chunks.iter().map(|chunk| chunk.orders.len()).collect();
+        assert_eq!(sizes, [2], "one chunk of two orders");
+        let expected: Vec<u64> = (1..=rows / PROGRESS_ROWS)
             .map(|n| n * PROGRESS_ROWS)
             .collect();
-        assert_eq!(reports, expected);
+        assert_eq!(reports.into_inner().unwrap(), expected);
     }
 }

@@ -8,7 +8,7 @@
 use serde_json::json;
 
 use crate::util::{KEY, TestDir, control, orders_csv, sandbox, sync, sync_with_env};
-use kksync::sandbox::SandboxConfig;
+use kksync::sandbox::{SandboxConfig, SandboxHandle};
 
 /// Rewrites every non-empty line of `text` (no field holds a line end here) with `change`,
 /// keeping line ends and empty lines as they are.
@@ -132,11 +132,7 @@ async fn a_partial_write_back_leaves_what_a_full_one_leaves() {
         .read("a.csv")
         .replacen("T-00007,31-02-2024", &format!("T-00007,{date}"), 1)
         .replacen(&format!("T-00050,{date}"), "T-00050,30-02-2024", 1);
-    for number in ["T-00020", "T-00030", "T-00031", "T-00299"] {
-        let at = text.find(&format!("{number},")).unwrap();
-        let amount = at + text[at..].find(",PREPAYMENT,").unwrap() + ",PREPAYMENT,".len();
-        text.insert(amount, '9');
-    }
+    change_amounts(&mut text, &["T-00020", "T-00030", "T-00031", "T-00299"]);
     dir.write("a.csv", &text);
     let second = run_both(&dir, &sandbox, 3).await;
     assert!(second.contains("T-00003,") && second.contains(",PAID,"));
@@ -149,11 +145,17 @@ async fn a_partial_write_back_leaves_what_a_full_one_leaves() {
     assert_eq!(third.matches("skipped").count(), 1, "{third}");
 }
 
-/// Rows the reader passes while the read-back is still applying statuses are written back
-/// once it is over, if their orders changed; the others are left alone.
-#[tokio::test(flavor = "multi_thread")]
-async fn rows_read_while_the_read_back_ran_get_its_statuses() {
-    let dir = TestDir::new();
+/// Puts a 9 in front of the amounts of these (prepayment) orders.
+fn change_amounts(text: &mut String, numbers: &[&str]) {
+    for number in numbers {
+        let at = text.find(&format!("{number},")).unwrap();
+        let amount = at + text[at..].find(",PREPAYMENT,").unwrap() + ",PREPAYMENT,".len();
+        text.insert(amount, '9');
+    }
+}
+
+/// `a.csv` with 200 orders, synced once; then T-00001, T-00100 and T-00199 are paid in part.
+async fn synced_then_three_paid(dir: &TestDir) -> (std::path::PathBuf, SandboxHandle) {
     let a = dir.write("a.csv", orders_csv(200, false));
     let sandbox = sandbox(SandboxConfig::default()).await;
     sync(&a, &sandbox, &[]).await.expect_code(0);
@@ -165,14 +167,12 @@ async fn rows_read_while_the_read_back_ran_get_its_statuses() {
         )
         .await;
     }
-    let env = [
-        ("KOMFORTKASSE_API_KEY", KEY),
-        ("KKSYNC_TEST_PAUSE_AT", "applying-read-back"),
-        ("KKSYNC_TEST_PAUSE_SECONDS", "1"),
-    ];
-    let run = sync_with_env(&a, &sandbox, &[], &env).await;
-    run.expect_code(0);
-    assert!(run.stderr.contains("paused at applying-read-back"));
+    (a, sandbox)
+}
+
+/// `a.csv` records the three partial payments of [`synced_then_three_paid`], every other order
+/// unpaid.
+fn assert_three_paid(dir: &TestDir) {
     let statuses = crate::util::statuses(&dir.read("a.csv"), b',');
     for (i, status) in statuses.iter().enumerate() {
         let paid = [1, 100, 199].contains(&i);
@@ -182,6 +182,23 @@ async fn rows_read_while_the_read_back_ran_get_its_statuses() {
             "T-{i:05}"
         );
     }
+}
+
+/// Rows the reader passes while the read-back is still applying statuses are written back
+/// once it is over, if their orders changed; the others are left alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_read_while_the_read_back_ran_get_its_statuses() {
+    let dir = TestDir::new();
+    let (a, sandbox) = synced_then_three_paid(&dir).await;
+    let env = [
+        ("KOMFORTKASSE_API_KEY", KEY),
+        ("KKSYNC_TEST_PAUSE_AT", "applying-read-back"),
+        ("KKSYNC_TEST_PAUSE_SECONDS", "1"),
+    ];
+    let run = sync_with_env(&a, &sandbox, &[], &env).await;
+    run.expect_code(0);
+    assert!(run.stderr.contains("paused at applying-read-back"));
+    assert_three_paid(&dir);
     // The summary counts each row once, with its status after the write-back.
     let lines: Vec<&str> = run.stderr.lines().map(str::trim).collect();
     assert!(lines.contains(&"3  PAID_PARTIAL"), "{}", run.stderr);
@@ -194,24 +211,10 @@ async fn rows_read_while_the_read_back_ran_get_its_statuses() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reader_that_waits_for_the_read_back_still_writes_back_only_what_changed() {
     let dir = TestDir::new();
-    let a = dir.write("a.csv", orders_csv(200, false));
-    let sandbox = sandbox(SandboxConfig::default()).await;
-    sync(&a, &sandbox, &[]).await.expect_code(0);
-    for number in ["T-00001", "T-00100", "T-00199"] {
-        control(
-            &sandbox,
-            &format!("pay/{number}"),
-            json!({"amount": "1.00"}),
-        )
-        .await;
-    }
+    let (a, sandbox) = synced_then_three_paid(&dir).await;
     // Changed amounts before the wait (row 6) and after it.
     let mut text = dir.read("a.csv");
-    for number in ["T-00005", "T-00150"] {
-        let at = text.find(&format!("{number},")).unwrap();
-        let amount = at + text[at..].find(",PREPAYMENT,").unwrap() + ",PREPAYMENT,".len();
-        text.insert(amount, '9');
-    }
+    change_amounts(&mut text, &["T-00005", "T-00150"]);
     dir.write("a.csv", &text);
     control(&sandbox, "stats/reset", json!({})).await;
     let env = [
@@ -246,13 +249,5 @@ async fn a_reader_that_waits_for_the_read_back_still_writes_back_only_what_chang
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(usize::MAX);
     assert!(rows <= 25, "{patched}");
-    let statuses = crate::util::statuses(&dir.read("a.csv"), b',');
-    for (i, status) in statuses.iter().enumerate() {
-        let paid = [1, 100, 199].contains(&i);
-        assert_eq!(
-            status,
-            if paid { "PAID_PARTIAL" } else { "UNPAID" },
-            "T-{i:05}"
-        );
-    }
+    assert_three_paid(&dir);
 }
