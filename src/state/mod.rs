@@ -34,6 +34,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../../sql/state/0005_shop_wide_rejections_are_transient.sql"),
     ),
+    (
+        6,
+        include_str!("../../sql/state/0006_moved_open_orders_index.sql"),
+    ),
 ];
 
 /// How long to wait for another writer (the shop, or a concurrent reader's lock).

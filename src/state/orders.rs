@@ -37,6 +37,11 @@ pub fn is_final(status: &str) -> bool {
     FINAL_STATUSES.contains(&status)
 }
 
+/// Open orders past [`FIRST_STATUS`]: the condition of the partial index of migration 6,
+/// which it must imply term for term (`FINAL_STATUSES`, then `FIRST_STATUS`).
+const MOVED_OPEN: &str = "payment_status IS NOT NULL \
+     AND payment_status NOT IN ('PAID','CANCELLED','REFUNDED','DISAPPEARED','LEGACY','UNPAID')";
+
 /// `'A','B'` for an SQL `IN` list of these constants.
 fn quoted(statuses: &[&str]) -> String {
     statuses
@@ -285,16 +290,14 @@ impl StateDb {
     /// The open orders whose last known status is not [`FIRST_STATUS`] (at most `limit`;
     /// `None` when there are more). A read-back that leaves out orders in `FIRST_STATUS`
     /// would not see these go back to it, so it looks for them by name.
+    ///
+    /// The condition is the one of the partial index `kksync_order_state_moved_open`
+    /// (migration 6), so the query reads only these orders instead of every one.
     pub fn open_orders_past_first_status(
         &self,
         limit: usize,
     ) -> Result<Option<Vec<String>>, StateError> {
-        let sql = format!(
-            "SELECT number FROM kksync_order_state
-             WHERE payment_status IS NOT NULL AND payment_status NOT IN ({}, '{FIRST_STATUS}')
-             LIMIT ?1",
-            quoted(FINAL_STATUSES)
-        );
+        let sql = format!("SELECT number FROM kksync_order_state WHERE {MOVED_OPEN} LIMIT ?1");
         let over = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
         let numbers = self
             .connection()
@@ -564,5 +567,43 @@ mod tests {
         );
         db.reset_row_errors().unwrap();
         assert_eq!(db.row_error(7).unwrap(), None);
+    }
+
+    #[test]
+    fn the_open_orders_past_the_first_status_are_listed_from_their_index() {
+        let (_dir, mut db) = store();
+        let statuses = ["UNPAID", "PAID_PARTIAL", "PAID", "COLLECTION", "CANCELLED"];
+        let entries: Vec<_> = statuses
+            .iter()
+            .enumerate()
+            .map(|(i, status)| accepted(&format!("N{i}"), i as u64, status))
+            .collect();
+        db.journal(1, &entries).unwrap();
+        assert_eq!(
+            db.open_orders_past_first_status(10).unwrap(),
+            Some(vec!["N1".to_string(), "N3".to_string()])
+        );
+        // More than the limit: none.
+        assert_eq!(db.open_orders_past_first_status(1).unwrap(), None);
+        // The condition names exactly the final statuses and the first one.
+        let mut excluded = FINAL_STATUSES.to_vec();
+        excluded.push(FIRST_STATUS);
+        assert!(MOVED_OPEN.ends_with(&format!("NOT IN ({})", quoted(&excluded))));
+        // The query reads the index, not every order.
+        let plan: Vec<String> = db
+            .connection()
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN SELECT number FROM kksync_order_state WHERE {MOVED_OPEN}"
+            ))
+            .unwrap()
+            .query_map([], |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("kksync_order_state_moved_open")),
+            "{plan:?}"
+        );
     }
 }
