@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use csv::{ByteRecord, Terminator};
 use tempfile::NamedTempFile;
 
+use super::sync_behind::SyncBehind;
+
 use super::{
     FileIdentity, FinishedRow, OrderSource, ResultSink, RowResult, SourceError, SourceRow,
 };
@@ -50,7 +52,7 @@ pub struct CsvSource {
 /// Writes the CSV back into a temporary file beside it, renamed over it at the end.
 pub struct CsvSink {
     path: PathBuf,
-    writer: csv::Writer<NamedTempFile>,
+    writer: csv::Writer<SyncBehind>,
     header_len: usize,
     status: ResultColumn,
     error: ResultColumn,
@@ -485,7 +487,7 @@ impl Gaps {
 /// record as `""` (so that it reads back as a record), so the line ends go to the file
 /// directly, after what the writer holds.
 pub(crate) fn write_blank_lines(
-    writer: &mut csv::Writer<NamedTempFile>,
+    writer: &mut csv::Writer<SyncBehind>,
     crlf: bool,
     lines: u64,
 ) -> std::io::Result<()> {
@@ -686,7 +688,7 @@ pub(crate) fn sync_parent_dir(path: &Path) -> std::io::Result<()> {
 pub(crate) fn temp_writer(
     path: &Path,
     dialect: Dialect,
-) -> Result<csv::Writer<NamedTempFile>, SourceError> {
+) -> Result<csv::Writer<SyncBehind>, SourceError> {
     let io = |action| {
         move |source| SourceError::Io {
             path: path.to_path_buf(),
@@ -719,7 +721,7 @@ pub(crate) fn temp_writer(
             Terminator::Any(b'\n')
         })
         .flexible(true)
-        .from_writer(temp))
+        .from_writer(SyncBehind::new(temp)))
 }
 
 /// Completes an atomic rewrite: with `changed`, the temporary file is synced, given the
@@ -728,16 +730,20 @@ pub(crate) fn temp_writer(
 /// the file at `path` is no longer that file (replaced, or modified, by someone else), nothing
 /// is renamed over it and the temporary file is removed.
 pub(crate) fn replace_with_temp(
-    writer: csv::Writer<NamedTempFile>,
+    writer: csv::Writer<SyncBehind>,
     path: &Path,
     original: &std::fs::Metadata,
     changed: bool,
 ) -> Result<(), SourceError> {
-    let temp = writer.into_inner().map_err(|e| SourceError::Io {
-        path: path.to_path_buf(),
-        action: "writing the new file",
-        source: e.into_error(),
-    })?;
+    let temp = writer
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(SyncBehind::finish)
+        .map_err(|source| SourceError::Io {
+            path: path.to_path_buf(),
+            action: "writing the new file",
+            source,
+        })?;
     replace_with_temp_file(temp, path, original, changed)
 }
 

@@ -14,11 +14,11 @@ use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 
 use csv::ByteRecord;
 use csv_core::ReadRecordResult;
-use tempfile::NamedTempFile;
 
 use super::csv::{
     CsvSource, ResultColumns, replace_with_temp_file, temp_writer, write_with_results,
 };
+use super::sync_behind::SyncBehind;
 use super::{FileIdentity, OrderSource, SourceError, SourceRow};
 use crate::config::SourceSettings;
 
@@ -41,7 +41,7 @@ pub struct CsvPatch {
     source: CsvSource,
     columns: ResultColumns,
     input: BufReader<File>,
-    output: BufWriter<NamedTempFile>,
+    output: BufWriter<SyncBehind>,
     /// Bytes of the input consumed so far (copied, or held).
     at: u64,
     /// The row last read, not yet copied or replaced.
@@ -192,11 +192,16 @@ impl CsvPatch {
         self.release()?;
         std::io::copy(&mut self.input, &mut self.output).map_err(|e| self.io("copying", e))?;
         let path = self.source.path().to_path_buf();
-        let temp = self.output.into_inner().map_err(|e| SourceError::Io {
-            path: path.clone(),
-            action: "writing the new file",
-            source: e.into_error(),
-        })?;
+        let temp = self
+            .output
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(SyncBehind::finish)
+            .map_err(|source| SourceError::Io {
+                path: path.clone(),
+                action: "writing the new file",
+                source,
+            })?;
         replace_with_temp_file(temp, &path, &self.original, true)
     }
 

@@ -7,6 +7,7 @@ pub(crate) mod csv;
 pub(crate) mod csv_patch;
 pub(crate) mod record;
 pub(crate) mod sqlite;
+pub(crate) mod sync_behind;
 
 use std::path::PathBuf;
 

@@ -7,10 +7,10 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use csv::ByteRecord;
-use tempfile::NamedTempFile;
 
 use super::{FinishedRow, RefundSink, RefundSource, RowUpdate, missing_columns_message};
 use crate::refunds::model::{Layout, ResultColumn};
+use crate::source::sync_behind::SyncBehind;
 use crate::source::{FileIdentity, SourceError, SourceRow};
 
 use crate::source::csv::{
@@ -43,7 +43,7 @@ enum Place {
 /// Writes the CSV into a temporary file beside it, renamed over it at the end.
 pub struct CsvRefundSink {
     path: PathBuf,
-    writer: csv::Writer<NamedTempFile>,
+    writer: csv::Writer<SyncBehind>,
     header_len: usize,
     places: Vec<Place>,
     appended: usize,
