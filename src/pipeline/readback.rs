@@ -75,9 +75,13 @@ pub struct ChangedOrders {
 }
 
 impl ChangedOrders {
+    /// Bits of [`ChangedOrders::hash`]: enough to make two numbers sharing one rare (a row
+    /// pending for the read-back keeps it in 40 bits).
+    pub const HASH_BITS: u32 = 40;
+
     /// The hash the set keeps of an order number.
     pub fn hash(number: &str) -> u64 {
-        xxhash_rust::xxh3::xxh3_64(number.as_bytes())
+        xxhash_rust::xxh3::xxh3_64(number.as_bytes()) >> (64 - Self::HASH_BITS)
     }
 
     /// Whether the order with this number hash may have changed (a hash shared by two numbers

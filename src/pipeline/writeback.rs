@@ -52,9 +52,9 @@ pub enum WriteBackError {
 /// Rows the send phase lists for a partial write-back, at most (16 bytes each); with more, the
 /// whole source is written back.
 const MAX_TOUCHED: usize = 250_000;
-/// Rows that wait for the read-back's verdict, at most (32 bytes each); the reader waits for
+/// Rows that wait for the read-back's verdict, at most (16 bytes each); the reader waits for
 /// the read-back rather than list more.
-const MAX_PENDING: usize = 250_000;
+const MAX_PENDING: usize = 500_000;
 
 /// What the send phase learnt for the write-back: the rows whose results may differ from what
 /// the source records (where they start), and the tally of all other rows, whose results it
@@ -90,15 +90,50 @@ impl Default for Touched {
     }
 }
 
-/// A row read while the read-back was running.
-#[derive(Debug)]
+/// A row read while the read-back was running, in 16 bytes (the list holds up to
+/// [`MAX_PENDING`] of them): its offset and row (up to 2^40 each: a file beyond that is
+/// written back whole), the index of the status it records and [`ChangedOrders::hash`] of its
+/// order number (40 bits).
+#[derive(Debug, Clone, Copy)]
 struct Pending {
-    offset: u64,
-    row: u64,
-    /// [`ChangedOrders::hash`] of its order number.
-    number: u64,
-    /// Index into `pending_statuses`.
-    status: u32,
+    /// Offset, then the status index (8 bits), then the hash's low 16 bits.
+    offset_status_hash: u64,
+    /// Row, then the hash's upper 24 bits.
+    row_hash: u64,
+}
+
+/// Bits of a pending row's offset and of its row number.
+const PLACE_BITS: u32 = 40;
+const PLACE_MASK: u64 = (1 << PLACE_BITS) - 1;
+
+impl Pending {
+    /// `None` when a value does not fit.
+    fn pack(offset: u64, row: u64, status: usize, hash: u64) -> Option<Pending> {
+        let status = u8::try_from(status).ok()?;
+        if offset > PLACE_MASK || row > PLACE_MASK || hash >> ChangedOrders::HASH_BITS != 0 {
+            return None;
+        }
+        Some(Pending {
+            offset_status_hash: offset | u64::from(status) << PLACE_BITS | (hash & 0xffff) << 48,
+            row_hash: row | (hash >> 16) << PLACE_BITS,
+        })
+    }
+
+    fn offset(self) -> u64 {
+        self.offset_status_hash & PLACE_MASK
+    }
+
+    fn row(self) -> u64 {
+        self.row_hash & PLACE_MASK
+    }
+
+    fn status(self) -> usize {
+        usize::from((self.offset_status_hash >> PLACE_BITS) as u8)
+    }
+
+    fn hash(self) -> u64 {
+        self.offset_status_hash >> 48 | (self.row_hash >> PLACE_BITS) << 16
+    }
 }
 
 impl Touched {
@@ -160,13 +195,13 @@ impl Touched {
     /// when it failed) is listed, any other is settled with the status its file records.
     pub fn resolve(&mut self, changed: Option<&ChangedOrders>) {
         for pending in std::mem::take(&mut self.pending) {
-            let unchanged = changed.is_some_and(|changed| !changed.may_contain(pending.number));
-            match self.pending_statuses.get(pending.status as usize) {
+            let unchanged = changed.is_some_and(|changed| !changed.may_contain(pending.hash()));
+            match self.pending_statuses.get(pending.status()) {
                 Some(status) if unchanged => {
                     self.settled.rows += 1;
                     self.settled.count_status(status);
                 }
-                _ => self.mark_at(pending.offset, pending.row),
+                _ => self.mark_at(pending.offset(), pending.row()),
             }
         }
     }
@@ -186,15 +221,11 @@ impl Touched {
                 self.pending_statuses.len() - 1
             }
         };
-        let Ok(status) = u32::try_from(index) else {
-            return self.give_up();
-        };
-        self.pending.push(Pending {
-            offset,
-            row: row.row,
-            number: ChangedOrders::hash(number),
-            status,
-        });
+        match Pending::pack(offset, row.row, index, ChangedOrders::hash(number)) {
+            Some(pending) => self.pending.push(pending),
+            // Beyond 2^40 bytes or rows, or 256 distinct statuses.
+            None => self.give_up(),
+        }
     }
 
     /// A valid row that was not sent: its result is what the store knows of its order. It is
@@ -610,5 +641,29 @@ mod tests {
         no_offset.offset = None;
         touched.mark(&no_offset);
         assert!(touched.incomplete && touched.rows.is_empty());
+    }
+
+    #[test]
+    fn a_pending_row_keeps_its_place_status_and_hash_in_sixteen_bytes() {
+        assert_eq!(std::mem::size_of::<Pending>(), 16);
+        let hash = ChangedOrders::hash("A-10001");
+        let top = PLACE_MASK;
+        for (offset, row, status) in [(0, 0, 0), (top, top, 255), (384_000_123, 1_000_000, 3)] {
+            let pending = Pending::pack(offset, row, status, hash).unwrap();
+            assert_eq!(
+                (
+                    pending.offset(),
+                    pending.row(),
+                    pending.status(),
+                    pending.hash()
+                ),
+                (offset, row, status, hash)
+            );
+        }
+        // What does not fit is not packed (the caller writes back every row instead).
+        assert!(Pending::pack(top + 1, 0, 0, hash).is_none());
+        assert!(Pending::pack(0, top + 1, 0, hash).is_none());
+        assert!(Pending::pack(0, 0, 256, hash).is_none());
+        assert!(Pending::pack(0, 0, 0, 1 << ChangedOrders::HASH_BITS).is_none());
     }
 }
