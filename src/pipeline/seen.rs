@@ -37,6 +37,9 @@ pub enum Seen {
     Maybe,
 }
 
+/// Numbers whose bits wait to be set while the numbers ascend, at most (16 bytes each).
+const WAITING: usize = 32_768;
+
 /// Order numbers seen in this run.
 pub struct SeenNumbers {
     bits: Vec<u64>,
@@ -44,6 +47,14 @@ pub struct SeenNumbers {
     last: Option<String>,
     /// Every number so far was at least the one before.
     ascending: bool,
+    /// Hashes of numbers not yet in `bits`. While the numbers ascend the filter is never asked
+    /// (a greater number is new, an equal one a duplicate), so their bits are set later, a
+    /// batch at a time in the order of their blocks: one pass over the filter instead of a
+    /// cache miss per number, which was a tenth of the reader's time. The first number out of
+    /// order sets them all before it asks the filter.
+    waiting: Vec<u128>,
+    /// How many hashes may wait ([`WAITING`]; 0 sets every number's bits at once).
+    waiting_cap: usize,
 }
 
 impl Default for SeenNumbers {
@@ -53,6 +64,8 @@ impl Default for SeenNumbers {
             bits: vec![0; 1 << (BITS_LOG2 - 6)],
             last: None,
             ascending: true,
+            waiting: Vec::new(),
+            waiting_cap: WAITING,
         }
     }
 }
@@ -76,8 +89,20 @@ impl SeenNumbers {
 
     /// Records `number` and says whether it was seen before.
     pub fn check(&mut self, number: &str) -> Seen {
-        let maybe_seen = self.insert(number);
+        let hash = xxh3_128(number.as_bytes());
         let previous = self.last.as_deref().map(|last| number.cmp(last));
+        let still_ascending = self.ascending && previous.is_none_or(|order| order.is_ge());
+        let maybe_seen = if still_ascending && self.waiting_cap > 0 {
+            // Not asked: the answer below does not depend on it.
+            if self.waiting.len() >= self.waiting_cap {
+                self.set_waiting();
+            }
+            self.waiting.push(hash);
+            true
+        } else {
+            self.set_waiting();
+            self.insert(hash)
+        };
         let answer = match (maybe_seen, previous) {
             (_, Some(std::cmp::Ordering::Equal)) => Seen::Duplicate,
             (false, _) | (true, None) => Seen::New,
@@ -100,12 +125,23 @@ impl SeenNumbers {
         answer
     }
 
-    /// Sets the number's bits; whether all of them were set already.
-    fn insert(&mut self, number: &str) -> bool {
-        let hash = xxh3_128(number.as_bytes());
-        // The low half picks the block, the high half the bits in it (9 bits each).
-        let blocks = 1u64 << (BITS_LOG2 - BLOCK_LOG2);
-        let first_word = ((hash as u64 & (blocks - 1)) << (BLOCK_LOG2 - 6)) as usize;
+    /// Sets the bits of the numbers waiting, in the order of their blocks.
+    fn set_waiting(&mut self) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let mut waiting = std::mem::take(&mut self.waiting);
+        waiting.sort_unstable_by_key(|&hash| first_word(hash));
+        for &hash in &waiting {
+            self.insert(hash);
+        }
+        waiting.clear();
+        self.waiting = waiting;
+    }
+
+    /// Sets the bits of a number's hash; whether all of them were set already.
+    fn insert(&mut self, hash: u128) -> bool {
+        let first_word = first_word(hash);
         let mut bits = (hash >> 64) as u64;
         let mut all_set = true;
         for _ in 0..PROBES {
@@ -125,9 +161,45 @@ impl SeenNumbers {
     }
 }
 
+/// The first word of the hash's block: the low half picks the block, the high half the bits
+/// in it (9 bits each).
+fn first_word(hash: u128) -> usize {
+    let blocks = 1u64 << (BITS_LOG2 - BLOCK_LOG2);
+    ((hash as u64 & (blocks - 1)) << (BLOCK_LOG2 - 6)) as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_whose_bits_wait_get_the_same_answers_as_numbers_set_at_once() {
+        // Ascending runs with repeats, broken once (and the waiting list filled several
+        // times before), then a shuffled tail that repeats numbers of both parts.
+        let mut numbers: Vec<String> = (0..100_000).map(|i| format!("N{i:07}")).collect();
+        numbers.insert(500, "N0000499".into());
+        numbers.extend((0..50_000u64).map(|i| {
+            let n = i.wrapping_mul(0x9E37_79B9) % 200_000;
+            format!("N{n:07}")
+        }));
+        let mut waiting = SeenNumbers {
+            waiting_cap: 1000,
+            ..SeenNumbers::default()
+        };
+        let mut at_once = SeenNumbers {
+            waiting_cap: 0,
+            ..SeenNumbers::default()
+        };
+        let mut answers = std::collections::HashMap::new();
+        for number in &numbers {
+            let answer = waiting.check(number);
+            assert_eq!(answer, at_once.check(number), "{number}");
+            *answers.entry(format!("{answer:?}")).or_insert(0) += 1;
+        }
+        assert_eq!(waiting.bits, at_once.bits);
+        // All three answers occurred, so each path was compared.
+        assert_eq!(answers.len(), 3, "{answers:?}");
+    }
 
     #[test]
     fn repeats_are_duplicates_and_new_numbers_are_new() {
