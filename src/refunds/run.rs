@@ -347,10 +347,11 @@ async fn process_source(
                 }
             }
             if batch.is_empty() {
-                complete = true;
                 if let Some(sink) = sink.as_mut() {
                     sink.write_trailing_blank_lines(source.trailing_blank_lines())?;
                 }
+                // Only a file written to its end may replace the source.
+                complete = true;
                 return Ok::<(), Error>(());
             }
             summary.rows += batch.len() as u64;

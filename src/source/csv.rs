@@ -735,15 +735,17 @@ pub(crate) fn replace_with_temp(
     original: &std::fs::Metadata,
     changed: bool,
 ) -> Result<(), SourceError> {
-    let temp = writer
-        .into_inner()
-        .map_err(|e| e.into_error())
-        .and_then(SyncBehind::finish)
-        .map_err(|source| SourceError::Io {
-            path: path.to_path_buf(),
-            action: "writing the new file",
-            source,
-        })?;
+    let io = |source| SourceError::Io {
+        path: path.to_path_buf(),
+        action: "writing the new file",
+        source,
+    };
+    let behind = writer.into_inner().map_err(|e| io(e.into_error()))?;
+    if !changed {
+        // Dropping the temporary file removes it; what its syncs met does not matter.
+        return Ok(());
+    }
+    let temp = behind.finish().map_err(io)?;
     replace_with_temp_file(temp, path, original, changed)
 }
 

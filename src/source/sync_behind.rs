@@ -8,7 +8,10 @@
 //!
 //! The helper syncs through a second handle of the same open file, so a write error the
 //! kernel reports to it would not be reported again to the final fsync: the helper's result
-//! is therefore checked, at the next sync and in [`SyncBehind::finish`], and fails the rewrite.
+//! is therefore kept, and once it failed every later write, flush and [`SyncBehind::finish`]
+//! fails, so the rewrite is never renamed over the source. (A write that started a failed
+//! sync still reports the bytes it wrote: a writer told they were not written would write
+//! them again, see [`Write::write`].)
 
 use std::io::{self, Write};
 use std::thread::JoinHandle;
@@ -26,6 +29,8 @@ pub(crate) struct SyncBehind {
     unsynced: u64,
     /// The sync running in the helper thread, if any.
     syncing: Option<JoinHandle<io::Result<()>>>,
+    /// The first failure of a sync, returned by every call after it.
+    failed: Option<(io::ErrorKind, String)>,
     every: u64,
 }
 
@@ -36,6 +41,7 @@ impl SyncBehind {
             temp,
             unsynced: 0,
             syncing: None,
+            failed: None,
             every: SYNC_EVERY,
         }
     }
@@ -45,47 +51,71 @@ impl SyncBehind {
         self.temp.as_file()
     }
 
-    /// Waits for the sync under way and returns the file, or the error that sync met. The
-    /// caller still syncs the whole file (the tail written since is not on disk yet).
+    /// Waits for the sync under way and returns the file, or the error a sync met. The caller
+    /// still syncs the whole file (the tail written since is not on disk yet).
     pub(crate) fn finish(mut self) -> io::Result<NamedTempFile> {
-        self.wait()?;
+        self.wait();
+        self.check()?;
         Ok(self.temp)
+    }
+
+    /// The first failure of a sync, if any.
+    fn check(&self) -> io::Result<()> {
+        match &self.failed {
+            Some((kind, message)) => Err(io::Error::new(*kind, message.clone())),
+            None => Ok(()),
+        }
     }
 
     /// Starts syncing what was written so far, unless a sync is still running (then the next
     /// write that passes the mark tries again).
-    fn sync_behind(&mut self) -> io::Result<()> {
+    fn sync_behind(&mut self) {
         if self.syncing.as_ref().is_some_and(|s| !s.is_finished()) {
-            return Ok(());
+            return;
         }
-        self.wait()?;
-        let file = self.temp.as_file().try_clone()?;
-        self.syncing = Some(std::thread::spawn(move || file.sync_data()));
+        self.wait();
+        let started = self.temp.as_file().try_clone().and_then(|file| {
+            std::thread::Builder::new()
+                .name("kksync-sync".into())
+                .spawn(move || file.sync_data())
+        });
+        match started {
+            Ok(syncing) => self.syncing = Some(syncing),
+            Err(error) => self.fail(&error),
+        }
         self.unsynced = 0;
-        Ok(())
     }
 
-    /// Waits for the sync under way, if any, and returns its error.
-    fn wait(&mut self) -> io::Result<()> {
+    /// Waits for the sync under way, if any, and keeps its error.
+    fn wait(&mut self) {
         match self.syncing.take().map(JoinHandle::join) {
-            None | Some(Ok(Ok(()))) => Ok(()),
-            Some(Ok(Err(error))) => Err(error),
-            Some(Err(_)) => Err(io::Error::other("syncing the new file failed")),
+            None | Some(Ok(Ok(()))) => {}
+            Some(Ok(Err(error))) => self.fail(&error),
+            Some(Err(_)) => self.fail(&io::Error::other("the syncing thread panicked")),
+        }
+    }
+
+    fn fail(&mut self, error: &io::Error) {
+        if self.failed.is_none() {
+            self.failed = Some((error.kind(), format!("syncing the new file: {error}")));
         }
     }
 }
 
 impl Write for SyncBehind {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.check()?;
         let written = self.temp.write(buf)?;
         self.unsynced += written as u64;
         if self.unsynced >= self.every {
-            self.sync_behind()?;
+            // A failure shows from the next call on.
+            self.sync_behind();
         }
         Ok(written)
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.check()?;
         self.temp.flush()
     }
 }
@@ -112,5 +142,30 @@ mod tests {
         }
         let temp = behind.finish().unwrap();
         assert_eq!(std::fs::read(temp.path()).unwrap(), [7u8; 4200]);
+    }
+
+    #[test]
+    fn a_failed_sync_fails_every_later_call_and_the_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut behind = SyncBehind::new(NamedTempFile::new_in(dir.path()).unwrap());
+        behind.every = 10;
+        behind.write_all(b"0123456789").unwrap();
+        // The sync under way fails (as a disk error would).
+        behind.wait();
+        let failing = std::thread::spawn(|| Err(io::Error::other("EIO")));
+        while !failing.is_finished() {
+            std::thread::yield_now();
+        }
+        behind.syncing = Some(failing);
+        behind.unsynced = 0;
+        behind.write_all(b"0123456789").unwrap();
+        // The write that started the next sync collected the failure: from now on, no call
+        // succeeds, however often it is retried.
+        for _ in 0..2 {
+            assert!(behind.write(b"x").is_err());
+            assert!(behind.flush().is_err());
+        }
+        let error = behind.finish().unwrap_err();
+        assert!(error.to_string().contains("EIO"), "{error}");
     }
 }
