@@ -6,10 +6,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use csv::{ByteRecord, Terminator};
-use tempfile::NamedTempFile;
 
 use super::sync_behind::SyncBehind;
-
 use super::{
     FileIdentity, FinishedRow, OrderSource, ResultSink, RowResult, SourceError, SourceRow,
 };
@@ -735,23 +733,17 @@ pub(crate) fn replace_with_temp(
     original: &std::fs::Metadata,
     changed: bool,
 ) -> Result<(), SourceError> {
-    let io = |source| SourceError::Io {
+    let behind = writer.into_inner().map_err(|e| SourceError::Io {
         path: path.to_path_buf(),
         action: "writing the new file",
-        source,
-    };
-    let behind = writer.into_inner().map_err(|e| io(e.into_error()))?;
-    if !changed {
-        // Dropping the temporary file removes it; what its syncs met does not matter.
-        return Ok(());
-    }
-    let temp = behind.finish().map_err(io)?;
-    replace_with_temp_file(temp, path, original, changed)
+        source: e.into_error(),
+    })?;
+    replace_with_temp_file(behind, path, original, changed)
 }
 
 /// As [`replace_with_temp`], for a temporary file written without a csv writer.
 pub(crate) fn replace_with_temp_file(
-    temp: NamedTempFile,
+    behind: SyncBehind,
     path: &Path,
     original: &std::fs::Metadata,
     changed: bool,
@@ -764,8 +756,10 @@ pub(crate) fn replace_with_temp_file(
         }
     };
     if !changed {
+        // Dropping the temporary file removes it; what its syncs met does not matter.
         return Ok(());
     }
+    let temp = behind.finish().map_err(io("writing the new file"))?;
     temp.as_file()
         .sync_all()
         .map_err(io("syncing the new file"))?;

@@ -192,17 +192,12 @@ impl CsvPatch {
         self.release()?;
         std::io::copy(&mut self.input, &mut self.output).map_err(|e| self.io("copying", e))?;
         let path = self.source.path().to_path_buf();
-        let temp = self
-            .output
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .and_then(SyncBehind::finish)
-            .map_err(|source| SourceError::Io {
-                path: path.clone(),
-                action: "writing the new file",
-                source,
-            })?;
-        replace_with_temp_file(temp, &path, &self.original, true)
+        let behind = self.output.into_inner().map_err(|e| SourceError::Io {
+            path: path.clone(),
+            action: "writing the new file",
+            source: e.into_error(),
+        })?;
+        replace_with_temp_file(behind, &path, &self.original, true)
     }
 
     /// Copies the held row as it was.
