@@ -24,6 +24,18 @@ pub fn max_pending(default: usize) -> usize {
         .map_or(default, |cap: usize| cap.min(default))
 }
 
+/// The environment variable that lowers how many rows a run reads before the write-back
+/// trails the send phase (`trail::MIN_ROWS`), so that a test's small file takes that path.
+pub const TRAIL_AFTER_ROWS_VARIABLE: &str = "KKSYNC_TEST_TRAIL_AFTER_ROWS";
+
+/// `default`, unless the environment lowers it ([`TRAIL_AFTER_ROWS_VARIABLE`]).
+pub fn trail_after_rows(default: u64) -> u64 {
+    std::env::var(TRAIL_AFTER_ROWS_VARIABLE)
+        .ok()
+        .and_then(|rows| rows.parse().ok())
+        .map_or(default, |rows: u64| rows.min(default))
+}
+
 /// Pauses here if the environment asks for this point. Blocks the calling thread: call it
 /// from a blocking thread, and only at rare moments (it reads the environment).
 pub fn point(name: &str) {

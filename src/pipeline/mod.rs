@@ -21,6 +21,7 @@ pub mod retry;
 pub mod seen;
 pub mod send;
 pub mod summary;
+pub mod trail;
 pub mod writeback;
 
 use std::io::{IsTerminal, Write};
@@ -38,7 +39,8 @@ use self::readback::{ReadBackError, read_back};
 use self::retry::RetryPolicy;
 use self::send::{OrderOutcome, SendCounters, Sender, StopReason, chunk_body};
 pub use self::summary::Summary;
-use self::writeback::{WriteBackError, write_back};
+use self::trail::{AbandonOnDrop, Trail};
+use self::writeback::{Touched, WriteBackError, WriteBackStats, trail_back, write_back};
 use crate::api::ApiClient;
 use crate::config::SyncConfig;
 use crate::error::Error;
@@ -243,13 +245,16 @@ async fn phases(
         // Tells the reader, which may be waiting for it, once the read-back is over, also when
         // this future is dropped or unwinds.
         let over = read_back_done.set_on_drop();
-        let done = match (sender, run_id) {
+        let mut done = match (sender, run_id) {
             (Some(sender), Some(run)) => {
                 let all = config.incremental.read_back_all;
                 Some(read_back(sender, state, today, run, all).await)
             }
             _ => None,
         };
+        if let Some(Ok(read_back)) = &mut done {
+            read_back_done.set_changed(std::mem::take(&mut read_back.changed));
+        }
         drop(over);
         if done.is_some()
             && let Ok(mut db) = state.lock()
@@ -262,6 +267,13 @@ async fn phases(
         );
         done
     };
+    // The partial write-back of a CSV source runs behind the send phase where it can.
+    let trail = (run_id.is_some()
+        && sender.is_some()
+        && config.source.format == crate::cli::SourceFormat::Csv)
+        .then(|| Arc::new(Trail::default()));
+    // However this function ends, the trailing writer does not wait for ever.
+    let _abandon = trail.as_deref().map(AbandonOnDrop);
     let sending = send_phase(
         config,
         summary,
@@ -271,13 +283,12 @@ async fn phases(
         Checks {
             rules: &rules,
             read_back_done: Arc::clone(&read_back_done),
+            trail: trail.clone(),
         },
         &progress,
     );
     let (read_back_result, sent) = tokio::join!(reading_back, sending);
     let mut read_back_failure = None;
-    // What the read-back changed, for the rows the reader passed while it ran (`None`: unknown).
-    let mut read_back_changed = Some(readback::ChangedOrders::default());
     // The store failed under the read-back: the run fails, but only after what was sent has
     // been counted and written back.
     let mut read_back_store_error = None;
@@ -286,14 +297,11 @@ async fn phases(
         Some(Ok(read_back)) => {
             summary.read_back_orders = read_back.orders_seen;
             summary.refreshed = read_back.refreshed;
-            read_back_changed = Some(read_back.changed);
         }
         Some(Err(ReadBackError::State(error))) => {
-            read_back_changed = None;
             read_back_store_error = Some(error);
         }
         Some(Err(ReadBackError::Api(message) | ReadBackError::Refused(message))) => {
-            read_back_changed = None;
             tracing::error!(%message, "statuses could not be read back; the run goes on");
             read_back_failure = Some(message);
         }
@@ -301,10 +309,12 @@ async fn phases(
     if let Some(sender) = sender {
         summary.add_send_counters(sender.counters());
     }
-    let (mut read_stats, read_identity) = sent?;
+    let (mut read_stats, read_identity, trailing) = sent?;
     summary.add_read_stats(&read_stats);
     let mut touched = std::mem::take(&mut read_stats.touched);
-    touched.resolve(read_back_changed.as_ref());
+    // The rows the reader passed while the read-back ran, if it never saw it end (what it
+    // changed: `None` when it failed, and any order may have changed).
+    touched.resolve(read_back_done.changed().as_deref());
     tracing::debug!(
         elapsed_ms = phase_started.elapsed().as_millis() as u64,
         "read-back and sending done"
@@ -332,26 +342,45 @@ async fn phases(
         crate::pause::point("before-write-back");
         progress.set_position(0);
         progress.set_message("writing back");
-        let settings = config.source.clone();
-        let store = Arc::clone(state);
-        let bar = progress.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            write_back(
-                &settings,
-                &store,
-                read_identity.as_ref(),
-                Some(touched),
-                run_id,
-                &|rows| bar.inc(rows),
-            )
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?;
-        let written = written.map_err(|error| match error {
-            WriteBackError::Source(e) => Error::Source(e),
-            WriteBackError::State(e) => Error::State(e),
-            WriteBackError::Poisoned => Error::Internal(error.to_string()),
-        })?;
+        let trailed = match trailing {
+            // A list given up after rows were handed over misses rows: not patched.
+            Some(writer) if trail.as_deref().is_some_and(Trail::started) && touched.complete() => {
+                finish_trail(trail.as_deref(), writer, &mut touched).await?
+            }
+            _ => {
+                if let Some(trail) = trail.as_deref() {
+                    trail.abandon();
+                }
+                None
+            }
+        };
+        let written = match trailed {
+            Some(written) => written,
+            None => {
+                // Without a trail, or after it was abandoned (its rows are no longer listed:
+                // the whole file is written back).
+                let touched = match trail.as_deref().is_some_and(Trail::started) {
+                    false => Some(touched),
+                    true => None,
+                };
+                let settings = config.source.clone();
+                let store = Arc::clone(state);
+                let bar = progress.clone();
+                tokio::task::spawn_blocking(move || {
+                    write_back(
+                        &settings,
+                        &store,
+                        read_identity.as_ref(),
+                        touched,
+                        run_id,
+                        &|rows| bar.inc(rows),
+                    )
+                })
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?
+                .map_err(write_back_error)?
+            }
+        };
         summary.add_write_back(written);
         tracing::debug!(
             elapsed_ms = phase_started.elapsed().as_millis() as u64,
@@ -374,12 +403,45 @@ async fn phases(
     }
 }
 
+/// Ends the write-back trailing the send phase: hands it the rows listed last and waits for
+/// it. `None` when it was abandoned (the source is as it was).
+async fn finish_trail(
+    trail: Option<&Trail>,
+    writer: TrailingWriter,
+    touched: &mut Touched,
+) -> Result<Option<WriteBackStats>, Error> {
+    if let Some(trail) = trail {
+        trail.finish(touched.take_rows());
+    }
+    let written = writer
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(write_back_error)?;
+    Ok(written.map(|mut written| {
+        written.add(std::mem::take(touched).into_settled());
+        written
+    }))
+}
+
+fn write_back_error(error: WriteBackError) -> Error {
+    match error {
+        WriteBackError::Source(e) => Error::Source(e),
+        WriteBackError::State(e) => Error::State(e),
+        WriteBackError::Poisoned => Error::Internal(error.to_string()),
+    }
+}
+
+/// The write-back trailing the send phase ([`writeback::trail_back`]).
+type TrailingWriter = tokio::task::JoinHandle<Result<Option<WriteBackStats>, WriteBackError>>;
+
 /// What the reader checks rows against.
 struct Checks<'a> {
     /// Validation rules of today.
     rules: &'a Rules,
     /// Set once the read-back is over (see `ReadContext::read_back_done`).
     read_back_done: Arc<ReadBackDone>,
+    /// Where the write-back trailing the send phase takes its rows from.
+    trail: Option<Arc<Trail>>,
 }
 
 /// Phase 1: reads the source, sends the orders that need it and journals every answer. Returns
@@ -394,14 +456,33 @@ async fn send_phase(
     Checks {
         rules,
         read_back_done,
+        trail,
     }: Checks<'_>,
     progress: &ProgressBar,
-) -> Result<(read::ReadStats, Option<source::FileIdentity>), Error> {
+) -> Result<
+    (
+        read::ReadStats,
+        Option<source::FileIdentity>,
+        Option<TrailingWriter>,
+    ),
+    Error,
+> {
     let settings = config.source.clone();
     let (mut source, _) = tokio::task::spawn_blocking(move || source::open(&settings, true))
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
     let identity = source.identity().cloned();
+    let writer = match (&trail, &identity) {
+        (Some(trail), Some(identity)) => {
+            let (settings, identity) = (config.source.clone(), identity.clone());
+            let (trail, store) = (Arc::clone(trail), Arc::clone(state));
+            Some(tokio::task::spawn_blocking(move || {
+                trail_back(&settings, &identity, &trail, &store, run_id)
+            }))
+        }
+        _ => None,
+    };
+    let reader_trail = trail.clone();
     let concurrency = config.send.concurrency;
     let (chunk_tx, mut chunk_rx) = mpsc::channel::<Chunk>(concurrency + 1);
     let reader_state = Arc::clone(state);
@@ -421,6 +502,9 @@ async fn send_phase(
             reopen: &reopen,
             read_back_done: &read_back_done,
             on_rows: &on_rows,
+            trail: reader_trail
+                .as_deref()
+                .map(|trail| (trail, crate::pause::trail_after_rows(trail::MIN_ROWS))),
         };
         read_chunks(source.as_mut(), &context, &chunk_tx)
     });
@@ -450,6 +534,10 @@ async fn send_phase(
         {
             break; // Broken pipe: the reader of the preview has gone away.
         }
+        if let Some(trail) = &trail {
+            // This chunk and every one before it are journaled.
+            trail.settle_before(done.settled_before);
+        }
         summary.orders_sent += done.sent;
         summary.accepted += done.accepted;
         summary.api_failed += done.failed;
@@ -467,7 +555,7 @@ async fn send_phase(
         ReadError::State(e) => Error::State(e),
         ReadError::Poisoned => Error::Internal(error.to_string()),
     })?;
-    Ok((stats, identity))
+    Ok((stats, identity, writer))
 }
 
 fn update_progress(progress: &ProgressBar, done: &Processed, chunks: u64) {
@@ -580,6 +668,8 @@ struct Processed {
     not_sent: u64,
     rows_read: u64,
     estimated_rows: Option<u64>,
+    /// See [`Chunk::settled_before`].
+    settled_before: u64,
     dry_run_body: Option<bytes::Bytes>,
 }
 
@@ -600,6 +690,7 @@ async fn process(
         not_sent: 0,
         rows_read: chunk.rows_read,
         estimated_rows: chunk.estimated_rows,
+        settled_before: chunk.settled_before,
         dry_run_body: None,
     };
     let (Some(sender), Some(run_id)) = (sender, run_id) else {

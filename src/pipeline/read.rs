@@ -12,7 +12,9 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use tokio::sync::mpsc;
 
 use super::plan::{Decision, Incremental, decide};
+use super::readback::ChangedOrders;
 use super::seen::{Seen, SeenNumbers};
+use super::trail::Trail;
 use super::writeback::Touched;
 use crate::order::{self, Issue, PreparedOrder, Problem, RowError, RowView, Rules};
 use crate::source::{OrderSource, SourceError, SourceRow};
@@ -29,6 +31,11 @@ pub struct Chunk {
     pub rows_read: u64,
     /// The source's estimated total of rows, once known (for the progress bar's ETA).
     pub estimated_rows: Option<u64>,
+    /// Once this chunk and every one before it are journaled, every row starting before this
+    /// offset has its final result (a write-back trailing the send phase may rewrite it):
+    /// rows up to the one that filled the chunk, unless a validation error before them is
+    /// not yet recorded or a duplicate check before them waits for the second pass.
+    pub settled_before: u64,
 }
 
 /// What reading found, for the summary.
@@ -92,6 +99,9 @@ pub struct ReadContext<'a> {
     /// Told how many rows were read, every [`PROGRESS_ROWS`] rows (the progress bar: chunks
     /// tell it only as they fill, which a sparse incremental run does rarely).
     pub on_rows: &'a (dyn Fn(u64) + Sync),
+    /// A write-back trailing the send phase, which the listed rows are handed to once their
+    /// statuses stop changing; and how many rows to read before that (see [`Trail`]).
+    pub trail: Option<(&'a Trail, u64)>,
 }
 
 /// Whether the status read-back is over; the reader checks it for every row and may wait for
@@ -103,6 +113,9 @@ pub struct ReadBackDone {
     over: Condvar,
     /// Times a reader started waiting (tests watch it).
     waits: std::sync::atomic::AtomicUsize,
+    /// What the read-back changed, once it has succeeded (`None`: not over, or failed, so any
+    /// order may have changed).
+    changed: Mutex<Option<Arc<ChangedOrders>>>,
 }
 
 impl ReadBackDone {
@@ -110,8 +123,26 @@ impl ReadBackDone {
     pub fn new(done: bool) -> Self {
         ReadBackDone {
             done: AtomicBool::new(done),
+            // Without a read-back, nothing changed.
+            changed: Mutex::new(done.then(Arc::default)),
             ..ReadBackDone::default()
         }
+    }
+
+    /// The read-back succeeded and changed these orders; call before it is over.
+    pub fn set_changed(&self, changed: ChangedOrders) {
+        *self.changed.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(changed));
+    }
+
+    /// What the read-back changed, once it is over (`None`: any order may have changed).
+    pub fn changed(&self) -> Option<Arc<ChangedOrders>> {
+        if !self.is_set() {
+            return None;
+        }
+        self.changed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Whether the read-back is over.
@@ -187,6 +218,14 @@ struct Reader<'c, 'a> {
     now: time::OffsetDateTime,
     /// The read-back had finished when the current lookahead page was read.
     statuses_final: bool,
+    /// Where the row last read in the first pass starts.
+    position: Option<u64>,
+    /// Where the first row of `invalid` starts (0 when unknown).
+    first_invalid: Option<u64>,
+    /// Where the first row whose duplicate check was deferred starts (0 when unknown).
+    first_deferred: Option<u64>,
+    /// The second pass has begun (it lists rows out of order).
+    second_pass: bool,
 }
 
 /// Reads the whole source and sends the orders that need sending to `chunks`. Stops early,
@@ -226,6 +265,10 @@ fn read_with(
         chunk: Chunk::default(),
         now: time::OffsetDateTime::now_utc(),
         statuses_final: false,
+        position: None,
+        first_invalid: None,
+        first_deferred: None,
+        second_pass: false,
     };
     if let (None, _) | (_, None) = source.result_indexes() {
         // Without both result columns the write-back rewrites every row anyway.
@@ -238,17 +281,23 @@ fn read_with(
         if reader.stats.rows.is_multiple_of(PROGRESS_ROWS) {
             (context.on_rows)(reader.stats.rows);
         }
+        reader.position = row.offset;
         if reader.handle(source, &row, DuplicateCheck::Filter)? == Handled::Deferred {
             let number = row.number(source.layout()).unwrap_or_default();
             deferred.push((row.row, number.to_string()));
+            reader.first_deferred.get_or_insert(row.offset.unwrap_or(0));
         }
-        if reader.chunk_full() && !reader.send_chunk(source)? {
-            return Ok(reader.stats);
+        if reader.chunk_full() {
+            if !reader.send_chunk(source)? {
+                return Ok(reader.stats);
+            }
+            reader.hand_over()?;
         }
     }
     if !deferred.is_empty() {
         tracing::debug!(rows = deferred.len(), "settling deferred duplicate checks");
         reader.flush_invalid()?;
+        reader.second_pass = true;
         let mut again = (context.reopen)()?;
         if !reader.settle(again.as_mut(), &deferred)? {
             return Ok(reader.stats);
@@ -256,6 +305,8 @@ fn read_with(
     }
     reader.flush_invalid()?;
     reader.chunk.rows_read = reader.stats.rows;
+    // Every row's result is final once the last chunk is journaled.
+    reader.chunk.settled_before = u64::MAX;
     if chunks
         .blocking_send(std::mem::take(&mut reader.chunk))
         .is_err()
@@ -293,6 +344,11 @@ impl Reader<'_, '_> {
             // Pages read before may hold statuses the read-back changed since.
             self.lookahead = Lookahead::default();
             self.statuses_final = true;
+            // The rows read meanwhile learn whether their orders changed; no row waits for the
+            // read-back from now on.
+            let changed = self.context.read_back_done.changed();
+            self.stats.touched.resolve(changed.as_deref());
+            self.hand_over()?;
         }
         let view = RowView {
             record: &row.record,
@@ -352,7 +408,7 @@ impl Reader<'_, '_> {
             Ok(None) => Ok(Handled::Deferred),
             Err((error, reasons)) => {
                 self.stats.touched.rejected(source, row, &error, &reasons);
-                self.reject(row.row, error, reasons)?;
+                self.reject(row.row, row.offset, error, reasons)?;
                 Ok(Handled::Invalid)
             }
         }
@@ -400,7 +456,13 @@ impl Reader<'_, '_> {
         Ok(())
     }
 
-    fn reject(&mut self, row: u64, error: String, reasons: Vec<String>) -> Result<(), ReadError> {
+    fn reject(
+        &mut self,
+        row: u64,
+        offset: Option<u64>,
+        error: String,
+        reasons: Vec<String>,
+    ) -> Result<(), ReadError> {
         for reason in &reasons {
             *self
                 .stats
@@ -409,6 +471,7 @@ impl Reader<'_, '_> {
                 .or_default() += 1;
         }
         if self.context.record_invalid {
+            self.first_invalid.get_or_insert(offset.unwrap_or(0));
             self.invalid.push((row, error, reasons.join("\n")));
         }
         if self.invalid.len() >= ROW_ERRORS_PER_WRITE {
@@ -423,6 +486,7 @@ impl Reader<'_, '_> {
             db.add_row_errors(&self.invalid)?;
             self.invalid.clear();
         }
+        self.first_invalid = None;
         Ok(())
     }
 
@@ -436,14 +500,60 @@ impl Reader<'_, '_> {
 
     /// Hands the chunk on; `false` when the receiving side has gone away.
     fn send_chunk(&mut self, source: &dyn OrderSource) -> Result<bool, ReadError> {
+        if self.trailing() && self.context.trail.is_some_and(|(trail, _)| trail.started()) {
+            // The trailing write-back may then pass the rows rejected so far.
+            self.flush_invalid()?;
+        }
         self.chunk.rows_read = self.stats.rows;
         if self.stats.rows >= SIZE_SAMPLE_ROWS {
             self.chunk.estimated_rows = source.estimated_rows(self.stats.rows);
         }
+        let read = self.position.map_or(0, |offset| offset.saturating_add(1));
+        self.chunk.settled_before = [Some(read), self.first_invalid, self.first_deferred]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(0);
         Ok(self
             .chunks
             .blocking_send(std::mem::take(&mut self.chunk))
             .is_ok())
+    }
+
+    /// Hands the rows listed so far to the write-back trailing the send phase, once the
+    /// statuses they were checked against stop changing (the first pass only: the second
+    /// lists rows out of order). It starts only where patching is worth it (not in a first
+    /// run, where every row is sent), and is abandoned when that stops being so or the list
+    /// was given up: the whole file is written back then.
+    fn hand_over(&mut self) -> Result<(), ReadError> {
+        let Some((trail, after_rows)) = self.context.trail else {
+            return Ok(());
+        };
+        if !self.trailing() || !self.statuses_final || self.stats.rows < after_rows {
+            return Ok(());
+        }
+        let worth_it = self.stats.touched.worth_patching();
+        if !trail.started() {
+            if !worth_it {
+                return Ok(());
+            }
+            // From now on rows rejected are recorded before each chunk goes out.
+            self.flush_invalid()?;
+        } else if !worth_it {
+            trail.abandon();
+            return Ok(());
+        }
+        trail.hand_over(self.stats.touched.take_rows());
+        Ok(())
+    }
+
+    /// Whether a write-back trailing the send phase may still take rows.
+    fn trailing(&self) -> bool {
+        !self.second_pass
+            && self
+                .context
+                .trail
+                .is_some_and(|(trail, _)| !trail.abandoned())
     }
 
     /// The second pass: reads the source again and settles every deferred row. A deferred row
@@ -512,6 +622,7 @@ impl Reader<'_, '_> {
             );
             self.reject(
                 row,
+                None,
                 error,
                 vec!["changed while the run read the source".into()],
             )?;
@@ -730,6 +841,7 @@ mod tests {
             reopen: &reopen,
             read_back_done: &ReadBackDone::new(true),
             on_rows: &|_| {},
+            trail: None,
         };
         let (sender, mut receiver) = mpsc::channel(16);
         let (mut source, _) = crate::source::open(&settings, true).unwrap();
@@ -858,6 +970,7 @@ mod tests {
             reopen: &reopen,
             read_back_done: done,
             on_rows,
+            trail: None,
         };
         let (sender, mut receiver) = mpsc::channel(4096);
         let (mut source, _) = crate::source::open(&settings, true).unwrap();
@@ -931,12 +1044,14 @@ mod tests {
                 !reading.is_finished(),
                 "the reader went on with the list full"
             );
+            done.set_changed(ChangedOrders::default());
             done.set();
             let (chunks, stats) = reading.join().unwrap();
             assert!(chunks.iter().all(|chunk| chunk.orders.is_empty()));
             assert_eq!(stats.unchanged, 6);
-            // Two rows wait for the verdict; the four after the wait are settled.
-            assert_eq!(stats.touched.counts(), Some((0, 2, 4)));
+            // The two rows that waited learn the verdict (nothing changed) once the read-back
+            // is over, and are settled like the four after the wait.
+            assert_eq!(stats.touched.counts(), Some((0, 0, 6)));
         });
     }
 

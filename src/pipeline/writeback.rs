@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use super::readback::ChangedOrders;
+use super::trail::{Next, Trail};
 use crate::config::SourceSettings;
 use crate::order::{Field, RowView};
 use crate::source::csv_patch::CsvPatch;
@@ -75,6 +76,8 @@ pub struct Touched {
     pending_statuses: Vec<String>,
     /// How many rows may be pending ([`MAX_PENDING`]; tests use fewer).
     pending_cap: usize,
+    /// Rows listed and handed to a write-back trailing the send phase ([`Touched::take_rows`]).
+    handed: usize,
 }
 
 impl Default for Touched {
@@ -86,6 +89,7 @@ impl Default for Touched {
             pending: Vec::new(),
             pending_statuses: Vec::new(),
             pending_cap: crate::pause::max_pending(MAX_PENDING),
+            handed: 0,
         }
     }
 }
@@ -146,7 +150,7 @@ impl Touched {
     }
 
     fn mark_at(&mut self, offset: u64, row: u64) {
-        if !self.incomplete && self.rows.len() < MAX_TOUCHED {
+        if !self.incomplete && self.rows.len() + self.handed < MAX_TOUCHED {
             self.rows.push((offset, row));
         } else {
             self.give_up();
@@ -157,9 +161,28 @@ impl Touched {
     /// point lookup in the store, a row of the full write-back a share of a page of it, so
     /// beyond a quarter of the rows (a first run over a file that already has the result
     /// columns) the full write-back is cheaper.
-    fn worth_patching(&self) -> bool {
-        let listed = (self.rows.len() + self.pending.len()) as u64;
+    pub(crate) fn worth_patching(&self) -> bool {
+        let listed = (self.rows.len() + self.pending.len() + self.handed) as u64;
         !self.incomplete && listed.saturating_mul(4) <= self.settled.rows + listed
+    }
+
+    /// Takes the rows listed so far, sorted by offset, for a write-back trailing the send
+    /// phase ([`super::trail`]); they still count as listed.
+    pub(crate) fn take_rows(&mut self) -> Vec<(u64, u64)> {
+        let mut rows = std::mem::take(&mut self.rows);
+        rows.sort_unstable();
+        self.handed += rows.len();
+        rows
+    }
+
+    /// Whether every row whose result may differ is listed (the list was not given up).
+    pub(crate) fn complete(&self) -> bool {
+        !self.incomplete
+    }
+
+    /// The counts of the rows settled without being listed.
+    pub(crate) fn into_settled(self) -> WriteBackStats {
+        self.settled
     }
 
     /// Whether the list is full while rows wait for the read-back's verdict: one more row would
@@ -297,6 +320,19 @@ impl Touched {
 }
 
 impl WriteBackStats {
+    /// Adds the counts of `other` (rows counted apart) to these.
+    pub fn add(&mut self, other: WriteBackStats) {
+        self.rows += other.rows;
+        self.changed += other.changed;
+        self.rejected += other.rejected;
+        for (reason, count) in other.rejected_by_reason {
+            *self.rejected_by_reason.entry(reason).or_default() += count;
+        }
+        for (status, count) in other.statuses {
+            *self.statuses.entry(status).or_default() += count;
+        }
+    }
+
     fn count_status(&mut self, status: &str) {
         match self.statuses.get_mut(status) {
             Some(count) => *count += 1,
@@ -383,7 +419,7 @@ pub fn write_back(
 
 /// The write-back of the rows `touched` lists; every other row is copied as it is.
 fn patch_back(
-    mut patch: CsvPatch,
+    patch: CsvPatch,
     mut touched: Touched,
     state: &Arc<Mutex<StateDb>>,
     run: Option<i64>,
@@ -394,37 +430,146 @@ fn patch_back(
     let Touched {
         mut rows, settled, ..
     } = touched;
-    let mut stats = settled;
     rows.sort_unstable();
     tracing::debug!(
         rows = rows.len(),
         "writing back the rows that may have changed"
     );
-    let mut lookups = Lookups {
-        // The listed rows are a small share of the file, far apart: a page each would be wasted.
-        lookahead: Lookahead::sparse(),
-        errors: RowErrors::default(),
-        run,
-    };
-    for (done, (offset, row)) in rows.into_iter().enumerate() {
-        let row = patch.row_at(row, offset)?;
-        if let Some(result) = lookups.new_result(patch.source(), &row, state, &mut stats)? {
-            match &result {
-                RowResult::Synced { status } => patch.replace(&row, Some(status), Some(""))?,
-                RowResult::Failed { error } => patch.replace(&row, None, Some(error))?,
-                // A CSV file records no sync time: the row stays as it is.
-                RowResult::SyncedAgain { .. } | RowResult::Untouched => {}
-            }
-            if stats.changed == 1 {
-                crate::pause::point("writing-back");
-            }
+    let mut patcher = Patcher::new(patch, run);
+    patcher.stats = settled;
+    patcher.rewrite(rows, state, on_rows)?;
+    patcher.finish()
+}
+
+/// The partial write-back behind the send phase (see [`super::trail`]): opens the file once
+/// rows are handed over, rewrites them as their results settle and finishes the file when the
+/// send phase does. `Ok(None)` when the trail was abandoned: the source is left alone, and the
+/// run writes it back whole. The counts cover the rewritten rows only.
+pub fn trail_back(
+    settings: &SourceSettings,
+    read: &FileIdentity,
+    trail: &Trail,
+    state: &Arc<Mutex<StateDb>>,
+    run: Option<i64>,
+) -> Result<Option<WriteBackStats>, WriteBackError> {
+    let written = follow_trail(settings, read, trail, state, run);
+    if !matches!(written, Ok(Some(_))) {
+        // Rows handed over from now on are dropped.
+        trail.abandon();
+    }
+    written
+}
+
+fn follow_trail(
+    settings: &SourceSettings,
+    read: &FileIdentity,
+    trail: &Trail,
+    state: &Arc<Mutex<StateDb>>,
+    run: Option<i64>,
+) -> Result<Option<WriteBackStats>, WriteBackError> {
+    let mut patcher: Option<Patcher> = None;
+    loop {
+        let (rows, last) = match trail.next() {
+            Next::Abandon => return Ok(None),
+            Next::Rows(rows) => (rows, false),
+            Next::Finish(rows) => (rows, true),
+        };
+        let current = match &mut patcher {
+            Some(current) => current,
+            None => match CsvPatch::open(settings, read)? {
+                Some(patch) => patcher.insert(Patcher::new(patch, run)),
+                None => return Ok(None),
+            },
+        };
+        if rows
+            .first()
+            .is_some_and(|&(offset, _)| Some(offset) <= current.last_offset)
+        {
+            tracing::debug!("a row behind the trailing write-back: writing back the whole file");
+            return Ok(None);
         }
-        if done % ROWS_PER_WRITE == ROWS_PER_WRITE - 1 {
-            on_rows(ROWS_PER_WRITE as u64);
+        // Errors recorded since the last rows were taken: read them afresh.
+        current.lookups.errors = RowErrors {
+            after: current.last_row,
+            ..RowErrors::default()
+        };
+        current.rewrite(rows, state, &|_| {})?;
+        if last {
+            return patcher.map(Patcher::finish).transpose();
         }
     }
-    patch.finish(stats.changed > 0)?;
-    Ok(stats)
+}
+
+/// Rewrites listed rows into a copy of the file and copies every other byte.
+struct Patcher {
+    patch: CsvPatch,
+    lookups: Lookups,
+    stats: WriteBackStats,
+    /// The last row rewritten (offset, row): the next must come after it.
+    last_offset: Option<u64>,
+    last_row: Option<u64>,
+    done: usize,
+}
+
+impl Patcher {
+    fn new(patch: CsvPatch, run: Option<i64>) -> Self {
+        Patcher {
+            patch,
+            lookups: Lookups {
+                // The listed rows are a small share of the file, far apart: a page each would be
+                // wasted.
+                lookahead: Lookahead::sparse(),
+                errors: RowErrors::default(),
+                run,
+            },
+            stats: WriteBackStats::default(),
+            last_offset: None,
+            last_row: None,
+            done: 0,
+        }
+    }
+
+    /// Rewrites `rows` (offset, row), ascending, whose results are final.
+    fn rewrite(
+        &mut self,
+        rows: Vec<(u64, u64)>,
+        state: &Mutex<StateDb>,
+        on_rows: &dyn Fn(u64),
+    ) -> Result<(), WriteBackError> {
+        for (offset, row) in rows {
+            let row = self.patch.row_at(row, offset)?;
+            self.last_offset = Some(offset);
+            self.last_row = Some(row.row);
+            let stats = &mut self.stats;
+            if let Some(result) =
+                self.lookups
+                    .new_result(self.patch.source(), &row, state, stats)?
+            {
+                match &result {
+                    RowResult::Synced { status } => {
+                        self.patch.replace(&row, Some(status), Some(""))?
+                    }
+                    RowResult::Failed { error } => self.patch.replace(&row, None, Some(error))?,
+                    // A CSV file records no sync time: the row stays as it is.
+                    RowResult::SyncedAgain { .. } | RowResult::Untouched => {}
+                }
+                if self.stats.changed == 1 {
+                    crate::pause::point("writing-back");
+                }
+            }
+            self.done += 1;
+            if self.done.is_multiple_of(ROWS_PER_WRITE) {
+                on_rows(ROWS_PER_WRITE as u64);
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies the rest of the file and puts it in place of the source if a row changed.
+    fn finish(self) -> Result<WriteBackStats, WriteBackError> {
+        self.patch.finish(self.stats.changed > 0)?;
+        Ok(self.stats)
+    }
 }
 
 /// Where the write-back finds the rows' results, read in row order.

@@ -8,7 +8,8 @@ use kksync::sandbox::{SandboxConfig, SandboxHandle};
 use serde_json::json;
 
 use crate::util::{
-    KEY, TestDir, api_post, column, control, orders_csv, parse_csv, sandbox, statuses, sync,
+    KEY, TestDir, api_post, change_amounts, column, control, orders_csv, parse_csv, sandbox,
+    statuses, sync,
 };
 
 fn orders_received(sandbox: &SandboxHandle) -> u64 {
@@ -180,8 +181,15 @@ async fn a_row_rejected_by_validation_is_sent_once_it_is_fixed() {
     assert_eq!(column(&header, &rows, "paymentStatus")[4], "UNPAID");
 }
 
-/// Starts `kksync sync` paused at `point` and kills it (SIGKILL) once it is there.
-fn run_and_kill_at(source: &Path, base_url: &str, point: &str, extra: &[&str]) {
+/// Starts `kksync sync` paused at `point` (with `env` besides) and kills it (SIGKILL) once it
+/// is there; returns what it wrote on stderr.
+fn run_and_kill_at(
+    source: &Path,
+    base_url: &str,
+    point: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kksync"))
         .args(["sync", "--source"])
         .arg(source)
@@ -190,6 +198,7 @@ fn run_and_kill_at(source: &Path, base_url: &str, point: &str, extra: &[&str]) {
         .env("KOMFORTKASSE_API_KEY", KEY)
         .env("KKSYNC_TEST_PAUSE_AT", point)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -203,7 +212,7 @@ fn run_and_kill_at(source: &Path, base_url: &str, point: &str, extra: &[&str]) {
         if line.contains(&format!("paused at {point}")) {
             child.kill().expect("SIGKILL");
             child.wait().expect("reaped");
-            return;
+            return seen;
         }
     }
     let status = child.wait().expect("reaped");
@@ -220,7 +229,7 @@ async fn killed_then_rerun(point: &str, extra: &[&str]) -> (TestDir, SandboxHand
         (point.into(), extra.iter().map(|s| s.to_string()).collect());
     tokio::task::spawn_blocking(move || {
         let extra: Vec<&str> = extra_owned.iter().map(String::as_str).collect();
-        run_and_kill_at(&path, &handle, &point_owned, &extra)
+        run_and_kill_at(&path, &handle, &point_owned, &extra, &[])
     })
     .await
     .unwrap();
@@ -297,7 +306,7 @@ async fn sqlite_killed_during_the_write_back_the_rerun_completes_it() {
     }
     let sandbox = sandbox(SandboxConfig::default()).await;
     let (path, handle) = (db.clone(), sandbox.base_url());
-    tokio::task::spawn_blocking(move || run_and_kill_at(&path, &handle, "writing-back", &[]))
+    tokio::task::spawn_blocking(move || run_and_kill_at(&path, &handle, "writing-back", &[], &[]))
         .await
         .unwrap();
     let written: i64 = connection
@@ -325,6 +334,17 @@ async fn sqlite_killed_during_the_write_back_the_rerun_completes_it() {
 /// replaced a row: the file is the old one, and the rerun writes everything back.
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_during_a_partial_write_back_the_rerun_completes_it() {
+    killed_during_a_partial_write_back(false).await;
+}
+
+/// The same, with the partial write-back trailing the send phase (three orders changed, sent a
+/// chunk each): killed while the orders still go out, the file is the old one.
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_during_a_write_back_behind_the_send_phase_the_rerun_completes_it() {
+    killed_during_a_partial_write_back(true).await;
+}
+
+async fn killed_during_a_partial_write_back(trailing: bool) {
     let dir = TestDir::new();
     let source = dir.write("orders.csv", orders_csv(600, false));
     let sandbox = sandbox(SandboxConfig::default()).await;
@@ -337,11 +357,35 @@ async fn killed_during_a_partial_write_back_the_rerun_completes_it() {
         )
         .await;
     }
+    if trailing {
+        // Orders that are not paid: their statuses stay.
+        let mut text = dir.read("orders.csv");
+        change_amounts(&mut text, &["T-00030", "T-00031", "T-00299"]);
+        dir.write("orders.csv", &text);
+    }
     let before = dir.read("orders.csv");
     let (path, url) = (source.clone(), sandbox.base_url());
-    tokio::task::spawn_blocking(move || run_and_kill_at(&path, &url, "writing-back", &[]))
-        .await
-        .unwrap();
+    let stderr = tokio::task::spawn_blocking(move || {
+        let (extra, env): (&[&str], &[(&str, &str)]) = match trailing {
+            false => (&[], &[]),
+            true => (
+                &["--chunk-size", "1", "--concurrency", "1"],
+                &[
+                    ("RUST_LOG", "kksync=debug"),
+                    ("KKSYNC_TEST_TRAIL_AFTER_ROWS", "0"),
+                    ("KKSYNC_TEST_MAX_PENDING", "1"),
+                ],
+            ),
+        };
+        run_and_kill_at(&path, &url, "writing-back", extra, env)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        stderr.contains("the write-back trails the send phase"),
+        trailing,
+        "{stderr}"
+    );
     assert_eq!(dir.read("orders.csv"), before, "old or new, never torn");
     sync(&source, &sandbox, &[]).await.expect_code(0);
     let statuses = statuses(&dir.read("orders.csv"), b',');

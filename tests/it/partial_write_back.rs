@@ -1,13 +1,16 @@
 //! The partial write-back (only the rows whose results may have changed are rewritten) must
 //! leave exactly the file and summary a full write-back leaves.
 //!
-//! Each run is made twice from the same state: on `a.csv`, whose header has the result
-//! columns (the partial write-back), and on `b.csv`, the same file without them, which only
-//! the full write-back can write. Both must end byte for byte the same.
+//! Each run is made three times from the same state: on `a.csv`, whose header has the result
+//! columns (the partial write-back, after the send phase), on `b.csv`, the same file without
+//! them, which only the full write-back can write, and on `c.csv`, a copy of `a.csv` whose
+//! partial write-back trails the send phase. All must end byte for byte the same.
 
 use serde_json::json;
 
-use crate::util::{KEY, TestDir, control, orders_csv, sandbox, sync, sync_with_env};
+use crate::util::{
+    KEY, TestDir, change_amounts, control, orders_csv, sandbox, set_faults, sync, sync_with_env,
+};
 use kksync::sandbox::{SandboxConfig, SandboxHandle};
 
 /// Rewrites every non-empty line of `text` (no field holds a line end here) with `change`,
@@ -66,23 +69,42 @@ fn summary(stderr: &str) -> String {
         .join("\n")
 }
 
-/// Copies `a.csv`'s state store to `b.csv`'s.
-fn copy_state(dir: &TestDir) {
-    let b = dir.path("b.csv.kksync.db");
-    let _ = std::fs::remove_file(&b);
+/// Copies `a.csv`'s state store to `to`'s.
+fn copy_state(dir: &TestDir, to: &str) {
+    let copy = dir.path(&format!("{to}.kksync.db"));
+    let _ = std::fs::remove_file(&copy);
     let connection = rusqlite::Connection::open(dir.path("a.csv.kksync.db")).unwrap();
     connection
-        .execute("VACUUM INTO ?1", [b.to_string_lossy()])
+        .execute("VACUUM INTO ?1", [copy.to_string_lossy()])
         .unwrap();
 }
 
-/// Runs `a.csv` as it is and `b.csv` (the same rows without result columns, the same state);
-/// asserts both end the same and returns a's text.
-async fn run_both(dir: &TestDir, sandbox: &kksync::sandbox::SandboxHandle, code: i32) -> String {
+/// The environment that makes a run's write-back trail its send phase from the first chunk
+/// (rows are handed over however few; the reader waits for the read-back after one row, so
+/// that every row after it is settled while the orders go out).
+const TRAILING: [(&str, &str); 4] = [
+    ("KOMFORTKASSE_API_KEY", KEY),
+    ("RUST_LOG", "kksync=debug"),
+    ("KKSYNC_TEST_TRAIL_AFTER_ROWS", "0"),
+    ("KKSYNC_TEST_MAX_PENDING", "1"),
+];
+
+/// Runs `a.csv` as it is, `b.csv` (the same rows without result columns, the same state) and
+/// `c.csv` (a copy of `a.csv` and its state, written back behind the send phase, a chunk per
+/// order); asserts all end the same and returns a's text. `trails`: c.csv's run sends orders,
+/// so its write-back follows their chunks (with none, it has nothing to follow).
+async fn run_both(
+    dir: &TestDir,
+    sandbox: &kksync::sandbox::SandboxHandle,
+    code: i32,
+    trails: bool,
+) -> String {
     let a = dir.path("a.csv");
     let text = dir.read("a.csv");
     dir.write("b.csv", without_result_columns(&text));
-    copy_state(dir);
+    dir.write("c.csv", &text);
+    copy_state(dir, "b.csv");
+    copy_state(dir, "c.csv");
     let env = [("KOMFORTKASSE_API_KEY", KEY), ("RUST_LOG", "kksync=debug")];
     let run_a = sync_with_env(&a, sandbox, &[], &env).await;
     run_a.expect_code(code);
@@ -105,6 +127,39 @@ async fn run_both(dir: &TestDir, sandbox: &kksync::sandbox::SandboxHandle, code:
     assert!(differing.is_empty(), "a.csv | b.csv: {differing:#?}");
     assert_eq!(after_a, after_b);
     assert_eq!(summary(&run_a.stderr), summary(&run_b.stderr));
+
+    // Slow answers: the writer behind the send phase must wait for each chunk's journal.
+    set_faults(sandbox, json!({"latency_ms": 100})).await;
+    let run_c = sync_with_env(
+        &dir.path("c.csv"),
+        sandbox,
+        &["--chunk-size", "1", "--concurrency", "1"],
+        &TRAILING,
+    )
+    .await;
+    set_faults(sandbox, json!({"latency_ms": 0})).await;
+    run_c.expect_code(code);
+    assert_eq!(
+        run_c
+            .stderr
+            .contains("the write-back trails the send phase"),
+        trails,
+        "c.csv's write-back trailed the send phase:\n{}",
+        run_c.stderr
+    );
+    assert_eq!(dir.read("c.csv"), dir.read("a.csv"));
+    // One request per order: only the count of requests differs.
+    let without_requests = |stderr: &str| {
+        summary(stderr)
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("requests"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        without_requests(&run_c.stderr),
+        without_requests(&run_a.stderr)
+    );
     dir.read("a.csv")
 }
 
@@ -134,24 +189,15 @@ async fn a_partial_write_back_leaves_what_a_full_one_leaves() {
         .replacen(&format!("T-00050,{date}"), "T-00050,30-02-2024", 1);
     change_amounts(&mut text, &["T-00020", "T-00030", "T-00031", "T-00299"]);
     dir.write("a.csv", &text);
-    let second = run_both(&dir, &sandbox, 3).await;
+    let second = run_both(&dir, &sandbox, 3, true).await;
     assert!(second.contains("T-00003,") && second.contains(",PAID,"));
     assert!(second.contains("\r\n\r\n\r\nT-00010"));
 
     // Nothing changed in the file; one more payment. The rejected and the broken rows keep
     // their errors.
     control(&sandbox, "pay/T-00005", json!({"amount": "15.05"})).await;
-    let third = run_both(&dir, &sandbox, 3).await;
+    let third = run_both(&dir, &sandbox, 3, false).await;
     assert_eq!(third.matches("skipped").count(), 1, "{third}");
-}
-
-/// Puts a 9 in front of the amounts of these (prepayment) orders.
-fn change_amounts(text: &mut String, numbers: &[&str]) {
-    for number in numbers {
-        let at = text.find(&format!("{number},")).unwrap();
-        let amount = at + text[at..].find(",PREPAYMENT,").unwrap() + ",PREPAYMENT,".len();
-        text.insert(amount, '9');
-    }
 }
 
 /// `a.csv` with 200 orders, synced once; then T-00001, T-00100 and T-00199 are paid in part.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use kksync::sandbox::{SandboxConfig, SandboxHandle};
 use serde_json::{Value, json};
 
-use crate::util::{KEY, Run, TestDir, column, kksync, parse_csv, sandbox};
+use crate::util::{KEY, Run, TestDir, column, kksync, parse_csv, sandbox, set_faults};
 
 const CLIENT_ID: &str = "shop-client-1";
 /// A Ratepay transaction id (20–127 characters).
@@ -150,17 +150,6 @@ async fn ratepay_transaction(sandbox: &SandboxHandle, id: &str, captured: &str, 
     let url = format!("{}/ratepay/transactions/{id}", sandbox.control_url());
     let body = json!({"currency": "EUR", "captured_amount": captured, "legal_block": legal_block});
     assert_eq!(post(&url, body, &[]).await.0, 200);
-}
-
-async fn set_faults(sandbox: &SandboxHandle, faults: Value) {
-    let url = format!("{}/faults", sandbox.control_url());
-    let response = reqwest::Client::new()
-        .put(&url)
-        .json(&faults)
-        .send()
-        .await
-        .expect("faults");
-    assert!(response.status().is_success());
 }
 
 /// Every refund the sandbox's providers hold.

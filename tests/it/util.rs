@@ -219,6 +219,27 @@ pub async fn api_post(sandbox: &SandboxHandle, path: &str, body: Option<serde_js
 }
 
 /// POSTs to a sandbox control endpoint.
+/// Puts a 9 in front of the amounts of these (prepayment) orders.
+pub fn change_amounts(text: &mut String, numbers: &[&str]) {
+    for number in numbers {
+        let at = text.find(&format!("{number},")).unwrap();
+        let amount = at + text[at..].find(",PREPAYMENT,").unwrap() + ",PREPAYMENT,".len();
+        text.insert(amount, '9');
+    }
+}
+
+/// Changes the sandbox's faults and latency while it runs (`PUT /_sandbox/faults`).
+pub async fn set_faults(sandbox: &SandboxHandle, faults: serde_json::Value) {
+    let url = format!("{}/faults", sandbox.control_url());
+    let response = reqwest::Client::new()
+        .put(&url)
+        .json(&faults)
+        .send()
+        .await
+        .expect("faults");
+    assert!(response.status().is_success());
+}
+
 pub async fn control(sandbox: &SandboxHandle, path: &str, body: serde_json::Value) {
     let url = format!("{}/{}", sandbox.control_url(), path.trim_start_matches('/'));
     let response = reqwest::Client::new()
