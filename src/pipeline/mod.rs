@@ -342,14 +342,21 @@ async fn phases(
         crate::pause::point("before-write-back");
         progress.set_position(0);
         progress.set_message("writing back");
+        let started = trail.as_deref().is_some_and(Trail::started);
+        // The whole list decides, as without a trail; one given up misses rows.
+        let patch_trail = started && touched.complete() && touched.worth_patching();
         let trailed = match trailing {
-            // A list given up after rows were handed over misses rows: not patched.
-            Some(writer) if trail.as_deref().is_some_and(Trail::started) && touched.complete() => {
+            Some(writer) if patch_trail => {
                 finish_trail(trail.as_deref(), writer, &mut touched).await?
             }
-            _ => {
+            writer => {
                 if let Some(trail) = trail.as_deref() {
                     trail.abandon();
+                }
+                if let Some(writer) = writer {
+                    // It drops its copy (and may have started one): the write-back below
+                    // removes stale copies when it makes its own.
+                    let _ = writer.await;
                 }
                 None
             }
@@ -359,10 +366,7 @@ async fn phases(
             None => {
                 // Without a trail, or after it was abandoned (its rows are no longer listed:
                 // the whole file is written back).
-                let touched = match trail.as_deref().is_some_and(Trail::started) {
-                    false => Some(touched),
-                    true => None,
-                };
+                let touched = (!started).then_some(touched);
                 let settings = config.source.clone();
                 let store = Arc::clone(state);
                 let bar = progress.clone();

@@ -305,8 +305,10 @@ fn read_with(
     }
     reader.flush_invalid()?;
     reader.chunk.rows_read = reader.stats.rows;
-    // Every row's result is final once the last chunk is journaled.
-    reader.chunk.settled_before = u64::MAX;
+    // Every row's result is final once the last chunk is journaled, but the rows the second
+    // pass listed go to the trailing writer with the last ones, sorted among those queued:
+    // it must not have passed them.
+    reader.chunk.settled_before = reader.first_deferred.unwrap_or(u64::MAX);
     if chunks
         .blocking_send(std::mem::take(&mut reader.chunk))
         .is_err()
@@ -522,9 +524,10 @@ impl Reader<'_, '_> {
 
     /// Hands the rows listed so far to the write-back trailing the send phase, once the
     /// statuses they were checked against stop changing (the first pass only: the second
-    /// lists rows out of order). It starts only where patching is worth it (not in a first
-    /// run, where every row is sent), and is abandoned when that stops being so or the list
-    /// was given up: the whole file is written back then.
+    /// lists rows out of order), and while patching looks worth it so far (not in a first
+    /// run, where every row is sent; a cluster of changes keeps its rows until the end, when
+    /// the whole list decides). A list given up abandons the trail: the whole file is written
+    /// back then.
     fn hand_over(&mut self) -> Result<(), ReadError> {
         let Some((trail, after_rows)) = self.context.trail else {
             return Ok(());
@@ -532,16 +535,16 @@ impl Reader<'_, '_> {
         if !self.trailing() || !self.statuses_final || self.stats.rows < after_rows {
             return Ok(());
         }
-        let worth_it = self.stats.touched.worth_patching();
-        if !trail.started() {
-            if !worth_it {
-                return Ok(());
-            }
-            // From now on rows rejected are recorded before each chunk goes out.
-            self.flush_invalid()?;
-        } else if !worth_it {
+        if !self.stats.touched.complete() {
             trail.abandon();
             return Ok(());
+        }
+        if !self.stats.touched.worth_patching() {
+            return Ok(());
+        }
+        if !trail.started() {
+            // From now on rows rejected are recorded before each chunk goes out.
+            self.flush_invalid()?;
         }
         trail.hand_over(self.stats.touched.take_rows());
         Ok(())

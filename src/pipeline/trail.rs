@@ -54,7 +54,7 @@ struct Shared {
     last: Option<u64>,
     /// Rows starting before this offset have their final results.
     settled_before: u64,
-    /// Rows were handed over.
+    /// Rows were handed over (taken from the list, whether or not the writer got them).
     started: bool,
     /// The send phase is over: the last rows.
     finish: Option<Vec<(u64, u64)>>,
@@ -66,7 +66,8 @@ impl Trail {
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether rows were handed over (the list of rows to rewrite is no longer whole).
+    /// Whether rows were handed over: the list of rows to rewrite is no longer whole, so only
+    /// this trail or a write-back of the whole file can end the run.
     pub fn started(&self) -> bool {
         self.shared().started
     }
@@ -80,7 +81,14 @@ impl Trail {
     /// abandoned).
     pub fn hand_over(&self, rows: Vec<(u64, u64)>) {
         let mut shared = self.shared();
-        if shared.abandoned || shared.finish.is_some() || rows.is_empty() {
+        if rows.is_empty() {
+            return;
+        }
+        if !shared.started {
+            tracing::debug!("the write-back trails the send phase");
+            shared.started = true;
+        }
+        if shared.abandoned || shared.finish.is_some() {
             return;
         }
         let ascending = rows.windows(2).all(|pair| pair[0].0 < pair[1].0);
@@ -95,10 +103,6 @@ impl Trail {
             return;
         }
         shared.last = rows.last().map(|&(offset, _)| offset);
-        if !shared.started {
-            tracing::debug!("the write-back trails the send phase");
-            shared.started = true;
-        }
         shared.rows.extend(rows);
         self.wake.notify_all();
     }
@@ -209,6 +213,8 @@ mod tests {
         let trail = Trail::default();
         trail.hand_over(vec![(20, 2), (10, 1)]);
         assert!(trail.abandoned());
+        // Rows left the list: the run must not patch from what remains of it.
+        assert!(trail.started());
     }
 
     #[test]

@@ -297,3 +297,86 @@ async fn a_reader_that_waits_for_the_read_back_still_writes_back_only_what_chang
     assert!(rows <= 25, "{patched}");
     assert_three_paid(&dir);
 }
+
+/// `a.csv` and `b.csv`, the same `text` with the same state (synced once as `a.csv`), run with
+/// one order per chunk: a's write-back trails the send phase, b's comes after it. Both must end
+/// the same, with exit code `code`; returns a's run.
+async fn trailing_and_after(
+    dir: &TestDir,
+    sandbox: &SandboxHandle,
+    text: &str,
+    code: i32,
+) -> crate::util::Run {
+    dir.write("a.csv", text);
+    dir.write("b.csv", text);
+    copy_state(dir, "b.csv");
+    let one_by_one = ["--chunk-size", "1", "--concurrency", "1"];
+    let run_a = sync_with_env(&dir.path("a.csv"), sandbox, &one_by_one, &TRAILING).await;
+    let env = [("KOMFORTKASSE_API_KEY", KEY)];
+    let run_b = sync_with_env(&dir.path("b.csv"), sandbox, &one_by_one, &env).await;
+    run_a.expect_code(code);
+    run_b.expect_code(code);
+    assert_eq!(dir.read("a.csv"), dir.read("b.csv"));
+    assert!(
+        run_a
+            .stderr
+            .contains("the write-back trails the send phase"),
+        "{}",
+        run_a.stderr
+    );
+    run_a
+}
+
+/// A row whose duplicate check waits for the second pass (its number is out of order) is
+/// rewritten with the last rows; the writer has not passed it, so the file is still patched.
+/// A quoted number elsewhere stays quoted: a fallback to the full write-back would unquote it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_row_settled_by_the_second_pass_keeps_the_write_back_behind_the_send_phase() {
+    let dir = TestDir::new();
+    let a = dir.write("a.csv", orders_csv(300, false));
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    sync(&a, &sandbox, &[]).await.expect_code(0);
+    let mut text = dir.read("a.csv");
+    // T-00003 once more after T-00100, and changed orders after it.
+    let line = |number: &str| {
+        let line = text.lines().find(|l| l.starts_with(number)).unwrap();
+        format!("{line}\n")
+    };
+    let (third, hundredth) = (line("T-00003,"), line("T-00100,"));
+    text = text.replacen(&hundredth, &format!("{hundredth}{third}"), 1);
+    change_amounts(&mut text, &["T-00150", "T-00200", "T-00250"]);
+    text = text.replacen("\nT-00280,", "\n\"T-00280\",", 1);
+    // The repeated row is rejected.
+    let run = trailing_and_after(&dir, &sandbox, &text, 3).await;
+    assert!(
+        run.stderr
+            .contains("writing back the last rows behind the send phase"),
+        "{}",
+        run.stderr
+    );
+    assert!(dir.read("a.csv").contains("\n\"T-00280\","));
+    assert!(dir.read("a.csv").contains("appears more than once"));
+}
+
+/// A cluster of changed orders in the middle of the file does not end the trail: as without
+/// one, the whole list decides at the end, and a twentieth of the rows is patched.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_of_changes_keeps_the_write_back_behind_the_send_phase() {
+    let dir = TestDir::new();
+    let a = dir.write("a.csv", orders_csv(2000, false));
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    sync(&a, &sandbox, &[]).await.expect_code(0);
+    let mut text = dir.read("a.csv");
+    let numbers: Vec<String> = (200..300).map(|i| format!("T-{i:05}")).collect();
+    let numbers: Vec<&str> = numbers.iter().map(String::as_str).collect();
+    change_amounts(&mut text, &numbers);
+    text = text.replacen("\nT-01500,", "\n\"T-01500\",", 1);
+    let run = trailing_and_after(&dir, &sandbox, &text, 0).await;
+    assert!(
+        run.stderr
+            .contains("writing back the last rows behind the send phase"),
+        "{}",
+        run.stderr
+    );
+    assert!(dir.read("a.csv").contains("\n\"T-01500\","));
+}
