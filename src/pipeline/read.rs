@@ -259,7 +259,7 @@ fn read_with(
             ..ReadStats::default()
         },
         seen,
-        lookahead: Lookahead::default(),
+        lookahead: Lookahead::for_sending(context.policy.resend_open_after.is_some()),
         lookups: own_connection(context.state)?,
         invalid: Vec::new(),
         chunk: Chunk::default(),
@@ -344,7 +344,8 @@ impl Reader<'_, '_> {
             // once the lock was free, none is applied any more (see `readback::apply_stream`).
             drop(self.context.state.lock().map_err(|_| ReadError::Poisoned)?);
             // Pages read before may hold statuses the read-back changed since.
-            self.lookahead = Lookahead::default();
+            self.lookahead =
+                Lookahead::for_sending(self.context.policy.resend_open_after.is_some());
             self.statuses_final = true;
             // The rows read meanwhile learn whether their orders changed; no row waits for the
             // read-back from now on.

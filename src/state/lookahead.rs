@@ -15,7 +15,10 @@
 
 use rusqlite::params;
 
-use super::orders::{KNOWN_COLUMNS, Known, known_columns, known_into};
+use super::orders::{
+    KNOWN_COLUMNS, KNOWN_COLUMNS_FOR_SENDING, Known, known_columns, known_columns_for_sending,
+    known_for_sending_into, known_into,
+};
 use super::{StateDb, StateError};
 
 /// Pages grow up to this many rows while they are used, and shrink while they are not. Each
@@ -45,6 +48,8 @@ pub struct Lookahead {
     behind: Option<Known>,
     /// Point lookups only: the numbers asked for are far apart.
     sparse: bool,
+    /// Pages leave out what only the write-back and `--resend-open-after` look at.
+    for_sending: bool,
 }
 
 impl Default for Lookahead {
@@ -59,6 +64,7 @@ impl Default for Lookahead {
             hits: 0,
             behind: None,
             sparse: false,
+            for_sending: false,
         }
     }
 }
@@ -69,6 +75,17 @@ impl Lookahead {
     pub fn sparse() -> Self {
         Lookahead {
             sparse: true,
+            ..Lookahead::default()
+        }
+    }
+
+    /// A lookahead for the send phase: its pages answer without `accepted_at` and
+    /// `status_run` (`None`), which it does not look at unless it resends open orders after a
+    /// while (`needs_accepted_at`: then they are read too). An order with an error, and a
+    /// number behind the page, are looked up whole.
+    pub fn for_sending(needs_accepted_at: bool) -> Self {
+        Lookahead {
+            for_sending: !needs_accepted_at,
             ..Lookahead::default()
         }
     }
@@ -100,14 +117,19 @@ impl Lookahead {
                 .from
                 .as_deref()
                 .is_some_and(|from| number >= from && self.covers(number));
+        let mut store = Some(store);
+        let mut held = None;
         if !in_page {
-            let db = store()?;
+            let db = match store.take() {
+                Some(store) => held.insert(store()?),
+                None => return Ok(None),
+            };
             // Behind the page: the source is not sorted here.
             if self.sparse || self.from.as_deref().is_some_and(|from| number < from) {
                 self.behind = db.known(number)?;
                 return Ok(self.behind.as_ref());
             }
-            self.load(&db, number)?;
+            self.load(db, number)?;
         }
         let page = &self.page[..self.len];
         // Ascending numbers hit the entry after the last hit; anything else is searched.
@@ -119,6 +141,17 @@ impl Lookahead {
             Ok(index) => {
                 self.hits += 1;
                 self.cursor = index + 1;
+                if self.for_sending && self.page[index].1.last_error.is_some() {
+                    // A page for sending leaves out the details of an error: looked up whole.
+                    let db = match (held, store.take()) {
+                        (Some(db), _) => db,
+                        (None, Some(store)) => store()?,
+                        // Not reached: the store is only ever taken into `held`.
+                        (None, None) => return Ok(None),
+                    };
+                    self.behind = db.known(number)?;
+                    return Ok(self.behind.as_ref());
+                }
                 Ok(Some(&self.page[index].1))
             }
             Err(_) => Ok(None),
@@ -146,12 +179,25 @@ impl Lookahead {
         self.cursor = 0;
         self.hits = 0;
         let limit = i64::try_from(self.size).unwrap_or(i64::MAX);
+        let (query, number_at) = match self.for_sending {
+            false => (
+                concat!(
+                    known_columns!(),
+                    ", number FROM kksync_order_state WHERE number >= ?1 ORDER BY number LIMIT ?2"
+                ),
+                KNOWN_COLUMNS,
+            ),
+            true => (
+                concat!(
+                    known_columns_for_sending!(),
+                    ", number FROM kksync_order_state WHERE number >= ?1 ORDER BY number LIMIT ?2"
+                ),
+                KNOWN_COLUMNS_FOR_SENDING,
+            ),
+        };
         let read = db
             .connection()
-            .prepare_cached(concat!(
-                known_columns!(),
-                ", number FROM kksync_order_state WHERE number >= ?1 ORDER BY number LIMIT ?2"
-            ))
+            .prepare_cached(query)
             .and_then(|mut statement| {
                 let mut rows = statement.query(params![number, limit])?;
                 while let Some(row) = rows.next()? {
@@ -160,8 +206,11 @@ impl Lookahead {
                     }
                     let (number, known) = &mut self.page[self.len];
                     number.clear();
-                    number.push_str(row.get_ref(KNOWN_COLUMNS)?.as_str()?);
-                    known_into(known, row, 0)?;
+                    number.push_str(row.get_ref(number_at)?.as_str()?);
+                    match self.for_sending {
+                        false => known_into(known, row, 0)?,
+                        true => known_for_sending_into(known, row)?,
+                    }
                     self.len += 1;
                 }
                 Ok(())
@@ -219,6 +268,44 @@ mod tests {
                 "{number}"
             );
         }
+    }
+
+    /// Pages for the send phase answer as point lookups do, without `accepted_at` and
+    /// `status_run`; an order with an error, and a number behind the page, are answered whole.
+    #[test]
+    fn pages_for_sending_leave_out_only_the_send_times_and_the_status_run() {
+        let numbers: Vec<String> = (0..100).map(|i| format!("N{i:03}")).collect();
+        let refs: Vec<&str> = numbers.iter().map(String::as_str).collect();
+        let (_dir, mut db) = store_with(&refs);
+        let failed = JournalEntry::Failed {
+            number: "N050".into(),
+            fingerprint: 7,
+            error: "rejected".into(),
+            transient: true,
+        };
+        db.journal(2, &[failed]).unwrap();
+        let mut lookahead = Lookahead::for_sending(false);
+        let mut full = Lookahead::for_sending(true);
+        for number in numbers.iter().skip(10).chain(["N003".to_string()].iter()) {
+            let whole = db.known(number).unwrap().unwrap();
+            assert!(whole.accepted_at.is_some() && whole.status_run.is_some());
+            assert_eq!(full.known(&db, number).unwrap().as_ref(), Some(&whole));
+            let answer = lookahead.known(&db, number).unwrap().unwrap();
+            if number == "N003" || number == "N050" {
+                assert_eq!(answer, whole, "{number}: a point lookup");
+            } else {
+                let expected = Known {
+                    accepted_at: None,
+                    status_run: None,
+                    ..whole
+                };
+                assert_eq!(answer, expected, "{number}");
+            }
+        }
+        let n050 = db.known("N050").unwrap().unwrap();
+        assert!(
+            n050.last_error.is_some() && n050.error_fingerprint == Some(7) && n050.error_transient
+        );
     }
 
     #[test]

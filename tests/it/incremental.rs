@@ -426,3 +426,40 @@ async fn read_back_all_sees_a_paid_order_reopened() {
         run.stderr
     );
 }
+
+/// `--resend-open-after 7d` resends exactly the open orders whose payload was accepted more
+/// than 7 days ago: not the ones accepted since, nor a paid one accepted as long ago.
+#[tokio::test(flavor = "multi_thread")]
+async fn resend_open_after_resends_only_open_orders_accepted_long_enough_ago() {
+    let dir = TestDir::new();
+    let source = dir.write("orders.csv", orders_csv(50, false));
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    sync(&source, &sandbox, &[]).await.expect_code(0);
+    api_post(&sandbox, "order/T-00040/setpaid", None).await;
+    sync(&source, &sandbox, &[]).await.expect_code(0);
+    // Four orders were accepted ten days ago; T-00040 has been paid since.
+    let state = rusqlite::Connection::open(dir.path("orders.csv.kksync.db")).unwrap();
+    let long_ago = (time::OffsetDateTime::now_utc() - time::Duration::days(10))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let aged = state
+        .execute(
+            "UPDATE kksync_order_state SET accepted_at = ?1
+             WHERE number IN ('T-00003', 'T-00017', 'T-00031', 'T-00040')",
+            [&long_ago],
+        )
+        .unwrap();
+    assert_eq!(aged, 4);
+    drop(state);
+
+    reset_stats(&sandbox).await;
+    sync(&source, &sandbox, &["--resend-open-after", "7d"])
+        .await
+        .expect_code(0);
+    assert_eq!(orders_received(&sandbox), 3, "the three open ones");
+    reset_stats(&sandbox).await;
+    sync(&source, &sandbox, &["--resend-open-after", "7d"])
+        .await
+        .expect_code(0);
+    assert_eq!(orders_received(&sandbox), 0, "accepted again just now");
+}
