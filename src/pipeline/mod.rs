@@ -7,7 +7,8 @@
 //!    changed or failed transiently ([`plan`]) go out in chunks, `concurrency` at a time, and
 //!    every chunk's answer is committed to the state store (the journal) as soon as it arrives;
 //! 2. **write-back**: the source is read again and every row gets its result from the store
-//!    ([`writeback`]).
+//!    ([`writeback`]). A partial write-back of a large CSV runs behind phase 1 instead, from
+//!    the end of the read-back on, rewriting each row once its chunk is journaled ([`trail`]).
 //!
 //! Because the journal is committed before the write-back, a run killed at any moment loses
 //! nothing: the next run finds the statuses in the store, does not resend what was
