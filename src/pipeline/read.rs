@@ -287,6 +287,7 @@ fn read_with(
             deferred.push((row.row, number.to_string()));
             reader.first_deferred.get_or_insert(row.offset.unwrap_or(0));
         }
+        source.recycle(row);
         if reader.chunk_full() {
             if !reader.send_chunk(source)? {
                 return Ok(reader.stats);

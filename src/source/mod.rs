@@ -148,6 +148,16 @@ pub struct SourceRow {
 impl SourceRow {
     /// CSV row `row` from its bytes, checked against the header's width.
     pub(crate) fn from_csv(row: u64, bytes: &ByteRecord, header_len: usize) -> SourceRow {
+        SourceRow::from_csv_into(row, bytes, header_len, TextRecord::default())
+    }
+
+    /// As [`SourceRow::from_csv`], in the memory of `record` (a row read before).
+    pub(crate) fn from_csv_into(
+        row: u64,
+        bytes: &ByteRecord,
+        header_len: usize,
+        mut record: TextRecord,
+    ) -> SourceRow {
         let defect = (bytes.len() > header_len).then(|| Defect {
             message: format!(
                 "row {row}: has {} fields but the header has {header_len}; check the delimiter and quoting",
@@ -155,11 +165,11 @@ impl SourceRow {
             ),
             reason: "row has more fields than the header",
         });
-        let (record, raw) = match TextRecord::from_utf8(bytes) {
-            Some(record) => (record, None),
+        let (record, raw) = match record.set_utf8(bytes) {
+            true => (record, None),
             // Not UTF-8: most likely a Latin-1 export. Validate a Latin-1 reading, but keep
             // the original bytes for write-back.
-            None => (TextRecord::from_latin1(bytes), Some(bytes.clone())),
+            false => (TextRecord::from_latin1(bytes), Some(bytes.clone())),
         };
         SourceRow {
             row,
@@ -251,6 +261,10 @@ pub trait OrderSource: Send {
     }
     /// The next row, or `None` at the end.
     fn next_row(&mut self) -> Result<Option<SourceRow>, SourceError>;
+
+    /// Takes back a row [`OrderSource::next_row`] gave out and is done with, so that the next
+    /// one may reuse its memory (two allocations a row fewer, a million times a run).
+    fn recycle(&mut self, _row: SourceRow) {}
     /// A guess at the total number of rows, once some have been read (for sizing memory once
     /// instead of growing it step by step).
     fn estimated_rows(&self, _rows_read: u64) -> Option<u64> {

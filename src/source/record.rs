@@ -27,22 +27,37 @@ impl TextRecord {
 
     /// The fields of a CSV record, or `None` when one of them is not UTF-8.
     pub fn from_utf8(record: &ByteRecord) -> Option<Self> {
+        let mut text = TextRecord::default();
+        text.set_utf8(record).then_some(text)
+    }
+
+    /// Makes this record hold the fields of a CSV record, in the memory it already has (a
+    /// reader reuses one record for every row); `false`, and an empty record, when one of them
+    /// is not UTF-8.
+    pub fn set_utf8(&mut self, record: &ByteRecord) -> bool {
+        self.text.clear();
+        self.ends.clear();
         // simdutf8 checks the usual row (ASCII with a few umlauts) several times faster than
         // `std::str::from_utf8`; it accepts exactly the same inputs.
-        let text = simdutf8::basic::from_utf8(record.as_slice()).ok()?;
-        let mut ends = Vec::with_capacity(record.len());
+        let Ok(text) = simdutf8::basic::from_utf8(record.as_slice()) else {
+            return false;
+        };
         let mut end = 0;
         for field in record {
             end += field.len();
             if !text.is_char_boundary(end) {
-                return None;
+                self.ends.clear();
+                return false;
             }
-            ends.push(end);
+            self.ends.push(end);
         }
-        Some(TextRecord {
-            text: text.to_owned(),
-            ends,
-        })
+        self.text.push_str(text);
+        true
+    }
+
+    /// Memory a reused record may keep: a rare huge row should not pin its buffer.
+    pub(crate) fn worth_reusing(&self) -> bool {
+        self.text.capacity() <= 1 << 16 && self.ends.capacity() <= 1 << 12
     }
 
     /// The fields of a CSV record read as Latin-1 (every byte one character), which decodes
