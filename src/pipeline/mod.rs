@@ -343,49 +343,20 @@ async fn phases(
         crate::pause::point("before-write-back");
         progress.set_position(0);
         progress.set_message("writing back");
-        let started = trail.as_deref().is_some_and(Trail::started);
-        // The whole list decides, as without a trail; one given up misses rows.
-        let patch_trail = started && touched.complete() && touched.worth_patching();
-        let trailed = match trailing {
-            Some(writer) if patch_trail => {
-                finish_trail(trail.as_deref(), writer, &mut touched).await?
-            }
-            writer => {
-                if let Some(trail) = trail.as_deref() {
-                    trail.abandon();
-                }
-                if let Some(writer) = writer {
-                    // It drops its copy (and may have started one): the write-back below
-                    // removes stale copies when it makes its own.
-                    let _ = writer.await;
-                }
-                None
-            }
-        };
-        let written = match trailed {
-            Some(written) => written,
-            None => {
-                // Without a trail, or after it was abandoned (its rows are no longer listed:
-                // the whole file is written back).
-                let touched = (!started).then_some(touched);
-                let settings = config.source.clone();
-                let store = Arc::clone(state);
-                let bar = progress.clone();
-                tokio::task::spawn_blocking(move || {
-                    write_back(
-                        &settings,
-                        &store,
-                        read_identity.as_ref(),
-                        touched,
-                        run_id,
-                        &|rows| bar.inc(rows),
-                    )
-                })
-                .await
-                .map_err(|e| Error::Internal(e.to_string()))?
-                .map_err(write_back_error)?
-            }
-        };
+        let behind = trail.as_deref().map(|trail| Behind {
+            trail,
+            writer: trailing,
+        });
+        let written = write_back_phase(
+            config,
+            state,
+            progress.clone(),
+            run_id,
+            read_identity,
+            touched,
+            behind,
+        )
+        .await?;
         summary.add_write_back(written);
         tracing::debug!(
             elapsed_ms = phase_started.elapsed().as_millis() as u64,
@@ -408,24 +379,66 @@ async fn phases(
     }
 }
 
-/// Ends the write-back trailing the send phase: hands it the rows listed last and waits for
-/// it. `None` when it was abandoned (the source is as it was).
-async fn finish_trail(
-    trail: Option<&Trail>,
-    writer: TrailingWriter,
-    touched: &mut Touched,
-) -> Result<Option<WriteBackStats>, Error> {
-    if let Some(trail) = trail {
-        trail.finish(touched.take_rows());
+/// The write-back trailing the send phase: where it takes its rows from, and its thread.
+struct Behind<'t> {
+    trail: &'t Trail,
+    writer: Option<TrailingWriter>,
+}
+
+/// Phase 2. The write-back trailing the send phase is finished when rows were handed to it and
+/// the whole list is worth patching, as it would be without a trail; otherwise, or when it was
+/// abandoned, the source is written back after the send phase: the rows listed, or the whole
+/// file once rows left the list for the trail.
+async fn write_back_phase(
+    config: &SyncConfig,
+    state: &Arc<Mutex<StateDb>>,
+    bar: ProgressBar,
+    run_id: Option<i64>,
+    read_identity: Option<source::FileIdentity>,
+    mut touched: Touched,
+    behind: Option<Behind<'_>>,
+) -> Result<WriteBackStats, Error> {
+    let started = behind.as_ref().is_some_and(|b| b.trail.started());
+    if let Some(Behind { trail, writer }) = behind {
+        match writer {
+            // A list given up misses rows: not patched.
+            Some(writer) if started && touched.complete() && touched.worth_patching() => {
+                trail.finish(touched.take_rows());
+                let written = writer
+                    .await
+                    .map_err(|e| Error::Internal(e.to_string()))?
+                    .map_err(write_back_error)?;
+                if let Some(mut written) = written {
+                    written.add(touched.into_settled());
+                    return Ok(written);
+                }
+            }
+            writer => {
+                trail.abandon();
+                if let Some(writer) = writer {
+                    // It drops its copy (and may have started one): the write-back below
+                    // removes stale copies when it makes its own.
+                    let _ = writer.await;
+                }
+            }
+        }
     }
-    let written = writer
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
-        .map_err(write_back_error)?;
-    Ok(written.map(|mut written| {
-        written.add(std::mem::take(touched).into_settled());
-        written
-    }))
+    let touched = (!started).then_some(touched);
+    let settings = config.source.clone();
+    let store = Arc::clone(state);
+    tokio::task::spawn_blocking(move || {
+        write_back(
+            &settings,
+            &store,
+            read_identity.as_ref(),
+            touched,
+            run_id,
+            &|rows| bar.inc(rows),
+        )
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))?
+    .map_err(write_back_error)
 }
 
 fn write_back_error(error: WriteBackError) -> Error {
