@@ -320,7 +320,7 @@ fn read_with(
     Ok(reader.stats)
 }
 
-impl Reader<'_, '_> {
+impl<'a> Reader<'_, 'a> {
     /// Validates one row and decides whether it goes out; adds it to the chunk if so.
     fn handle(
         &mut self,
@@ -504,7 +504,7 @@ impl Reader<'_, '_> {
 
     /// Hands the chunk on; `false` when the receiving side has gone away.
     fn send_chunk(&mut self, source: &dyn OrderSource) -> Result<bool, ReadError> {
-        if self.trailing() && self.context.trail.is_some_and(|(trail, _)| trail.started()) {
+        if self.live_trail().is_some_and(|(trail, _)| trail.started()) {
             // The trailing write-back may then pass the rows rejected so far.
             self.flush_invalid()?;
         }
@@ -531,10 +531,10 @@ impl Reader<'_, '_> {
     /// the whole list decides). A list given up abandons the trail: the whole file is written
     /// back then.
     fn hand_over(&mut self) -> Result<(), ReadError> {
-        let Some((trail, after_rows)) = self.context.trail else {
+        let Some((trail, after_rows)) = self.live_trail() else {
             return Ok(());
         };
-        if !self.trailing() || !self.statuses_final || self.stats.rows < after_rows {
+        if !self.statuses_final || self.stats.rows < after_rows {
             return Ok(());
         }
         if !self.stats.touched.complete() {
@@ -552,13 +552,11 @@ impl Reader<'_, '_> {
         Ok(())
     }
 
-    /// Whether a write-back trailing the send phase may still take rows.
-    fn trailing(&self) -> bool {
-        !self.second_pass
-            && self
-                .context
-                .trail
-                .is_some_and(|(trail, _)| !trail.abandoned())
+    /// The write-back trailing the send phase, while it may still take rows.
+    fn live_trail(&self) -> Option<(&'a Trail, u64)> {
+        self.context
+            .trail
+            .filter(|(trail, _)| !self.second_pass && !trail.abandoned())
     }
 
     /// The second pass: reads the source again and settles every deferred row. A deferred row

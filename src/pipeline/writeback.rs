@@ -452,52 +452,47 @@ pub fn trail_back(
     state: &Arc<Mutex<StateDb>>,
     run: Option<i64>,
 ) -> Result<Option<WriteBackStats>, WriteBackError> {
-    let written = follow_trail(settings, read, trail, state, run);
+    let follow = || -> Result<Option<WriteBackStats>, WriteBackError> {
+        let mut patcher: Option<Patcher> = None;
+        loop {
+            let (rows, last) = match trail.next() {
+                Next::Abandon => return Ok(None),
+                Next::Rows(rows) => (rows, false),
+                Next::Finish(rows) => (rows, true),
+            };
+            let current = match &mut patcher {
+                Some(current) => current,
+                None => match CsvPatch::open(settings, read)? {
+                    Some(patch) => patcher.insert(Patcher::new(patch, run)),
+                    None => return Ok(None),
+                },
+            };
+            if rows
+                .first()
+                .is_some_and(|&(offset, _)| Some(offset) <= current.last_offset)
+            {
+                tracing::debug!(
+                    "a row behind the trailing write-back: writing back the whole file"
+                );
+                return Ok(None);
+            }
+            // Errors recorded since the last rows were taken: read them afresh.
+            current.lookups.errors = RowErrors {
+                after: current.last_row,
+                ..RowErrors::default()
+            };
+            current.rewrite(rows, state, &|_| {})?;
+            if last {
+                return patcher.map(Patcher::finish).transpose();
+            }
+        }
+    };
+    let written = follow();
     if !matches!(written, Ok(Some(_))) {
         // Rows handed over from now on are dropped.
         trail.abandon();
     }
     written
-}
-
-fn follow_trail(
-    settings: &SourceSettings,
-    read: &FileIdentity,
-    trail: &Trail,
-    state: &Arc<Mutex<StateDb>>,
-    run: Option<i64>,
-) -> Result<Option<WriteBackStats>, WriteBackError> {
-    let mut patcher: Option<Patcher> = None;
-    loop {
-        let (rows, last) = match trail.next() {
-            Next::Abandon => return Ok(None),
-            Next::Rows(rows) => (rows, false),
-            Next::Finish(rows) => (rows, true),
-        };
-        let current = match &mut patcher {
-            Some(current) => current,
-            None => match CsvPatch::open(settings, read)? {
-                Some(patch) => patcher.insert(Patcher::new(patch, run)),
-                None => return Ok(None),
-            },
-        };
-        if rows
-            .first()
-            .is_some_and(|&(offset, _)| Some(offset) <= current.last_offset)
-        {
-            tracing::debug!("a row behind the trailing write-back: writing back the whole file");
-            return Ok(None);
-        }
-        // Errors recorded since the last rows were taken: read them afresh.
-        current.lookups.errors = RowErrors {
-            after: current.last_row,
-            ..RowErrors::default()
-        };
-        current.rewrite(rows, state, &|_| {})?;
-        if last {
-            return patcher.map(Patcher::finish).transpose();
-        }
-    }
 }
 
 /// Rewrites listed rows into a copy of the file and copies every other byte.

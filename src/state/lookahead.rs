@@ -106,7 +106,7 @@ impl Lookahead {
     pub fn known_ref_with<G, E>(
         &mut self,
         number: &str,
-        store: impl FnOnce() -> Result<G, E>,
+        mut store: impl FnMut() -> Result<G, E>,
     ) -> Result<Option<&Known>, E>
     where
         G: std::ops::Deref<Target = StateDb>,
@@ -117,13 +117,9 @@ impl Lookahead {
                 .from
                 .as_deref()
                 .is_some_and(|from| number >= from && self.covers(number));
-        let mut store = Some(store);
         let mut held = None;
         if !in_page {
-            let db = match store.take() {
-                Some(store) => held.insert(store()?),
-                None => return Ok(None),
-            };
+            let db = held.insert(store()?);
             // Behind the page: the source is not sorted here.
             if self.sparse || self.from.as_deref().is_some_and(|from| number < from) {
                 self.behind = db.known(number)?;
@@ -143,11 +139,9 @@ impl Lookahead {
                 self.cursor = index + 1;
                 if self.for_sending && self.page[index].1.last_error.is_some() {
                     // A page for sending leaves out the details of an error: looked up whole.
-                    let db = match (held, store.take()) {
-                        (Some(db), _) => db,
-                        (None, Some(store)) => store()?,
-                        // Not reached: the store is only ever taken into `held`.
-                        (None, None) => return Ok(None),
+                    let db = match held {
+                        Some(db) => db,
+                        None => store()?,
                     };
                     self.behind = db.known(number)?;
                     return Ok(self.behind.as_ref());
