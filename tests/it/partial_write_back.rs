@@ -298,15 +298,19 @@ async fn a_reader_that_waits_for_the_read_back_still_writes_back_only_what_chang
     assert_three_paid(&dir);
 }
 
+/// `a.csv` with `rows` orders, synced once; its text.
+async fn synced_once(dir: &TestDir, rows: usize) -> (SandboxHandle, String) {
+    let a = dir.write("a.csv", orders_csv(rows, false));
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    sync(&a, &sandbox, &[]).await.expect_code(0);
+    let text = dir.read("a.csv");
+    (sandbox, text)
+}
+
 /// `a.csv` and `b.csv`, the same `text` with the same state (synced once as `a.csv`), run with
-/// one order per chunk: a's write-back trails the send phase, b's comes after it. Both must end
-/// the same, with exit code `code`; returns a's run.
-async fn trailing_and_after(
-    dir: &TestDir,
-    sandbox: &SandboxHandle,
-    text: &str,
-    code: i32,
-) -> crate::util::Run {
+/// one order per chunk: a's write-back trails the send phase to its end, b's comes after it.
+/// Both must end the same, with exit code `code`.
+async fn trailing_and_after(dir: &TestDir, sandbox: &SandboxHandle, text: &str, code: i32) {
     dir.write("a.csv", text);
     dir.write("b.csv", text);
     copy_state(dir, "b.csv");
@@ -317,14 +321,12 @@ async fn trailing_and_after(
     run_a.expect_code(code);
     run_b.expect_code(code);
     assert_eq!(dir.read("a.csv"), dir.read("b.csv"));
-    assert!(
-        run_a
-            .stderr
-            .contains("the write-back trails the send phase"),
-        "{}",
-        run_a.stderr
-    );
-    run_a
+    for step in [
+        "the write-back trails the send phase",
+        "writing back the last rows behind the send phase",
+    ] {
+        assert!(run_a.stderr.contains(step), "{step}:\n{}", run_a.stderr);
+    }
 }
 
 /// A row whose duplicate check waits for the second pass (its number is out of order) is
@@ -333,10 +335,7 @@ async fn trailing_and_after(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_row_settled_by_the_second_pass_keeps_the_write_back_behind_the_send_phase() {
     let dir = TestDir::new();
-    let a = dir.write("a.csv", orders_csv(300, false));
-    let sandbox = sandbox(SandboxConfig::default()).await;
-    sync(&a, &sandbox, &[]).await.expect_code(0);
-    let mut text = dir.read("a.csv");
+    let (sandbox, mut text) = synced_once(&dir, 300).await;
     // T-00003 once more after T-00100, and changed orders after it.
     let line = |number: &str| {
         let line = text.lines().find(|l| l.starts_with(number)).unwrap();
@@ -347,13 +346,7 @@ async fn a_row_settled_by_the_second_pass_keeps_the_write_back_behind_the_send_p
     change_amounts(&mut text, &["T-00150", "T-00200", "T-00250"]);
     text = text.replacen("\nT-00280,", "\n\"T-00280\",", 1);
     // The repeated row is rejected.
-    let run = trailing_and_after(&dir, &sandbox, &text, 3).await;
-    assert!(
-        run.stderr
-            .contains("writing back the last rows behind the send phase"),
-        "{}",
-        run.stderr
-    );
+    trailing_and_after(&dir, &sandbox, &text, 3).await;
     assert!(dir.read("a.csv").contains("\n\"T-00280\","));
     assert!(dir.read("a.csv").contains("appears more than once"));
 }
@@ -363,20 +356,11 @@ async fn a_row_settled_by_the_second_pass_keeps_the_write_back_behind_the_send_p
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cluster_of_changes_keeps_the_write_back_behind_the_send_phase() {
     let dir = TestDir::new();
-    let a = dir.write("a.csv", orders_csv(2000, false));
-    let sandbox = sandbox(SandboxConfig::default()).await;
-    sync(&a, &sandbox, &[]).await.expect_code(0);
-    let mut text = dir.read("a.csv");
+    let (sandbox, mut text) = synced_once(&dir, 2000).await;
     let numbers: Vec<String> = (200..300).map(|i| format!("T-{i:05}")).collect();
     let numbers: Vec<&str> = numbers.iter().map(String::as_str).collect();
     change_amounts(&mut text, &numbers);
     text = text.replacen("\nT-01500,", "\n\"T-01500\",", 1);
-    let run = trailing_and_after(&dir, &sandbox, &text, 0).await;
-    assert!(
-        run.stderr
-            .contains("writing back the last rows behind the send phase"),
-        "{}",
-        run.stderr
-    );
+    trailing_and_after(&dir, &sandbox, &text, 0).await;
     assert!(dir.read("a.csv").contains("\n\"T-01500\","));
 }
