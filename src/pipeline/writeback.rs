@@ -11,6 +11,7 @@ use super::trail::{Next, Trail};
 use crate::config::SourceSettings;
 use crate::order::{Field, RowView};
 use crate::source::csv_patch::CsvPatch;
+use crate::source::sqlite::SqlitePatch;
 use crate::source::{
     self, FileIdentity, FinishedRow, OrderSource, RowResult, SourceError, SourceRow,
 };
@@ -368,11 +369,15 @@ pub fn write_back(
     run: Option<i64>,
     on_rows: &dyn Fn(u64),
 ) -> Result<WriteBackStats, WriteBackError> {
-    if let (Some(touched), Some(read)) = (touched, read)
-        && touched.worth_patching()
-        && let Some(patch) = CsvPatch::open(settings, read)?
-    {
-        return patch_back(patch, touched, state, run, on_rows);
+    if let Some(touched) = touched.filter(Touched::worth_patching) {
+        if let Some(read) = read
+            && let Some(patch) = CsvPatch::open(settings, read)?
+        {
+            return patch_back(patch, touched, state, run, on_rows);
+        }
+        if let Some(patch) = SqlitePatch::open(settings)? {
+            return patch_back_sqlite(patch, touched, state, run, on_rows);
+        }
     }
     let (mut source, sink) = source::open(settings, false)?;
     let Some(mut sink) = sink else {
@@ -439,6 +444,64 @@ fn patch_back(
     patcher.stats = settled;
     patcher.rewrite(rows, state, on_rows)?;
     patcher.finish()
+}
+
+/// The write-back of the rows `touched` lists in a SQLite source, by rowid; no other row is
+/// read. A row the shop deleted meanwhile is passed over, as the full write-back would.
+fn patch_back_sqlite(
+    mut patch: SqlitePatch,
+    mut touched: Touched,
+    state: &Arc<Mutex<StateDb>>,
+    run: Option<i64>,
+    on_rows: &dyn Fn(u64),
+) -> Result<WriteBackStats, WriteBackError> {
+    // Pending rows left unresolved are listed: their orders may have changed.
+    touched.resolve(None);
+    let Touched {
+        mut rows,
+        settled: mut stats,
+        ..
+    } = touched;
+    rows.sort_unstable();
+    tracing::debug!(
+        rows = rows.len(),
+        "writing back the rows that may have changed"
+    );
+    let mut lookups = Lookups {
+        // The listed rows are a small share of the table, far apart: a page each would be
+        // wasted.
+        lookahead: Lookahead::sparse(),
+        errors: RowErrors::default(),
+        run,
+    };
+    let mut batch: Vec<FinishedRow> = Vec::with_capacity(ROWS_PER_WRITE);
+    let mut first_batch = true;
+    let mut done = 0usize;
+    for (rowid, _) in rows {
+        let Some(row) = patch.row_at(rowid)? else {
+            continue;
+        };
+        if let Some(result) = lookups.new_result(patch.source(), &row, state, &mut stats)? {
+            batch.push(FinishedRow {
+                source: row,
+                result,
+            });
+        }
+        done += 1;
+        if done.is_multiple_of(ROWS_PER_WRITE) {
+            on_rows(ROWS_PER_WRITE as u64);
+        }
+        if batch.len() >= ROWS_PER_WRITE {
+            patch.write(&batch)?;
+            batch.clear();
+            if std::mem::take(&mut first_batch) {
+                crate::pause::point("writing-back");
+            }
+        }
+    }
+    patch.write(&batch)?;
+    patch.finish()?;
+    Ok(stats)
 }
 
 /// The partial write-back behind the send phase (see [`super::trail`]): opens the file once

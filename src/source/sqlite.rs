@@ -12,6 +12,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use super::{
     Defect, FinishedRow, OrderSource, ResultSink, RowResult, SourceError, SourceRow, TextRecord,
 };
+use crate::config::SourceSettings;
 use crate::order::{ColumnNames, Field, Layout};
 
 /// The schema `kksync init-db` creates.
@@ -37,7 +38,8 @@ pub(crate) struct RowidPages {
     path: PathBuf,
     connection: Connection,
     query: String,
-    column_count: usize,
+    /// The same columns of one row, by rowid.
+    row_query: String,
     /// The column names, for naming a value that is not valid UTF-8.
     columns: Vec<String>,
     page_rows: usize,
@@ -58,19 +60,18 @@ impl RowidPages {
         page_rows: usize,
         reading: &'static str,
     ) -> Self {
-        let query = format!(
-            "SELECT rowid, {} FROM {table} WHERE rowid > ?1 ORDER BY rowid LIMIT {page_rows}",
-            columns
-                .iter()
-                .map(|c| format!("\"{}\"", c.replace('"', "\"\"")))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let selected = columns
+            .iter()
+            .map(|c| format!("\"{}\"", c.replace('"', "\"\"")))
+            .collect::<Vec<_>>()
+            .join(", ");
         RowidPages {
             path: path.to_path_buf(),
             connection,
-            query,
-            column_count: columns.len(),
+            query: format!(
+                "SELECT rowid, {selected} FROM {table} WHERE rowid > ?1 ORDER BY rowid LIMIT {page_rows}"
+            ),
+            row_query: format!("SELECT rowid, {selected} FROM {table} WHERE rowid = ?1"),
             columns: columns.iter().map(|c| c.to_string()).collect(),
             page_rows,
             reading,
@@ -88,6 +89,24 @@ impl RowidPages {
         Ok(self.page.pop_front())
     }
 
+    /// The row with this rowid, if it still exists (a write-back of chosen rows).
+    pub(crate) fn row_at(&mut self, rowid: u64) -> Result<Option<SourceRow>, SourceError> {
+        let Ok(rowid) = i64::try_from(rowid) else {
+            return Ok(None);
+        };
+        let mut statement = self
+            .connection
+            .prepare_cached(&self.row_query)
+            .map_err(sql_error(&self.path, "preparing the read"))?;
+        let mut rows = statement
+            .query(params![rowid])
+            .map_err(sql_error(&self.path, self.reading))?;
+        match rows.next().map_err(sql_error(&self.path, self.reading))? {
+            Some(row) => source_row(&self.path, &self.columns, row).map(Some),
+            None => Ok(None),
+        }
+    }
+
     fn fill_page(&mut self) -> Result<(), SourceError> {
         let mut statement = self
             .connection
@@ -98,47 +117,56 @@ impl RowidPages {
             .map_err(sql_error(&self.path, self.reading))?;
         let mut count = 0;
         while let Some(row) = rows.next().map_err(sql_error(&self.path, self.reading))? {
-            let rowid: i64 = row
-                .get(0)
-                .map_err(sql_error(&self.path, "reading a rowid"))?;
-            let row_number = u64::try_from(rowid).unwrap_or(0);
-            let mut record = TextRecord::with_capacity(256, self.column_count);
-            let mut not_utf8: Vec<&str> = Vec::new();
-            for i in 0..self.column_count {
-                let value = row
-                    .get_ref(i + 1)
-                    .map_err(sql_error(&self.path, "reading a value"))?;
-                match text_of(value) {
-                    Some(text) => record.push_field(&text),
-                    None => {
-                        // Never sent altered: the row fails validation and names the column.
-                        not_utf8.push(self.columns.get(i).map_or("a column", String::as_str));
-                        record.push_field("");
-                    }
-                }
-            }
-            let defect = (!not_utf8.is_empty()).then(|| Defect {
-                message: not_utf8
-                    .iter()
-                    .map(|column| format!("row {row_number}: {column} is not valid UTF-8"))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-                reason: "a value is not valid UTF-8",
-            });
-            self.last_rowid = rowid;
-            self.page.push_back(SourceRow {
-                row: row_number,
-                record,
-                raw: None,
-                defect,
-                blank_lines_before: 0,
-                offset: None,
-            });
+            let row = source_row(&self.path, &self.columns, row)?;
+            self.last_rowid = i64::try_from(row.row).unwrap_or(i64::MAX);
+            self.page.push_back(row);
             count += 1;
         }
         self.exhausted = count < self.page_rows;
         Ok(())
     }
+}
+
+/// One row of a [`RowidPages`] query (its rowid, then `columns`), its values as text.
+fn source_row(
+    path: &Path,
+    columns: &[String],
+    row: &rusqlite::Row<'_>,
+) -> Result<SourceRow, SourceError> {
+    let rowid: i64 = row.get(0).map_err(sql_error(path, "reading a rowid"))?;
+    let row_number = u64::try_from(rowid).unwrap_or(0);
+    let mut record = TextRecord::with_capacity(256, columns.len());
+    let mut not_utf8: Vec<&str> = Vec::new();
+    for (i, column) in columns.iter().enumerate() {
+        let value = row
+            .get_ref(i + 1)
+            .map_err(sql_error(path, "reading a value"))?;
+        match text_of(value) {
+            Some(text) => record.push_field(&text),
+            None => {
+                // Never sent altered: the row fails validation and names the column.
+                not_utf8.push(column);
+                record.push_field("");
+            }
+        }
+    }
+    let defect = (!not_utf8.is_empty()).then(|| Defect {
+        message: not_utf8
+            .iter()
+            .map(|column| format!("row {row_number}: {column} is not valid UTF-8"))
+            .collect::<Vec<_>>()
+            .join("; "),
+        reason: "a value is not valid UTF-8",
+    });
+    Ok(SourceRow {
+        row: row_number,
+        record,
+        raw: None,
+        defect,
+        blank_lines_before: 0,
+        // Where a write-back of chosen rows finds it again.
+        offset: Some(row_number),
+    })
 }
 
 /// Writes results with one transaction per batch.
@@ -352,6 +380,44 @@ impl OrderSource for SqliteSource {
 
     fn next_row(&mut self) -> Result<Option<SourceRow>, SourceError> {
         self.pages.next_row()
+    }
+}
+
+/// The write-back of chosen rows of a SQLite source: they are read again by rowid and their
+/// results written as the full write-back writes them; no other row is read.
+pub struct SqlitePatch {
+    source: SqliteSource,
+    sink: SqliteSink,
+}
+
+impl SqlitePatch {
+    /// Opens a SQLite source for writing back chosen rows; `None` when it is not one.
+    pub fn open(settings: &SourceSettings) -> Result<Option<SqlitePatch>, SourceError> {
+        if settings.format != crate::cli::SourceFormat::Sqlite {
+            return Ok(None);
+        }
+        let (source, sink) = open(&settings.path, &settings.columns, false)?;
+        Ok(sink.map(|sink| SqlitePatch { source, sink }))
+    }
+
+    /// The source, for what it records in a row.
+    pub fn source(&self) -> &dyn OrderSource {
+        &self.source
+    }
+
+    /// The row with this rowid; `None` when the shop deleted it meanwhile.
+    pub fn row_at(&mut self, rowid: u64) -> Result<Option<SourceRow>, SourceError> {
+        self.source.pages.row_at(rowid)
+    }
+
+    /// Writes these rows' results (one transaction).
+    pub fn write(&mut self, rows: &[FinishedRow]) -> Result<(), SourceError> {
+        self.sink.write(rows)
+    }
+
+    /// Ends the write-back: fails naming the rows whose results the database refused.
+    pub fn finish(self) -> Result<(), SourceError> {
+        Box::new(self.sink).finish(true)
     }
 }
 
@@ -723,6 +789,42 @@ mod tests {
         assert_eq!(got[0], (Some("PAID".into()), None, true));
         assert_eq!(got[1], (None, Some("row 2: nope".into()), false));
         assert_eq!(got[2], (None, None, false));
+    }
+
+    #[test]
+    fn a_row_is_found_again_by_the_rowid_it_was_read_with_and_a_deleted_one_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shop.db");
+        init_db(&path).unwrap();
+        let connection = Connection::open(&path).unwrap();
+        connection
+            .execute_batch(
+                "INSERT INTO orders (rowid, number, amount) VALUES (7, 'A', '1.00'), (9, 'B', '2.00'), (12, 'C', '3.00');",
+            )
+            .unwrap();
+        let (mut source, _) = open(&path, &ColumnNames::default(), true).unwrap();
+        let mut read = Vec::new();
+        while let Some(row) = source.next_row().unwrap() {
+            read.push((row.row, row.offset, row.record.clone()));
+        }
+        assert_eq!(
+            read.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
+            [(7, Some(7)), (9, Some(9)), (12, Some(12))]
+        );
+        connection
+            .execute("DELETE FROM orders WHERE number = 'B'", [])
+            .unwrap();
+        let settings = SourceSettings {
+            path: path.clone(),
+            format: crate::cli::SourceFormat::Sqlite,
+            delimiter: None,
+            columns: ColumnNames::default(),
+        };
+        let mut patch = SqlitePatch::open(&settings).unwrap().unwrap();
+        let again = patch.row_at(12).unwrap().unwrap();
+        assert_eq!((again.row, &again.record), (12, &read[2].2));
+        assert!(patch.row_at(9).unwrap().is_none(), "deleted meanwhile");
+        assert!(patch.row_at(u64::MAX).unwrap().is_none());
     }
 
     #[test]

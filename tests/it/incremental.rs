@@ -330,6 +330,66 @@ async fn sqlite_killed_during_the_write_back_the_rerun_completes_it() {
     assert_eq!(written, 2500);
 }
 
+/// The write-back of the changed rows of a SQLite source (a second run) killed after its first
+/// transaction: the rerun sends nothing and writes every status the read-back found.
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_killed_during_a_partial_write_back_the_rerun_completes_it() {
+    let dir = TestDir::new();
+    let db = dir.path("shop.db");
+    kksync::source::init_db(&db).unwrap();
+    let connection = rusqlite::Connection::open(&db).unwrap();
+    let date = crate::util::recent_date(2);
+    connection.execute_batch("BEGIN").unwrap();
+    for i in 0..6000 {
+        connection
+            .execute(
+                "INSERT INTO orders (number, date, type, amount, currency, billing_country_code) VALUES (?1, ?2, 'INVOICE', '19.99', 'EUR', 'DE')",
+                rusqlite::params![format!("S-{i}"), date],
+            )
+            .unwrap();
+    }
+    connection.execute_batch("COMMIT").unwrap();
+    let sandbox = sandbox(SandboxConfig {
+        pay_rate: 0.2,
+        ..SandboxConfig::default()
+    })
+    .await;
+    sync(&db, &sandbox, &[]).await.expect_code(0);
+    let changed = sandbox.tick();
+    assert!((1000..1500).contains(&changed), "{changed}");
+    let expected = |connection: &rusqlite::Connection| -> usize {
+        let mut statement = connection
+            .prepare("SELECT number, payment_status FROM orders")
+            .unwrap();
+        let rows = statement
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .unwrap()
+            .map(Result::unwrap);
+        rows.filter(|(number, status)| sandbox.order_status(number).as_deref() == Some(status))
+            .count()
+    };
+    let (path, handle) = (db.clone(), sandbox.base_url());
+    let env = [("RUST_LOG", "kksync=debug")];
+    let stderr = tokio::task::spawn_blocking(move || {
+        run_and_kill_at(&path, &handle, "writing-back", &[], &env)
+    })
+    .await
+    .unwrap();
+    assert!(
+        stderr.contains("writing back the rows that may have changed"),
+        "{stderr}"
+    );
+    let right = expected(&connection);
+    assert!(
+        right > 6000 - changed && right < 6000,
+        "killed halfway: {right}"
+    );
+    reset_stats(&sandbox).await;
+    sync(&db, &sandbox, &[]).await.expect_code(0);
+    assert_eq!(orders_received(&sandbox), 0);
+    assert_eq!(expected(&connection), 6000);
+}
+
 /// The partial write-back (a second run, the header has the result columns) killed after it
 /// replaced a row: the file is the old one, and the rerun writes everything back.
 #[tokio::test(flavor = "multi_thread")]

@@ -3,7 +3,7 @@
 use kksync::sandbox::SandboxConfig;
 use rusqlite::Connection;
 
-use crate::util::{TestDir, kksync, recent_date, sandbox, sync};
+use crate::util::{KEY, TestDir, kksync, recent_date, sandbox, sync, sync_with_env};
 
 /// number, payment_status, sync_error, synced_at
 type ResultRow = (String, Option<String>, Option<String>, Option<String>);
@@ -258,5 +258,102 @@ async fn a_resent_order_gets_a_new_synced_at_even_with_the_same_status() {
         "orders not sent keep their time"
     );
     assert_eq!(logged(), 3, "the status was not written again");
+    sandbox.shutdown().await;
+}
+
+/// A second run over a SQLite source writes back only the rows whose results may have changed
+/// (read again by rowid), and they get what the full write-back would give them: the statuses
+/// the read-back found, the resent orders' answers, a fixed row's status, a new validation
+/// error, and the status the store knows for a row the shop overwrote by hand. The other rows
+/// keep their results and sync times.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_run_writes_back_only_the_rows_that_may_have_changed() {
+    let dir = TestDir::new();
+    let db = dir.path("shop.db");
+    kksync::source::init_db(&db).unwrap();
+    let shop = Connection::open(&db).unwrap();
+    let date = recent_date(3);
+    shop.execute_batch("BEGIN").unwrap();
+    for i in 0..400 {
+        shop.execute(
+            "INSERT INTO orders (number, date, type, amount, currency, billing_country_code) VALUES (?1, ?2, 'INVOICE', '10.00', 'EUR', 'DE')",
+            rusqlite::params![format!("Q-{i:03}"), date],
+        )
+        .unwrap();
+    }
+    shop.execute_batch(
+        "UPDATE orders SET amount = 'zehn' WHERE number = 'Q-007';
+         COMMIT;",
+    )
+    .unwrap();
+    let sandbox = sandbox(SandboxConfig {
+        pay_rate: 0.0,
+        ..SandboxConfig::default()
+    })
+    .await;
+    sync(&db, &sandbox, &[]).await.expect_code(3);
+    let results = || -> Vec<ResultRow> {
+        shop.prepare(
+            "SELECT number, payment_status, sync_error, synced_at FROM orders ORDER BY rowid",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    };
+    let first = results();
+
+    // Paid at Komfortkasse: every tenth order (the read-back finds them).
+    for i in (0..400).step_by(10) {
+        crate::util::control(
+            &sandbox,
+            &format!("pay/Q-{i:03}"),
+            serde_json::json!({"amount": "10.00"}),
+        )
+        .await;
+    }
+    shop.execute_batch(
+        "UPDATE orders SET amount = '12.00' WHERE number IN ('Q-001', 'Q-002');
+         UPDATE orders SET amount = '10.00' WHERE number = 'Q-007';
+         UPDATE orders SET amount = 'elf' WHERE number = 'Q-009';
+         UPDATE orders SET payment_status = 'PAID' WHERE number = 'Q-015';",
+    )
+    .unwrap();
+    let env = [("KOMFORTKASSE_API_KEY", KEY), ("RUST_LOG", "kksync=debug")];
+    let run = sync_with_env(&db, &sandbox, &[], &env).await;
+    run.expect_code(3);
+    // Not every row: the forty paid, two resent, two re-validated and one overwritten.
+    let written = run
+        .stderr
+        .lines()
+        .find(|line| line.contains("writing back the rows that may have changed"))
+        .unwrap_or_else(|| panic!("no partial write-back:\n{}", run.stderr));
+    assert!(written.contains("rows=45"), "{written}");
+
+    let second = results();
+    for (before, (number, status, error, synced_at)) in first.iter().zip(&second) {
+        let i: usize = number[2..].parse().unwrap();
+        if number == "Q-009" {
+            // The error joins the status the order had.
+            assert_eq!(status.as_deref(), Some("UNPAID"), "{number}");
+            let error = error.as_deref().unwrap_or_default();
+            assert!(error.starts_with("row 10: amount \"elf\""), "{error}");
+            continue;
+        }
+        let expected = if i.is_multiple_of(10) {
+            "PAID"
+        } else {
+            "UNPAID"
+        };
+        assert_eq!(status.as_deref(), Some(expected), "{number}");
+        assert_eq!(error, &None, "{number}");
+        let rewritten = i.is_multiple_of(10) || matches!(i, 1 | 2 | 7 | 15);
+        if rewritten {
+            assert_ne!(synced_at, &before.3, "{number} was synced again");
+        } else {
+            assert_eq!((status, synced_at), (&before.1, &before.3), "{number}");
+        }
+    }
     sandbox.shutdown().await;
 }
