@@ -71,6 +71,12 @@ impl TextRecord {
         decoded
     }
 
+    /// Removes every field, keeping the memory for the next record.
+    pub(crate) fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+    }
+
     /// Appends a field.
     pub fn push_field(&mut self, value: &str) {
         self.text.push_str(value);
