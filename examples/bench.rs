@@ -3,6 +3,7 @@
 //! ```text
 //! cargo build --release                      # builds target/release/kksync
 //! cargo run --release --example bench -- [--rows 100000,1000000] [--concurrency 8] [--keep]
+//!                                        [--incremental PERCENT] [--sqlite [--wal]]
 //!                                        [--kksync PATH] [-- EXTRA SYNC ARGS...]
 //! ```
 //!
@@ -19,6 +20,10 @@
 //!    and measures that process alone (wall time; user + system CPU time and peak RSS from
 //!    `wait4`),
 //! 4. kills the sandbox.
+//!
+//! With `--sqlite` the CSV is imported into a database made by `kksync init-db` (each column
+//! into the column of the same name in snake_case; `--wal` switches it to WAL) and that is
+//! the source instead.
 //!
 //! With `--incremental PERCENT` it then changes the amount of that share of the rows (evenly
 //! spread), lets the sandbox pay some orders (`POST /_sandbox/tick`, `--pay-rate 0.05`), and
@@ -74,6 +79,15 @@ struct Args {
     /// After each full run, change this percentage of the rows and measure an incremental run.
     #[arg(long, value_name = "PERCENT")]
     incremental: Option<f64>,
+
+    /// Measure a SQLite source instead: the generated orders are imported into a database
+    /// that `kksync init-db` made, in SQLite's default journal mode (`delete`) unless `--wal`.
+    #[arg(long)]
+    sqlite: bool,
+
+    /// With `--sqlite`: switch the database to WAL before the first run.
+    #[arg(long, requires = "sqlite")]
+    wal: bool,
 
     /// Extra arguments appended to the `kksync sync` command line (after `--`).
     #[arg(last = true)]
@@ -199,6 +213,22 @@ fn run_one(
         started.elapsed().as_secs_f64()
     );
 
+    let source = match args.sqlite {
+        false => source,
+        true => {
+            let started = Instant::now();
+            let db = dir.join(format!("orders-{rows}.db"));
+            import_into_sqlite(kksync, &source, &db, args.wal)?;
+            std::fs::remove_file(&source)?;
+            eprintln!(
+                "imported them into {} in {:.2} s",
+                db.display(),
+                started.elapsed().as_secs_f64()
+            );
+            db
+        }
+    };
+
     // 2. The sandbox.
     let addr = format!("127.0.0.1:{}", free_port()?);
     let sandbox = Sandbox::start(kksync, &addr, dir, rows)?;
@@ -216,7 +246,10 @@ fn run_one(
     // 3b. A day later: some orders changed, some were paid.
     if let Some(percent) = args.incremental {
         let every = (100.0 / percent).round().max(1.0) as u64;
-        let changed = change_amounts(&source, every)?;
+        let changed = match args.sqlite {
+            false => change_amounts(&source, every)?,
+            true => change_amounts_sqlite(&source, every)?,
+        };
         let paid = http(&addr, "POST", "/_sandbox/tick")?;
         http(&addr, "POST", "/_sandbox/stats/reset")?;
         eprintln!("changed {changed} orders; sandbox tick: {}", paid.trim());
@@ -313,6 +346,95 @@ fn change_amounts(source: &Path, every: u64) -> Result<u64, Box<dyn Error>> {
     writer.flush()?;
     std::fs::rename(&changed_path, source)?;
     Ok(changed)
+}
+
+/// Adds 1.00 to the amount of every `every`-th row of a SQLite source; returns how many.
+fn change_amounts_sqlite(db: &Path, every: u64) -> Result<u64, Box<dyn Error>> {
+    let mut connection = rusqlite::Connection::open(db)?;
+    let tx = connection.transaction()?;
+    let amounts: Vec<(i64, String)> = tx
+        .prepare("SELECT rowid, amount FROM orders WHERE (rowid - 1) % ?1 = 0")?
+        .query_map([every as i64], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (rowid, amount) in &amounts {
+        let value: rust_decimal::Decimal = amount.parse()?;
+        let new = (value + rust_decimal::Decimal::ONE).to_string();
+        tx.execute(
+            "UPDATE orders SET amount = ?1 WHERE rowid = ?2",
+            rusqlite::params![new, rowid],
+        )?;
+    }
+    tx.commit()?;
+    Ok(amounts.len() as u64)
+}
+
+/// Creates `db` with `kksync init-db` and imports the CSV export into its `orders` table: each
+/// column goes to the table's column of the same name in snake_case (`billing.firstName` to
+/// `billing_first_name`); columns the table lacks (the shop's own) are left out.
+fn import_into_sqlite(
+    kksync: &Path,
+    csv: &Path,
+    db: &Path,
+    wal: bool,
+) -> Result<(), Box<dyn Error>> {
+    let status = Command::new(kksync)
+        .arg("init-db")
+        .arg(db)
+        .stdout(Stdio::null())
+        .status()?;
+    if !status.success() {
+        return Err(format!("`kksync init-db` exited with {status}").into());
+    }
+    let mut connection = rusqlite::Connection::open(db)?;
+    if wal {
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+    }
+    let table: Vec<String> = connection
+        .prepare("SELECT name FROM pragma_table_info('orders')")?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut reader = csv::Reader::from_path(csv)?;
+    let snake = |name: &str| -> String {
+        let mut out = String::new();
+        for c in name.chars() {
+            match c {
+                '.' => out.push('_'),
+                c if c.is_ascii_uppercase() => {
+                    out.push('_');
+                    out.push(c.to_ascii_lowercase());
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    };
+    let columns: Vec<(usize, String)> = reader
+        .headers()?
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (i, snake(name)))
+        .filter(|(_, name)| table.contains(name))
+        .collect();
+    let insert = format!(
+        "INSERT INTO orders ({}) VALUES ({})",
+        columns
+            .iter()
+            .map(|(_, name)| name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        vec!["?"; columns.len()].join(", ")
+    );
+    let tx = connection.transaction()?;
+    {
+        let mut statement = tx.prepare(&insert)?;
+        for record in reader.records() {
+            let record = record?;
+            let values = columns.iter().map(|(i, _)| record.get(*i).unwrap_or(""));
+            statement.execute(rusqlite::params_from_iter(values))?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 /// One plain HTTP/1.1 request to the sandbox; returns the body.
