@@ -61,7 +61,8 @@ const MAX_PENDING: usize = 500_000;
 /// What the send phase learnt for the write-back: the rows whose results may differ from what
 /// the source records (where they start), and the tally of all other rows, whose results it
 /// already knows and the source already records. With it, a CSV write-back rewrites only those
-/// rows ([`CsvPatch`]); the rest of the file is copied as it is.
+/// rows ([`CsvPatch`]; the rest of the file is copied as it is), a SQLite write-back reads and
+/// writes only those rows (`SqlitePatch`).
 #[derive(Debug)]
 pub struct Touched {
     /// (offset, row) of each row whose result may differ.

@@ -140,8 +140,9 @@ pub struct SourceRow {
     pub defect: Option<Defect>,
     /// Empty lines right before this row (CSV), which the write-back keeps.
     pub blank_lines_before: u64,
-    /// Where the row starts in the file (CSV: the end of the previous record), so that a
-    /// write-back can rewrite it alone ([`csv_patch`]).
+    /// Where a write-back finds the row again to rewrite it alone: CSV, where it starts in the
+    /// file (the end of the previous record, [`csv_patch`]); SQLite, its rowid
+    /// (`sqlite::SqlitePatch`).
     pub offset: Option<u64>,
 }
 
