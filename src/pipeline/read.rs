@@ -295,6 +295,7 @@ fn read_with(
             reader.hand_over()?;
         }
     }
+    reader.stats.touched.read_up_to(reader.position);
     if !deferred.is_empty() {
         tracing::debug!(rows = deferred.len(), "settling deferred duplicate checks");
         reader.flush_invalid()?;

@@ -80,6 +80,9 @@ pub struct Touched {
     pending_cap: usize,
     /// Rows listed and handed to a write-back trailing the send phase ([`Touched::take_rows`]).
     handed: usize,
+    /// Where the last row the send phase read is (SQLite: its rowid; see
+    /// [`Touched::read_up_to`]).
+    read_up_to: Option<u64>,
 }
 
 impl Default for Touched {
@@ -92,6 +95,7 @@ impl Default for Touched {
             pending_statuses: Vec::new(),
             pending_cap: crate::pause::max_pending(MAX_PENDING),
             handed: 0,
+            read_up_to: None,
         }
     }
 }
@@ -175,6 +179,12 @@ impl Touched {
         rows.sort_unstable();
         self.handed += rows.len();
         rows
+    }
+
+    /// Where the last row the send phase read is: rows a SQLite shop adds after it are written
+    /// back too.
+    pub(crate) fn read_up_to(&mut self, place: Option<u64>) {
+        self.read_up_to = place;
     }
 
     /// Whether every row whose result may differ is listed (the list was not given up).
@@ -447,10 +457,12 @@ fn patch_back(
     patcher.finish()
 }
 
-/// The write-back of the rows `touched` lists in a SQLite source, by rowid; no other row is
-/// read. A row the shop deleted meanwhile is passed over, as the full write-back would.
+/// The write-back of the rows `touched` lists in a SQLite source, by rowid; no other row the
+/// send phase read is read again. A row the shop deleted meanwhile is passed over, and rows it
+/// added after the send phase read the table (a new order, or one it replaced, which gets a new
+/// rowid) get their results as the full write-back would give them.
 fn patch_back_sqlite(
-    mut patch: SqlitePatch,
+    patch: SqlitePatch,
     mut touched: Touched,
     state: &Arc<Mutex<StateDb>>,
     run: Option<i64>,
@@ -460,49 +472,92 @@ fn patch_back_sqlite(
     touched.resolve(None);
     let Touched {
         mut rows,
-        settled: mut stats,
+        settled,
+        read_up_to,
         ..
     } = touched;
     rows.sort_unstable();
+    // A row listed twice would lose its validation error the second time (it is taken once).
+    rows.dedup();
     tracing::debug!(
         rows = rows.len(),
         "writing back the rows that may have changed"
     );
-    let mut lookups = Lookups {
-        // The listed rows are a small share of the table, far apart: a page each would be
-        // wasted.
-        lookahead: Lookahead::sparse(),
-        errors: RowErrors::default(),
-        run,
+    let mut results = SqliteResults {
+        patch,
+        lookups: Lookups {
+            // The listed rows are a small share of the table, far apart: a page each would be
+            // wasted.
+            lookahead: Lookahead::sparse(),
+            errors: RowErrors::default(),
+            run,
+        },
+        stats: settled,
+        batch: Vec::with_capacity(ROWS_PER_WRITE),
+        written: 0,
+        done: 0,
+        on_rows,
     };
-    let mut batch: Vec<FinishedRow> = Vec::with_capacity(ROWS_PER_WRITE);
-    let mut first_batch = true;
-    let mut done = 0usize;
     for (rowid, _) in rows {
-        let Some(row) = patch.row_at(rowid)? else {
-            continue;
-        };
-        if let Some(result) = lookups.new_result(patch.source(), &row, state, &mut stats)? {
-            batch.push(FinishedRow {
+        if let Some(row) = results.patch.row_at(rowid)? {
+            results.put(row, state)?;
+        }
+    }
+    results.patch.read_after(read_up_to.unwrap_or(0));
+    while let Some(row) = results.patch.next_row()? {
+        results.put(row, state)?;
+    }
+    results.finish()
+}
+
+/// The results of a SQLite write-back of chosen rows, written [`ROWS_PER_WRITE`] to a
+/// transaction.
+struct SqliteResults<'a> {
+    patch: SqlitePatch,
+    lookups: Lookups,
+    stats: WriteBackStats,
+    batch: Vec<FinishedRow>,
+    /// Transactions written.
+    written: usize,
+    /// Rows looked at.
+    done: usize,
+    on_rows: &'a dyn Fn(u64),
+}
+
+impl SqliteResults<'_> {
+    /// Takes the row's result, if it changed; writes a full batch.
+    fn put(&mut self, row: SourceRow, state: &Mutex<StateDb>) -> Result<(), WriteBackError> {
+        let source = self.patch.source();
+        if let Some(result) = self
+            .lookups
+            .new_result(source, &row, state, &mut self.stats)?
+        {
+            self.batch.push(FinishedRow {
                 source: row,
                 result,
             });
         }
-        done += 1;
-        if done.is_multiple_of(ROWS_PER_WRITE) {
-            on_rows(ROWS_PER_WRITE as u64);
+        self.done += 1;
+        if self.done.is_multiple_of(ROWS_PER_WRITE) {
+            (self.on_rows)(ROWS_PER_WRITE as u64);
         }
-        if batch.len() >= ROWS_PER_WRITE {
-            patch.write(&batch)?;
-            batch.clear();
-            if std::mem::take(&mut first_batch) {
+        if self.batch.len() >= ROWS_PER_WRITE {
+            self.patch.write(&self.batch)?;
+            self.batch.clear();
+            self.written += 1;
+            if self.written == 1 {
                 crate::pause::point("writing-back");
             }
         }
+        Ok(())
     }
-    patch.write(&batch)?;
-    patch.finish()?;
-    Ok(stats)
+
+    /// Writes the last batch and ends the write-back.
+    fn finish(mut self) -> Result<WriteBackStats, WriteBackError> {
+        self.patch.write(&self.batch)?;
+        self.patch.finish()?;
+        Ok(self.stats)
+    }
 }
 
 /// The partial write-back behind the send phase (see [`super::trail`]): opens the file once

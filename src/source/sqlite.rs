@@ -112,6 +112,13 @@ impl RowidPages {
         }
     }
 
+    /// Reads on from the row after `rowid`.
+    pub(crate) fn restart_after(&mut self, rowid: u64) {
+        self.last_rowid = i64::try_from(rowid).unwrap_or(i64::MAX);
+        self.page.clear();
+        self.exhausted = false;
+    }
+
     /// Takes back a row's record once the reader is done with it: the next page reuses its
     /// memory (two allocations a row fewer).
     pub(crate) fn recycle(&mut self, row: SourceRow) {
@@ -432,6 +439,16 @@ impl SqlitePatch {
     /// The row with this rowid; `None` when the shop deleted it meanwhile.
     pub fn row_at(&mut self, rowid: u64) -> Result<Option<SourceRow>, SourceError> {
         self.source.pages.row_at(rowid)
+    }
+
+    /// From now on [`SqlitePatch::next_row`] reads the rows after `rowid`.
+    pub fn read_after(&mut self, rowid: u64) {
+        self.source.pages.restart_after(rowid);
+    }
+
+    /// The next row of those [`SqlitePatch::read_after`] asked for.
+    pub fn next_row(&mut self) -> Result<Option<SourceRow>, SourceError> {
+        self.source.pages.next_row()
     }
 
     /// Writes these rows' results (one transaction).

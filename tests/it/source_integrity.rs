@@ -1,13 +1,14 @@
 //! The source is never damaged: an unreadable CSV is refused before anything is written back,
 //! a file replaced during the run is not overwritten, and the rewrite keeps the file's owner.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use kksync::sandbox::{SandboxConfig, SandboxHandle};
 
-use crate::util::{KEY, TestDir, column, kksync, orders_csv, parse_csv, sandbox, statuses, sync};
+use crate::util::{
+    KEY, TestDir, column, kksync, orders_csv, parse_csv, sandbox, statuses, sync,
+    sync_changing_the_source_at,
+};
 
 async fn ordersync(source: &std::path::Path, sandbox: &SandboxHandle) -> crate::util::Run {
     let source = source.to_string_lossy().into_owned();
@@ -68,44 +69,6 @@ async fn an_unclosed_quote_is_fatal_and_leaves_the_file_untouched() {
     assert_eq!(requests.get("POST /ordersync"), None, "{requests:?}");
     assert_eq!(std::fs::read(&source).unwrap(), text.as_bytes());
     sandbox.shutdown().await;
-}
-
-/// Runs `kksync sync`, pausing 2 s at `point`; `meanwhile` runs once it is paused. Returns the
-/// exit code and stderr.
-fn sync_changing_the_source_at(
-    source: &Path,
-    base_url: &str,
-    point: &str,
-    meanwhile: impl FnOnce(),
-) -> (i32, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kksync"))
-        .args(["sync", "--source"])
-        .arg(source)
-        .args(["--api-url", base_url, "--rate", "1000", "--burst", "10"])
-        .env("KOMFORTKASSE_API_KEY", KEY)
-        .env("KKSYNC_TEST_PAUSE_AT", point)
-        .env("KKSYNC_TEST_PAUSE_SECONDS", "2")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kksync starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut seen = String::new();
-    let mut meanwhile = Some(meanwhile);
-    for line in BufReader::new(stderr).lines() {
-        let line = line.expect("stderr line");
-        if line.contains(&format!("paused at {point}"))
-            && let Some(change) = meanwhile.take()
-        {
-            change();
-        }
-        seen.push_str(&line);
-        seen.push('\n');
-    }
-    let status = child.wait().expect("reaped");
-    assert!(meanwhile.is_none(), "never paused at {point}:\n{seen}");
-    (status.code().unwrap_or(-1), seen)
 }
 
 /// A new export (a new file renamed into place, as shops do) between the read and the

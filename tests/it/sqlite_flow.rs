@@ -3,7 +3,9 @@
 use kksync::sandbox::SandboxConfig;
 use rusqlite::Connection;
 
-use crate::util::{KEY, TestDir, kksync, recent_date, sandbox, sync, sync_with_env};
+use crate::util::{
+    KEY, TestDir, kksync, recent_date, sandbox, sync, sync_changing_the_source_at, sync_with_env,
+};
 
 /// number, payment_status, sync_error, synced_at
 type ResultRow = (String, Option<String>, Option<String>, Option<String>);
@@ -355,5 +357,55 @@ async fn a_second_run_writes_back_only_the_rows_that_may_have_changed() {
             assert_eq!((status, synced_at), (&before.1, &before.3), "{number}");
         }
     }
+    sandbox.shutdown().await;
+}
+
+/// Rows the shop adds while a run that writes back only chosen rows goes on get their results
+/// as the full write-back gives them: an order it replaced (`INSERT OR REPLACE` gives the row a
+/// new rowid and empty results) gets the status the store knows; an order new to the store is
+/// left for the next run to send.
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_the_shop_adds_during_a_run_get_their_results() {
+    let dir = TestDir::new();
+    let db = dir.path("shop.db");
+    kksync::source::init_db(&db).unwrap();
+    let shop = Connection::open(&db).unwrap();
+    let date = recent_date(3);
+    let insert = "INSERT OR REPLACE INTO orders (number, date, type, amount, currency, billing_country_code) VALUES (?1, ?2, 'INVOICE', '10.00', 'EUR', 'DE')";
+    for i in 0..50 {
+        shop.execute(insert, rusqlite::params![format!("A-{i:02}"), date])
+            .unwrap();
+    }
+    let sandbox = sandbox(SandboxConfig {
+        pay_rate: 0.0,
+        ..SandboxConfig::default()
+    })
+    .await;
+    sync(&db, &sandbox, &[]).await.expect_code(0);
+
+    let (path, url) = (db.clone(), sandbox.base_url());
+    let (code, stderr) = tokio::task::spawn_blocking(move || {
+        sync_changing_the_source_at(&path, &url, "before-write-back", || {
+            let shop = Connection::open(&path).unwrap();
+            shop.execute(insert, rusqlite::params!["A-03", date])
+                .unwrap();
+            shop.execute(insert, rusqlite::params!["A-NEW", date])
+                .unwrap();
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    let result = |number: &str| -> (i64, Option<String>) {
+        shop.query_row(
+            "SELECT rowid, payment_status FROM orders WHERE number = ?1",
+            [number],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    };
+    assert_eq!(result("A-03"), (51, Some("UNPAID".into())));
+    assert_eq!(result("A-NEW"), (52, None));
+    assert_eq!(sandbox.order_status("A-NEW"), None);
     sandbox.shutdown().await;
 }

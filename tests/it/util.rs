@@ -1,7 +1,8 @@
 //! Test helpers: a temporary folder, the sandbox in-process, and the real `kksync` binary.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use kksync::sandbox::{SandboxConfig, SandboxHandle, serve};
 
@@ -253,4 +254,42 @@ pub async fn control(sandbox: &SandboxHandle, path: &str, body: serde_json::Valu
         "{url}: {}",
         response.status()
     );
+}
+
+/// Runs `kksync sync`, pausing 2 s at `point`; `meanwhile` runs once it is paused. Returns the
+/// exit code and stderr.
+pub fn sync_changing_the_source_at(
+    source: &Path,
+    base_url: &str,
+    point: &str,
+    meanwhile: impl FnOnce(),
+) -> (i32, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kksync"))
+        .args(["sync", "--source"])
+        .arg(source)
+        .args(["--api-url", base_url, "--rate", "1000", "--burst", "10"])
+        .env("KOMFORTKASSE_API_KEY", KEY)
+        .env("KKSYNC_TEST_PAUSE_AT", point)
+        .env("KKSYNC_TEST_PAUSE_SECONDS", "2")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kksync starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut seen = String::new();
+    let mut meanwhile = Some(meanwhile);
+    for line in BufReader::new(stderr).lines() {
+        let line = line.expect("stderr line");
+        if line.contains(&format!("paused at {point}"))
+            && let Some(change) = meanwhile.take()
+        {
+            change();
+        }
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    let status = child.wait().expect("reaped");
+    assert!(meanwhile.is_none(), "never paused at {point}:\n{seen}");
+    (status.code().unwrap_or(-1), seen)
 }
