@@ -187,6 +187,23 @@ impl Touched {
         self.read_up_to = place;
     }
 
+    /// The rows to write back, sorted by where they are, and the tally of the others, for a
+    /// write-back of chosen rows after the send phase.
+    fn into_patch_list(mut self) -> (Vec<(u64, u64)>, WriteBackStats) {
+        // Pending rows left unresolved are listed: their orders may have changed.
+        self.resolve(None);
+        let mut rows = self.rows;
+        rows.sort_unstable();
+        // A row listed twice would be read twice, and lose its validation error the second
+        // time (it is taken once).
+        rows.dedup();
+        tracing::debug!(
+            rows = rows.len(),
+            "writing back the rows that may have changed"
+        );
+        (rows, self.settled)
+    }
+
     /// Whether every row whose result may differ is listed (the list was not given up).
     pub(crate) fn complete(&self) -> bool {
         !self.incomplete
@@ -436,21 +453,12 @@ pub fn write_back(
 /// The write-back of the rows `touched` lists; every other row is copied as it is.
 fn patch_back(
     patch: CsvPatch,
-    mut touched: Touched,
+    touched: Touched,
     state: &Arc<Mutex<StateDb>>,
     run: Option<i64>,
     on_rows: &dyn Fn(u64),
 ) -> Result<WriteBackStats, WriteBackError> {
-    // Pending rows left unresolved are listed: their orders may have changed.
-    touched.resolve(None);
-    let Touched {
-        mut rows, settled, ..
-    } = touched;
-    rows.sort_unstable();
-    tracing::debug!(
-        rows = rows.len(),
-        "writing back the rows that may have changed"
-    );
+    let (rows, settled) = touched.into_patch_list();
     let mut patcher = Patcher::new(patch, run);
     patcher.stats = settled;
     patcher.rewrite(rows, state, on_rows)?;
@@ -463,26 +471,13 @@ fn patch_back(
 /// rowid) get their results as the full write-back would give them.
 fn patch_back_sqlite(
     patch: SqlitePatch,
-    mut touched: Touched,
+    touched: Touched,
     state: &Arc<Mutex<StateDb>>,
     run: Option<i64>,
     on_rows: &dyn Fn(u64),
 ) -> Result<WriteBackStats, WriteBackError> {
-    // Pending rows left unresolved are listed: their orders may have changed.
-    touched.resolve(None);
-    let Touched {
-        mut rows,
-        settled,
-        read_up_to,
-        ..
-    } = touched;
-    rows.sort_unstable();
-    // A row listed twice would lose its validation error the second time (it is taken once).
-    rows.dedup();
-    tracing::debug!(
-        rows = rows.len(),
-        "writing back the rows that may have changed"
-    );
+    let read_up_to = touched.read_up_to;
+    let (rows, settled) = touched.into_patch_list();
     let mut results = SqliteResults {
         patch,
         lookups: Lookups {

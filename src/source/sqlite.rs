@@ -617,6 +617,16 @@ impl ResultSink for SqliteSink {
 mod tests {
     use super::*;
 
+    /// A database made by `init-db` in a folder of its own (removed when dropped), and a
+    /// connection to it.
+    fn shop_db() -> (tempfile::TempDir, std::path::PathBuf, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shop.db");
+        init_db(&path).unwrap();
+        let connection = Connection::open(&path).unwrap();
+        (dir, path, connection)
+    }
+
     #[test]
     fn init_db_is_idempotent_and_adds_result_columns_to_a_shop_table() {
         let dir = tempfile::tempdir().unwrap();
@@ -779,10 +789,7 @@ mod tests {
 
     #[test]
     fn reads_in_pages_and_writes_results_by_rowid() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("shop.db");
-        init_db(&path).unwrap();
-        let connection = Connection::open(&path).unwrap();
+        let (_dir, path, connection) = shop_db();
         for i in 0..(PAGE_ROWS + 5) {
             connection
                 .execute(
@@ -834,10 +841,7 @@ mod tests {
 
     #[test]
     fn rows_read_into_recycled_memory_are_the_rows_read_afresh() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("shop.db");
-        init_db(&path).unwrap();
-        let connection = Connection::open(&path).unwrap();
+        let (_dir, path, connection) = shop_db();
         for i in 0..(PAGE_ROWS * 2 + 3) {
             // Longer and shorter rows, NULLs and numbers among the text.
             let city = "Ö".repeat(i % 7 * 20);
@@ -871,10 +875,7 @@ mod tests {
 
     #[test]
     fn a_row_is_found_again_by_the_rowid_it_was_read_with_and_a_deleted_one_is_gone() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("shop.db");
-        init_db(&path).unwrap();
-        let connection = Connection::open(&path).unwrap();
+        let (_dir, path, connection) = shop_db();
         connection
             .execute_batch(
                 "INSERT INTO orders (rowid, number, amount) VALUES (7, 'A', '1.00'), (9, 'B', '2.00'), (12, 'C', '3.00');",
@@ -907,10 +908,7 @@ mod tests {
 
     #[test]
     fn text_that_is_not_utf8_fails_the_row_instead_of_being_altered() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("shop.db");
-        init_db(&path).unwrap();
-        let connection = Connection::open(&path).unwrap();
+        let (_dir, path, connection) = shop_db();
         connection
             .execute_batch(
                 "INSERT INTO orders (number, billing_city) VALUES ('N1', 'München');

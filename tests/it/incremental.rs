@@ -2,14 +2,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use kksync::sandbox::{SandboxConfig, SandboxHandle};
 use serde_json::json;
 
 use crate::util::{
-    KEY, TestDir, api_post, change_amounts, column, control, orders_csv, parse_csv, sandbox,
-    statuses, sync,
+    TestDir, api_post, change_amounts, column, control, orders_csv, parse_csv, paused_sync,
+    sandbox, statuses, sync,
 };
 
 fn orders_received(sandbox: &SandboxHandle) -> u64 {
@@ -190,17 +189,9 @@ fn run_and_kill_at(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kksync"))
-        .args(["sync", "--source"])
-        .arg(source)
-        .args(["--api-url", base_url, "--rate", "1000", "--burst", "10"])
+    let mut child = paused_sync(source, base_url, point)
         .args(extra)
-        .env("KOMFORTKASSE_API_KEY", KEY)
-        .env("KKSYNC_TEST_PAUSE_AT", point)
-        .env("RUST_LOG", "warn")
         .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("kksync starts");
     let stderr = child.stderr.take().expect("stderr");

@@ -9,7 +9,8 @@
 use serde_json::json;
 
 use crate::util::{
-    KEY, TestDir, change_amounts, control, orders_csv, sandbox, set_faults, sync, sync_with_env,
+    KEY, TestDir, change_amounts, control, orders_csv, sandbox, set_faults, summary, sync,
+    sync_with_env,
 };
 use kksync::sandbox::{SandboxConfig, SandboxHandle};
 
@@ -57,16 +58,6 @@ fn without_status_of_failed_rows(text: &str) -> String {
         }
         fields
     })
-}
-
-/// The summary of a run, without its wall time.
-fn summary(stderr: &str) -> String {
-    let start = stderr.find("kksync sync summary").expect("a summary");
-    stderr[start..]
-        .lines()
-        .filter(|line| !line.contains("wall time"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// Copies `a.csv`'s state store to `to`'s.

@@ -4,7 +4,8 @@ use kksync::sandbox::SandboxConfig;
 use rusqlite::Connection;
 
 use crate::util::{
-    KEY, TestDir, kksync, recent_date, sandbox, sync, sync_changing_the_source_at, sync_with_env,
+    KEY, TestDir, kksync, recent_date, sandbox, summary, sync, sync_changing_the_source_at,
+    sync_with_env,
 };
 
 /// number, payment_status, sync_error, synced_at
@@ -356,14 +357,6 @@ async fn a_second_run_writes_back_only_the_rows_that_may_have_changed() {
             .collect()
     };
     assert_eq!(without_times(&shop), without_times(&full));
-    let summary = |stderr: &str| -> String {
-        let start = stderr.find("kksync sync summary").expect("a summary");
-        stderr[start..]
-            .lines()
-            .filter(|line| !line.contains("wall time"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
     assert_eq!(summary(&run.stderr), summary(&full_run.stderr));
     // Not every row: the forty paid, two resent, two re-validated and one overwritten.
     let written = run

@@ -264,16 +264,8 @@ pub fn sync_changing_the_source_at(
     point: &str,
     meanwhile: impl FnOnce(),
 ) -> (i32, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kksync"))
-        .args(["sync", "--source"])
-        .arg(source)
-        .args(["--api-url", base_url, "--rate", "1000", "--burst", "10"])
-        .env("KOMFORTKASSE_API_KEY", KEY)
-        .env("KKSYNC_TEST_PAUSE_AT", point)
+    let mut child = paused_sync(source, base_url, point)
         .env("KKSYNC_TEST_PAUSE_SECONDS", "2")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("kksync starts");
     let stderr = child.stderr.take().expect("stderr");
@@ -292,4 +284,31 @@ pub fn sync_changing_the_source_at(
     let status = child.wait().expect("reaped");
     assert!(meanwhile.is_none(), "never paused at {point}:\n{seen}");
     (status.code().unwrap_or(-1), seen)
+}
+
+/// `kksync sync` against a sandbox with the right key and fast settings, pausing at `point`
+/// (an hour, unless `KKSYNC_TEST_PAUSE_SECONDS` says otherwise), logging warnings only to a
+/// pipe, where the caller watches for `paused at`.
+pub fn paused_sync(source: &Path, base_url: &str, point: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kksync"));
+    command
+        .args(["sync", "--source"])
+        .arg(source)
+        .args(["--api-url", base_url, "--rate", "1000", "--burst", "10"])
+        .env("KOMFORTKASSE_API_KEY", KEY)
+        .env("KKSYNC_TEST_PAUSE_AT", point)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// The summary a run printed, without its wall time.
+pub fn summary(stderr: &str) -> String {
+    let start = stderr.find("kksync sync summary").expect("a summary");
+    stderr[start..]
+        .lines()
+        .filter(|line| !line.contains("wall time"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
