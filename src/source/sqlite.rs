@@ -296,6 +296,8 @@ pub(super) fn open(
         None
     } else {
         let connection = connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        crate::state::commits_normal_in_wal(&connection)
+            .map_err(sql_error(path, "reading the journal mode"))?;
         let existing = table_columns(path, &connection)?;
         if !existing.is_empty() {
             add_result_columns(path, &connection)?;
@@ -837,6 +839,24 @@ mod tests {
         assert_eq!(got[0], (Some("PAID".into()), None, true));
         assert_eq!(got[1], (None, Some("row 2: nope".into()), false));
         assert_eq!(got[2], (None, None, false));
+    }
+
+    #[test]
+    fn the_write_back_commits_without_an_fsync_each_only_in_wal_mode() {
+        for (mode, expected) in [("delete", 2), ("wal", 1)] {
+            let (_dir, path, connection) = shop_db();
+            connection
+                .pragma_update(None, "journal_mode", mode)
+                .unwrap();
+            let (_, sink) = open(&path, &ColumnNames::default(), false).unwrap();
+            // 1 is NORMAL, 2 FULL (SQLite's default).
+            let synchronous: i64 = sink
+                .unwrap()
+                .connection
+                .pragma_query_value(None, "synchronous", |row| row.get(0))
+                .unwrap();
+            assert_eq!(synchronous, expected, "{mode}");
+        }
     }
 
     #[test]

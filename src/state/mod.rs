@@ -72,8 +72,9 @@ pub fn default_path(source: &Path, format: SourceFormat) -> PathBuf {
 pub struct StateDb {
     path: PathBuf,
     connection: Connection,
-    /// The store is a file of kksync's own (a sidecar, not the shop's database) in WAL mode.
-    own_wal: bool,
+    /// The store is in WAL mode (a sidecar of kksync's own, or a shop's database the shop put
+    /// in WAL mode): a second connection may read while the first writes.
+    wal: bool,
     /// A checkpoint running on a connection and thread of its own.
     checkpoint: Option<std::thread::JoinHandle<()>>,
 }
@@ -108,7 +109,7 @@ impl StateDb {
         let mut db = StateDb {
             path: path.to_path_buf(),
             connection,
-            own_wal: !shared,
+            wal: !shared,
             checkpoint: None,
         };
         db.connection
@@ -121,7 +122,7 @@ impl StateDb {
                 .map_err(db.error("switching to WAL"))?;
             // A file system without shared memory keeps the rollback journal: no second
             // connection may then read while the first writes.
-            db.own_wal = mode.eq_ignore_ascii_case("wal");
+            db.wal = mode.eq_ignore_ascii_case("wal");
             // In WAL mode, NORMAL keeps every commit through a crash of kksync (SIGKILL, OOM);
             // only a power loss may drop the last commits, and then the next run resends
             // those orders (create-or-update, so harmless) instead of losing anything. FULL
@@ -139,8 +140,16 @@ impl StateDb {
                 .pragma_update(None, "wal_autocheckpoint", WAL_PAGES_BEFORE_CHECKPOINT)
                 .map_err(db.error("setting wal_autocheckpoint"))?;
         }
+        if shared {
+            db.wal = db.use_wal_of_the_shop()?;
+        }
         db.migrate()?;
         Ok(db)
+    }
+
+    /// Whether the shop's database is in WAL mode (see [`commits_normal_in_wal`]).
+    fn use_wal_of_the_shop(&self) -> Result<bool, StateError> {
+        commits_normal_in_wal(&self.connection).map_err(self.error("reading the journal mode"))
     }
 
     /// A throw-away store in memory, for a dry run of a source that has no state yet.
@@ -150,7 +159,7 @@ impl StateDb {
         let mut db = StateDb {
             path,
             connection,
-            own_wal: false,
+            wal: false,
             checkpoint: None,
         };
         db.migrate()?;
@@ -169,7 +178,7 @@ impl StateDb {
         let db = StateDb {
             path: path.to_path_buf(),
             connection,
-            own_wal: false,
+            wal: false,
             checkpoint: None,
         };
         db.connection
@@ -181,13 +190,13 @@ impl StateDb {
         Ok(Some(db))
     }
 
-    /// A second, read-only connection to a sidecar store, for a stage that reads order state
-    /// while another stage writes it: in WAL mode it reads the last commit without waiting for
-    /// the writer, where sharing this connection would wait for the writer's whole statement.
-    /// `None` for a store that is not a WAL file of kksync's own (the shop's database keeps the
-    /// journal mode the shop chose; an in-memory store has no second connection).
+    /// A second, read-only connection to a store in WAL mode, for a stage that reads order state
+    /// while another stage writes it: it reads the last commit without waiting for the writer,
+    /// where sharing this connection would wait for the writer's whole statement. `None` for a
+    /// store that is not in WAL mode (a shop's database keeps the journal mode the shop chose;
+    /// an in-memory store has no second connection).
     pub fn open_reader(&self) -> Result<Option<StateDb>, StateError> {
-        if !self.own_wal {
+        if !self.wal {
             return Ok(None);
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -196,7 +205,7 @@ impl StateDb {
         let reader = StateDb {
             path: self.path.clone(),
             connection,
-            own_wal: false,
+            wal: false,
             checkpoint: None,
         };
         reader
@@ -207,13 +216,13 @@ impl StateDb {
     }
 
     /// Starts copying the WAL back into the database on a connection and thread of its own
-    /// (a sidecar store only), unless such a copy is still running. A phase that dirtied much
+    /// (a store in WAL mode only), unless such a copy is still running. A phase that dirtied much
     /// of the table calls this so that the checkpoint at close, which the run waits for,
     /// finds little left: a status read-back of a million orders dirties nearly every page.
     /// A checkpoint that fails or finds the database busy leaves the work to the one at
     /// close; nothing depends on it.
     pub fn checkpoint_in_background(&mut self) {
-        if !self.own_wal || self.checkpoint.as_ref().is_some_and(|c| !c.is_finished()) {
+        if !self.wal || self.checkpoint.as_ref().is_some_and(|c| !c.is_finished()) {
             return;
         }
         if let Some(finished) = self.checkpoint.take() {
@@ -327,6 +336,22 @@ fn error(path: &Path, action: &'static str) -> impl FnOnce(rusqlite::Error) -> S
     }
 }
 
+/// Whether a shop's database is in WAL mode, which it keeps either way. If it is, kksync's
+/// connections need not wait for each other, and `connection` commits with
+/// `synchronous=NORMAL` (a setting of this connection only, not the shop's): in WAL mode that
+/// keeps every commit through a crash of kksync, and a power loss may drop only the last ones,
+/// whose orders the next run resends and whose results it writes again, where FULL costs an
+/// fsync per commit. In the rollback journal modes NORMAL could corrupt the database on a power
+/// loss, so there the shop's setting stays.
+pub(crate) fn commits_normal_in_wal(connection: &Connection) -> rusqlite::Result<bool> {
+    let mode: String = connection.pragma_query_value(None, "journal_mode", |row| row.get(0))?;
+    let wal = mode.eq_ignore_ascii_case("wal");
+    if wal {
+        connection.pragma_update(None, "synchronous", "NORMAL")?;
+    }
+    Ok(wal)
+}
+
 /// The current time as RFC 3339 (UTC, seconds), as stored in the state tables.
 pub fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();
@@ -349,6 +374,39 @@ mod tests {
             default_path(Path::new("/srv/shop/shop.db"), SourceFormat::Sqlite),
             PathBuf::from("/srv/shop/shop.db")
         );
+    }
+
+    #[test]
+    fn a_shop_database_keeps_its_journal_mode_and_in_wal_mode_commits_without_an_fsync_each() {
+        let dir = tempfile::tempdir().unwrap();
+        for mode in ["delete", "wal"] {
+            let path = dir.path().join(format!("{mode}.db"));
+            let shop = Connection::open(&path).unwrap();
+            let set: String = shop
+                .pragma_update_and_check(None, "journal_mode", mode, |row| row.get(0))
+                .unwrap();
+            assert_eq!(set, mode);
+            let db = StateDb::open(&path, true).unwrap();
+            let kept: String = db
+                .connection()
+                .pragma_query_value(None, "journal_mode", |row| row.get(0))
+                .unwrap();
+            assert_eq!(kept, mode, "the shop's choice stays");
+            // 1 is NORMAL, 2 FULL (SQLite's default, which the shop's connections keep).
+            let synchronous: i64 = db
+                .connection()
+                .pragma_query_value(None, "synchronous", |row| row.get(0))
+                .unwrap();
+            let shops: i64 = shop
+                .pragma_query_value(None, "synchronous", |row| row.get(0))
+                .unwrap();
+            assert_eq!(shops, 2);
+            let reader = db.open_reader().unwrap();
+            match mode {
+                "wal" => assert!(synchronous == 1 && reader.is_some(), "{mode}"),
+                _ => assert!(synchronous == 2 && reader.is_none(), "{mode}"),
+            }
+        }
     }
 
     /// Rows of `kksync_order_state` in the database file itself, ignoring the WAL (0 while
