@@ -229,17 +229,25 @@ impl StateDb {
             let _ = finished.join();
         }
         let path = self.path.clone();
-        self.checkpoint = Some(std::thread::spawn(move || {
-            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-            let checkpoint = Connection::open_with_flags(&path, flags).and_then(|connection| {
-                connection.busy_timeout(BUSY_TIMEOUT)?;
-                // PASSIVE: copies what it can without waiting for readers or writers.
-                connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        let started = std::thread::Builder::new()
+            .name("kksync-checkpoint".into())
+            .spawn(move || {
+                let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let checkpoint = Connection::open_with_flags(&path, flags).and_then(|db| {
+                    db.busy_timeout(BUSY_TIMEOUT)?;
+                    // PASSIVE: copies what it can without waiting for readers or writers.
+                    db.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                });
+                if let Err(error) = checkpoint {
+                    tracing::debug!(%error, "background checkpoint did not run; the one at close will");
+                }
             });
-            if let Err(error) = checkpoint {
-                tracing::debug!(%error, "background checkpoint did not run; the one at close will");
-            }
-        }));
+        // A thread that cannot be started (an error, not a panic) leaves the work to the
+        // checkpoint at close.
+        match started {
+            Ok(checkpoint) => self.checkpoint = Some(checkpoint),
+            Err(error) => tracing::debug!(%error, "no thread for a background checkpoint"),
+        }
     }
 
     /// The file.
