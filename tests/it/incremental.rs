@@ -61,6 +61,64 @@ async fn a_second_run_without_changes_sends_nothing_but_refreshes_statuses() {
     );
 }
 
+/// The same over a SQLite source, whose state lives in the shop's database: nothing is sent, the
+/// statuses that changed are read back and written into the three rows, no other row is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_run_over_a_sqlite_source_without_changes_sends_nothing_but_refreshes_statuses() {
+    let dir = TestDir::new();
+    let db = dir.path("shop.db");
+    kksync::source::init_db(&db).unwrap();
+    let shop = rusqlite::Connection::open(&db).unwrap();
+    let date = crate::util::recent_date(2);
+    for i in 0..250 {
+        shop.execute(
+            "INSERT INTO orders (number, date, type, amount, currency, billing_country_code) VALUES (?1, ?2, 'INVOICE', '10.00', 'EUR', 'DE')",
+            rusqlite::params![format!("T-{i:05}"), date],
+        )
+        .unwrap();
+    }
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    sync(&db, &sandbox, &[]).await.expect_code(0);
+    assert_eq!(orders_received(&sandbox), 250);
+    let synced_at = |number: &str| -> String {
+        shop.query_row(
+            "SELECT synced_at FROM orders WHERE number = ?1",
+            [number],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let untouched = synced_at("T-00004");
+
+    control(&sandbox, "pay/T-00003", json!({"amount": "10.00"})).await;
+    control(&sandbox, "pay/T-00007", json!({"amount": "1.00"})).await;
+    reset_stats(&sandbox).await;
+    api_post(&sandbox, "order/T-00011/cancel", None).await;
+
+    let run = sync(&db, &sandbox, &[]).await;
+    run.expect_code(0);
+    assert_eq!(route_count(&sandbox, "POST /orders"), 0, "{}", run.stderr);
+    assert_eq!(orders_received(&sandbox), 0);
+    assert_eq!(route_count(&sandbox, "GET /orders"), 1);
+    let statuses: Vec<String> = shop
+        .prepare("SELECT payment_status FROM orders ORDER BY rowid")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(statuses[3], "PAID");
+    assert_eq!(statuses[7], "PAID_PARTIAL");
+    assert_eq!(statuses[11], "CANCELLED");
+    assert_eq!(statuses.iter().filter(|s| *s == "UNPAID").count(), 247);
+    assert!(run.stderr.contains("3 statuses changed"), "{}", run.stderr);
+    assert_eq!(
+        synced_at("T-00004"),
+        untouched,
+        "a row whose status stayed is not written"
+    );
+}
+
 /// Records `numbers` as last known `PAID_PARTIAL`, in the store and in the CSV, as if a partial
 /// payment had been read back before and then reversed at Komfortkasse (they are `UNPAID`
 /// there).
