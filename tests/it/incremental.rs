@@ -268,20 +268,25 @@ fn run_and_kill_at(
     panic!("kksync ended ({status}) without pausing at {point}:\n{seen}");
 }
 
+/// [`run_and_kill_at`] on a blocking thread.
+async fn kill_at(source: &Path, sandbox: &SandboxHandle, point: &str, extra: &[&str]) {
+    let (path, handle) = (source.to_path_buf(), sandbox.base_url());
+    let (point, extra): (String, Vec<String>) =
+        (point.into(), extra.iter().map(|s| s.to_string()).collect());
+    tokio::task::spawn_blocking(move || {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        run_and_kill_at(&path, &handle, &point, &extra, &[])
+    })
+    .await
+    .unwrap();
+}
+
 async fn killed_then_rerun(point: &str, extra: &[&str]) -> (TestDir, SandboxHandle, u64, u64) {
     let dir = TestDir::new();
     let original = orders_csv(2500, false);
     let source = dir.write("orders.csv", &original);
     let sandbox = sandbox(SandboxConfig::default()).await;
-    let (path, handle) = (source.clone(), sandbox.base_url());
-    let (point_owned, extra_owned): (String, Vec<String>) =
-        (point.into(), extra.iter().map(|s| s.to_string()).collect());
-    tokio::task::spawn_blocking(move || {
-        let extra: Vec<&str> = extra_owned.iter().map(String::as_str).collect();
-        run_and_kill_at(&path, &handle, &point_owned, &extra, &[])
-    })
-    .await
-    .unwrap();
+    kill_at(&source, &sandbox, point, extra).await;
     assert_eq!(
         dir.read("orders.csv"),
         original,
@@ -340,11 +345,53 @@ async fn killed_during_the_write_back_the_rerun_completes_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_killed_during_the_write_back_the_rerun_completes_it() {
+    let killed = sqlite_killed_then_rerun("writing-back", &[]).await;
+    assert!(
+        killed.written > 0 && killed.written < 2500,
+        "killed halfway: {}",
+        killed.written
+    );
+    assert_eq!(killed.second, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_killed_after_a_chunk_was_acknowledged_the_rerun_does_not_resend_it() {
+    let killed =
+        sqlite_killed_then_rerun("journaled", &["--chunk-size", "50", "--concurrency", "1"]).await;
+    assert_eq!(killed.written, 0, "killed before the write-back");
+    assert_eq!(killed.first, 50, "one chunk was sent before the kill");
+    assert_eq!(killed.second, 2450, "the acknowledged chunk is not resent");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_killed_between_replies_and_write_back_the_rerun_only_writes_back() {
+    let killed = sqlite_killed_then_rerun("before-write-back", &[]).await;
+    assert_eq!(killed.written, 0, "killed before the write-back");
+    assert_eq!(killed.first, 2500);
+    assert_eq!(
+        killed.second, 0,
+        "everything was acknowledged: nothing is resent"
+    );
+}
+
+/// What a SQLite run killed at a point, then run again, did.
+struct Killed {
+    /// Rows with a result when it was killed.
+    written: i64,
+    /// Orders the sandbox received before the kill, and in the rerun.
+    first: u64,
+    second: u64,
+}
+
+/// A SQLite source of 2,500 orders, a run killed (SIGKILL) at `point`, and a rerun, which must
+/// leave every row with its status and no error.
+async fn sqlite_killed_then_rerun(point: &str, extra: &[&str]) -> Killed {
     let dir = TestDir::new();
     let db = dir.path("shop.db");
     kksync::source::init_db(&db).unwrap();
     let connection = rusqlite::Connection::open(&db).unwrap();
     let date = crate::util::recent_date(2);
+    connection.execute_batch("BEGIN").unwrap();
     for i in 0..2500 {
         connection
             .execute(
@@ -353,30 +400,23 @@ async fn sqlite_killed_during_the_write_back_the_rerun_completes_it() {
             )
             .unwrap();
     }
+    connection.execute_batch("COMMIT").unwrap();
+    let count = |sql: &str| -> i64 { connection.query_row(sql, [], |r| r.get(0)).unwrap() };
     let sandbox = sandbox(SandboxConfig::default()).await;
-    let (path, handle) = (db.clone(), sandbox.base_url());
-    tokio::task::spawn_blocking(move || run_and_kill_at(&path, &handle, "writing-back", &[], &[]))
-        .await
-        .unwrap();
-    let written: i64 = connection
-        .query_row(
-            "SELECT COUNT(*) FROM orders WHERE payment_status IS NOT NULL",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert!(written > 0 && written < 2500, "killed halfway: {written}");
+    kill_at(&db, &sandbox, point, extra).await;
+    let written = count("SELECT COUNT(*) FROM orders WHERE payment_status IS NOT NULL");
+    let first = orders_received(&sandbox);
     reset_stats(&sandbox).await;
     sync(&db, &sandbox, &[]).await.expect_code(0);
-    assert_eq!(orders_received(&sandbox), 0);
-    let written: i64 = connection
-        .query_row(
-            "SELECT COUNT(*) FROM orders WHERE payment_status = 'UNPAID' AND sync_error IS NULL",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(written, 2500);
+    let second = orders_received(&sandbox);
+    let complete =
+        count("SELECT COUNT(*) FROM orders WHERE payment_status = 'UNPAID' AND sync_error IS NULL");
+    assert_eq!(complete, 2500, "every status written back");
+    Killed {
+        written,
+        first,
+        second,
+    }
 }
 
 /// The write-back of the changed rows of a SQLite source (a second run) killed after its first
