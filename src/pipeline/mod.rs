@@ -537,12 +537,13 @@ async fn send_phase(
     while let Some(done) = processed.next().await {
         let done = match done {
             Ok(done) => done,
-            Err(error) => {
+            Err(Unjournaled { done, error }) => {
                 // The journal failed: nothing more may be sent, since its answer could not be
-                // kept.
+                // kept. The chunk went out all the same, and counts as sent.
                 if let Some(sender) = sender {
                     sender.abort();
                 }
+                count_chunk(summary, &done);
                 failure = Some(error);
                 break;
             }
@@ -556,16 +557,17 @@ async fn send_phase(
             // This chunk and every one before it are journaled.
             trail.settle_before(done.settled_before);
         }
-        summary.orders_sent += done.sent;
-        summary.accepted += done.accepted;
-        summary.api_failed += done.failed;
-        summary.not_sent += done.not_sent;
+        count_chunk(summary, &done);
         chunks_done += u64::from(done.orders > 0);
         update_progress(progress, &done, chunks_done);
     }
     drop(processed);
     let read = reader.await.map_err(|e| Error::Internal(e.to_string()))?;
     if let Some(error) = failure {
+        // The run history shows how far the reader got before it was stopped.
+        if let Ok(stats) = &read {
+            summary.add_read_stats(stats);
+        }
         return Err(error);
     }
     let stats = read.map_err(|error| match error {
@@ -574,6 +576,14 @@ async fn send_phase(
         ReadError::Poisoned => Error::Internal(error.to_string()),
     })?;
     Ok((stats, identity, writer))
+}
+
+/// Adds what one chunk did to the summary.
+fn count_chunk(summary: &mut Summary, done: &Processed) {
+    summary.orders_sent += done.sent;
+    summary.accepted += done.accepted;
+    summary.api_failed += done.failed;
+    summary.not_sent += done.not_sent;
 }
 
 fn update_progress(progress: &ProgressBar, done: &Processed, chunks: u64) {
@@ -691,6 +701,12 @@ struct Processed {
     dry_run_body: Option<bytes::Bytes>,
 }
 
+/// A chunk whose answers could not be journaled: what it did, and why the journal failed.
+struct Unjournaled {
+    done: Processed,
+    error: Error,
+}
+
 /// Sends one chunk (or, in a dry run, serializes it) and journals the answers.
 async fn process(
     sender: Option<&Sender>,
@@ -698,7 +714,7 @@ async fn process(
     run_id: Option<i64>,
     chunk: Chunk,
     first_journaled: &AtomicBool,
-) -> Result<Processed, Error> {
+) -> Result<Processed, Unjournaled> {
     let orders: Vec<&PreparedOrder> = chunk.orders.iter().collect();
     let mut processed = Processed {
         orders: orders.len(),
@@ -760,7 +776,7 @@ async fn process(
     }
     let store = Arc::clone(state);
     let first = !first_journaled.swap(true, Ordering::Relaxed);
-    tokio::task::spawn_blocking(move || {
+    let journaled = tokio::task::spawn_blocking(move || {
         blocking(&store, |db| db.journal(run_id, &entries))?;
         if first {
             crate::pause::point("journaled");
@@ -768,8 +784,15 @@ async fn process(
         Ok::<(), Error>(())
     })
     .await
-    .map_err(|e| Error::Internal(e.to_string()))??;
-    Ok(processed)
+    .map_err(|e| Error::Internal(e.to_string()))
+    .and_then(|journaled| journaled);
+    match journaled {
+        Ok(()) => Ok(processed),
+        Err(error) => Err(Unjournaled {
+            done: processed,
+            error,
+        }),
+    }
 }
 
 /// Turns the sender's state at the end of a run into the run's error, if it must fail.

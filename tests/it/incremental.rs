@@ -374,6 +374,66 @@ async fn sqlite_killed_between_replies_and_write_back_the_rerun_only_writes_back
     );
 }
 
+/// The journal failing (here a trigger in the shop's database refuses one order's state, as a
+/// full disk would refuse the write) stops the run at once: no further chunk goes out, the run
+/// history counts the chunk that went out unjournaled and the rows read, and the rerun resends
+/// exactly the orders whose answers were not kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_journal_that_fails_stops_the_run_and_the_rerun_resends_only_what_it_lost() {
+    let dir = TestDir::new();
+    let db = dir.path("shop.db");
+    kksync::source::init_db(&db).unwrap();
+    let shop = rusqlite::Connection::open(&db).unwrap();
+    let date = crate::util::recent_date(2);
+    let insert = "INSERT INTO orders (number, date, type, amount, currency, billing_country_code) VALUES (?1, ?2, 'INVOICE', '10.00', 'EUR', 'DE')";
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    // A first run creates kksync's tables in the database.
+    shop.execute(insert, rusqlite::params!["J-first", date])
+        .unwrap();
+    sync(&db, &sandbox, &[]).await.expect_code(0);
+    shop.execute_batch(
+        "CREATE TRIGGER disk_full BEFORE INSERT ON kksync_order_state WHEN new.number = 'J-150'
+         BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+    )
+    .unwrap();
+    for i in 0..300 {
+        shop.execute(insert, rusqlite::params![format!("J-{i:03}"), date])
+            .unwrap();
+    }
+    reset_stats(&sandbox).await;
+    let run = sync(&db, &sandbox, &["--concurrency", "1"]).await;
+    run.expect_code(1);
+    assert!(run.stderr.contains("disk full"), "{}", run.stderr);
+    assert_eq!(
+        orders_received(&sandbox),
+        200,
+        "no chunk after the failed one"
+    );
+    let runs =
+        crate::util::kksync(&["runs", "--source", db.to_str().unwrap(), "--json"], &[]).await;
+    let runs: serde_json::Value = serde_json::from_str(&runs.stdout).unwrap();
+    let counts = &runs[0]["counts"];
+    assert_eq!(counts["orders_sent"], 200, "{counts}");
+    assert!(counts["rows_read"].as_u64().unwrap() > 150, "{counts}");
+
+    shop.execute_batch("DROP TRIGGER disk_full").unwrap();
+    reset_stats(&sandbox).await;
+    sync(&db, &sandbox, &[]).await.expect_code(0);
+    assert_eq!(
+        orders_received(&sandbox),
+        200,
+        "the unjournaled chunk and the one after"
+    );
+    let unpaid: i64 = shop
+        .query_row(
+            "SELECT COUNT(*) FROM orders WHERE payment_status = 'UNPAID' AND sync_error IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(unpaid, 301);
+}
+
 /// What a SQLite run killed at a point, then run again, did.
 struct Killed {
     /// Rows with a result when it was killed.
