@@ -13,7 +13,7 @@ use crate::order::{Field, RowView};
 use crate::source::csv_patch::CsvPatch;
 use crate::source::sqlite::SqlitePatch;
 use crate::source::{
-    self, FileIdentity, FinishedRow, OrderSource, RowResult, SourceError, SourceRow,
+    self, FileIdentity, FinishedRow, OrderSource, ResultSink, RowResult, SourceError, SourceRow,
 };
 use crate::state::lookahead::Lookahead;
 use crate::state::orders::Known;
@@ -419,32 +419,17 @@ pub fn write_back(
         }
         .into());
     }
-    let mut stats = WriteBackStats::default();
-    let mut lookups = Lookups {
+    let lookups = Lookups {
         lookahead: Lookahead::default(),
         errors: RowErrors::default(),
         run,
     };
-    let mut batch: Vec<FinishedRow> = Vec::with_capacity(ROWS_PER_WRITE);
-    let mut first_batch = true;
+    // The sink rewrites the source: it takes every row, changed or not.
+    let mut results = Results::new(lookups, WriteBackStats::default(), true, on_rows);
     while let Some(row) = source.next_row()? {
-        let result = lookups.new_result(source.as_ref(), &row, state, &mut stats)?;
-        let result = result.unwrap_or(RowResult::Untouched);
-        batch.push(FinishedRow {
-            source: row,
-            result,
-        });
-        if batch.len() >= ROWS_PER_WRITE {
-            sink.write(&batch)?;
-            on_rows(batch.len() as u64);
-            batch.clear();
-            if std::mem::take(&mut first_batch) {
-                crate::pause::point("writing-back");
-            }
-        }
+        results.put(source.as_ref(), sink.as_mut(), row, state)?;
     }
-    sink.write(&batch)?;
-    on_rows(batch.len() as u64);
+    let stats = results.end(sink.as_mut())?;
     sink.write_trailing_blank_lines(source.trailing_blank_lines())?;
     sink.finish(stats.changed > 0)?;
     Ok(stats)
@@ -470,7 +455,7 @@ fn patch_back(
 /// added after the send phase read the table (a new order, or one it replaced, which gets a new
 /// rowid) get their results as the full write-back would give them.
 fn patch_back_sqlite(
-    patch: SqlitePatch,
+    mut patch: SqlitePatch,
     touched: Touched,
     state: &Arc<Mutex<StateDb>>,
     run: Option<i64>,
@@ -478,80 +463,112 @@ fn patch_back_sqlite(
 ) -> Result<WriteBackStats, WriteBackError> {
     let read_up_to = touched.read_up_to;
     let (rows, settled) = touched.into_patch_list();
-    let mut results = SqliteResults {
-        patch,
-        lookups: Lookups {
-            // The listed rows are a small share of the table, far apart: a page each would be
-            // wasted.
-            lookahead: Lookahead::sparse(),
-            errors: RowErrors::default(),
-            run,
-        },
-        stats: settled,
-        batch: Vec::with_capacity(ROWS_PER_WRITE),
-        written: 0,
-        done: 0,
-        on_rows,
+    let lookups = Lookups {
+        // The listed rows are a small share of the table, far apart: a page each would be
+        // wasted.
+        lookahead: Lookahead::sparse(),
+        errors: RowErrors::default(),
+        run,
     };
+    // Rows are updated in place: only changed results are written.
+    let mut results = Results::new(lookups, settled, false, on_rows);
     for (rowid, _) in rows {
-        if let Some(row) = results.patch.row_at(rowid)? {
-            results.put(row, state)?;
+        if let Some(row) = patch.row_at(rowid)? {
+            let (source, sink) = patch.parts();
+            results.put(source, sink, row, state)?;
         }
     }
-    results.patch.read_after(read_up_to.unwrap_or(0));
-    while let Some(row) = results.patch.next_row()? {
-        results.put(row, state)?;
+    patch.read_after(read_up_to.unwrap_or(0));
+    while let Some(row) = patch.next_row()? {
+        let (source, sink) = patch.parts();
+        results.put(source, sink, row, state)?;
     }
-    results.finish()
+    let (_, sink) = patch.parts();
+    let stats = results.end(sink)?;
+    patch.finish()?;
+    Ok(stats)
 }
 
-/// The results of a SQLite write-back of chosen rows, written [`ROWS_PER_WRITE`] to a
-/// transaction.
-struct SqliteResults<'a> {
-    patch: SqlitePatch,
+/// Rows' results on their way to a sink, [`ROWS_PER_WRITE`] to a call (a SQLite transaction).
+struct Results<'a> {
     lookups: Lookups,
     stats: WriteBackStats,
     batch: Vec<FinishedRow>,
-    /// Transactions written.
-    written: usize,
-    /// Rows looked at.
-    done: usize,
+    /// The sink takes every row (it rewrites the whole source), not only changed results.
+    every_row: bool,
+    /// Calls of the sink so far.
+    writes: usize,
+    /// Rows looked at, and how many of them `on_rows` was told about.
+    done: u64,
+    reported: u64,
     on_rows: &'a dyn Fn(u64),
 }
 
-impl SqliteResults<'_> {
-    /// Takes the row's result, if it changed; writes a full batch.
-    fn put(&mut self, row: SourceRow, state: &Mutex<StateDb>) -> Result<(), WriteBackError> {
-        let source = self.patch.source();
-        if let Some(result) = self
+impl<'a> Results<'a> {
+    fn new(
+        lookups: Lookups,
+        stats: WriteBackStats,
+        every_row: bool,
+        on_rows: &'a dyn Fn(u64),
+    ) -> Self {
+        Results {
+            lookups,
+            stats,
+            batch: Vec::with_capacity(ROWS_PER_WRITE),
+            every_row,
+            writes: 0,
+            done: 0,
+            reported: 0,
+            on_rows,
+        }
+    }
+
+    /// Takes the row's result; writes a full batch.
+    fn put(
+        &mut self,
+        source: &dyn OrderSource,
+        sink: &mut dyn ResultSink,
+        row: SourceRow,
+        state: &Mutex<StateDb>,
+    ) -> Result<(), WriteBackError> {
+        let result = self
             .lookups
-            .new_result(source, &row, state, &mut self.stats)?
-        {
+            .new_result(source, &row, state, &mut self.stats)?;
+        if let Some(result) = result.or(self.every_row.then_some(RowResult::Untouched)) {
             self.batch.push(FinishedRow {
                 source: row,
                 result,
             });
         }
         self.done += 1;
-        if self.done.is_multiple_of(ROWS_PER_WRITE) {
-            (self.on_rows)(ROWS_PER_WRITE as u64);
-        }
         if self.batch.len() >= ROWS_PER_WRITE {
-            self.patch.write(&self.batch)?;
-            self.batch.clear();
-            self.written += 1;
-            if self.written == 1 {
+            self.write(sink)?;
+            if self.writes == 1 {
                 crate::pause::point("writing-back");
             }
+        } else if self.done - self.reported >= ROWS_PER_WRITE as u64 {
+            self.report();
         }
         Ok(())
     }
 
-    /// Writes the last batch and ends the write-back.
-    fn finish(mut self) -> Result<WriteBackStats, WriteBackError> {
-        self.patch.write(&self.batch)?;
-        self.patch.finish()?;
+    /// Writes the last batch; the counts of the whole write-back.
+    fn end(mut self, sink: &mut dyn ResultSink) -> Result<WriteBackStats, WriteBackError> {
+        self.write(sink)?;
         Ok(self.stats)
+    }
+
+    fn write(&mut self, sink: &mut dyn ResultSink) -> Result<(), WriteBackError> {
+        sink.write(&self.batch)?;
+        self.batch.clear();
+        self.writes += 1;
+        self.report();
+        Ok(())
+    }
+
+    fn report(&mut self) {
+        (self.on_rows)(self.done - self.reported);
+        self.reported = self.done;
     }
 }
 

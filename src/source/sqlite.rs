@@ -433,11 +433,6 @@ impl SqlitePatch {
         Ok(sink.map(|sink| SqlitePatch { source, sink }))
     }
 
-    /// The source, for what it records in a row.
-    pub fn source(&self) -> &dyn OrderSource {
-        &self.source
-    }
-
     /// The row with this rowid; `None` when the shop deleted it meanwhile.
     pub fn row_at(&mut self, rowid: u64) -> Result<Option<SourceRow>, SourceError> {
         self.source.pages.row_at(rowid)
@@ -453,9 +448,9 @@ impl SqlitePatch {
         self.source.pages.next_row()
     }
 
-    /// Writes these rows' results (one transaction).
-    pub fn write(&mut self, rows: &[FinishedRow]) -> Result<(), SourceError> {
-        self.sink.write(rows)
+    /// The source, for what it records in a row, and the sink the results go to.
+    pub fn parts(&mut self) -> (&dyn OrderSource, &mut dyn ResultSink) {
+        (&self.source, &mut self.sink)
     }
 
     /// Ends the write-back: fails naming the rows whose results the database refused.
