@@ -7,8 +7,8 @@ use kksync::sandbox::{SandboxConfig, SandboxHandle};
 use serde_json::json;
 
 use crate::util::{
-    TestDir, api_post, change_amounts, column, control, orders_csv, parse_csv, paused_sync,
-    sandbox, statuses, sync,
+    TestDir, api_post, change_amounts, column, control, insert_orders, orders_csv, parse_csv,
+    paused_sync, sandbox, sqlite_orders, statuses, sync,
 };
 
 fn orders_received(sandbox: &SandboxHandle) -> u64 {
@@ -67,16 +67,7 @@ async fn a_second_run_without_changes_sends_nothing_but_refreshes_statuses() {
 async fn a_second_run_over_a_sqlite_source_without_changes_sends_nothing_but_refreshes_statuses() {
     let dir = TestDir::new();
     let db = dir.path("shop.db");
-    kksync::source::init_db(&db).unwrap();
-    let shop = rusqlite::Connection::open(&db).unwrap();
-    let date = crate::util::recent_date(2);
-    for i in 0..250 {
-        shop.execute(
-            "INSERT INTO orders (number, date, type, amount, currency, billing_country_code) VALUES (?1, ?2, 'INVOICE', '10.00', 'EUR', 'DE')",
-            rusqlite::params![format!("T-{i:05}"), date],
-        )
-        .unwrap();
-    }
+    let shop = sqlite_orders(&db, (0..250).map(|i| format!("T-{i:05}")), "10.00");
     let sandbox = sandbox(SandboxConfig::default()).await;
     sync(&db, &sandbox, &[]).await.expect_code(0);
     assert_eq!(orders_received(&sandbox), 250);
@@ -382,24 +373,16 @@ async fn sqlite_killed_between_replies_and_write_back_the_rerun_only_writes_back
 async fn a_journal_that_fails_stops_the_run_and_the_rerun_resends_only_what_it_lost() {
     let dir = TestDir::new();
     let db = dir.path("shop.db");
-    kksync::source::init_db(&db).unwrap();
-    let shop = rusqlite::Connection::open(&db).unwrap();
-    let date = crate::util::recent_date(2);
-    let insert = "INSERT INTO orders (number, date, type, amount, currency, billing_country_code) VALUES (?1, ?2, 'INVOICE', '10.00', 'EUR', 'DE')";
     let sandbox = sandbox(SandboxConfig::default()).await;
     // A first run creates kksync's tables in the database.
-    shop.execute(insert, rusqlite::params!["J-first", date])
-        .unwrap();
+    let shop = sqlite_orders(&db, ["J-first".to_string()], "10.00");
     sync(&db, &sandbox, &[]).await.expect_code(0);
     shop.execute_batch(
         "CREATE TRIGGER disk_full BEFORE INSERT ON kksync_order_state WHEN new.number = 'J-150'
          BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
     )
     .unwrap();
-    for i in 0..300 {
-        shop.execute(insert, rusqlite::params![format!("J-{i:03}"), date])
-            .unwrap();
-    }
+    insert_orders(&shop, (0..300).map(|i| format!("J-{i:03}")), "10.00");
     reset_stats(&sandbox).await;
     let run = sync(&db, &sandbox, &["--concurrency", "1"]).await;
     run.expect_code(1);
@@ -448,19 +431,7 @@ struct Killed {
 async fn sqlite_killed_then_rerun(point: &str, extra: &[&str]) -> Killed {
     let dir = TestDir::new();
     let db = dir.path("shop.db");
-    kksync::source::init_db(&db).unwrap();
-    let connection = rusqlite::Connection::open(&db).unwrap();
-    let date = crate::util::recent_date(2);
-    connection.execute_batch("BEGIN").unwrap();
-    for i in 0..2500 {
-        connection
-            .execute(
-                "INSERT INTO orders (number, date, type, amount, currency, billing_country_code) VALUES (?1, ?2, 'INVOICE', '19.99', 'EUR', 'DE')",
-                rusqlite::params![format!("S-{i}"), date],
-            )
-            .unwrap();
-    }
-    connection.execute_batch("COMMIT").unwrap();
+    let connection = sqlite_orders(&db, (0..2500).map(|i| format!("S-{i}")), "19.99");
     let count = |sql: &str| -> i64 { connection.query_row(sql, [], |r| r.get(0)).unwrap() };
     let sandbox = sandbox(SandboxConfig::default()).await;
     kill_at(&db, &sandbox, point, extra).await;
@@ -485,19 +456,7 @@ async fn sqlite_killed_then_rerun(point: &str, extra: &[&str]) -> Killed {
 async fn sqlite_killed_during_a_partial_write_back_the_rerun_completes_it() {
     let dir = TestDir::new();
     let db = dir.path("shop.db");
-    kksync::source::init_db(&db).unwrap();
-    let connection = rusqlite::Connection::open(&db).unwrap();
-    let date = crate::util::recent_date(2);
-    connection.execute_batch("BEGIN").unwrap();
-    for i in 0..6000 {
-        connection
-            .execute(
-                "INSERT INTO orders (number, date, type, amount, currency, billing_country_code) VALUES (?1, ?2, 'INVOICE', '19.99', 'EUR', 'DE')",
-                rusqlite::params![format!("S-{i}"), date],
-            )
-            .unwrap();
-    }
-    connection.execute_batch("COMMIT").unwrap();
+    let connection = sqlite_orders(&db, (0..6000).map(|i| format!("S-{i}")), "19.99");
     let sandbox = sandbox(SandboxConfig {
         pay_rate: 0.2,
         ..SandboxConfig::default()

@@ -4,8 +4,8 @@ use kksync::sandbox::SandboxConfig;
 use rusqlite::Connection;
 
 use crate::util::{
-    KEY, TestDir, kksync, recent_date, sandbox, summary, sync, sync_changing_the_source_at,
-    sync_with_env,
+    KEY, TestDir, kksync, recent_date, sandbox, sqlite_orders, summary, sync,
+    sync_changing_the_source_at, sync_with_env,
 };
 
 /// number, payment_status, sync_error, synced_at
@@ -273,20 +273,10 @@ async fn a_resent_order_gets_a_new_synced_at_even_with_the_same_status() {
 async fn a_second_run_writes_back_only_the_rows_that_may_have_changed() {
     let dir = TestDir::new();
     let db = dir.path("shop.db");
-    kksync::source::init_db(&db).unwrap();
-    let shop = Connection::open(&db).unwrap();
-    let date = recent_date(3);
-    shop.execute_batch("BEGIN").unwrap();
-    for i in 0..400 {
-        shop.execute(
-            "INSERT INTO orders (number, date, type, amount, currency, billing_country_code) VALUES (?1, ?2, 'INVOICE', '10.00', 'EUR', 'DE')",
-            rusqlite::params![format!("Q-{i:03}"), date],
-        )
-        .unwrap();
-    }
-    shop.execute_batch(
-        "UPDATE orders SET amount = 'zehn' WHERE number = 'Q-007';
-         COMMIT;",
+    let shop = sqlite_orders(&db, (0..400).map(|i| format!("Q-{i:03}")), "10.00");
+    shop.execute(
+        "UPDATE orders SET amount = 'zehn' WHERE number = 'Q-007'",
+        [],
     )
     .unwrap();
     let sandbox = sandbox(SandboxConfig {
@@ -401,14 +391,9 @@ async fn a_second_run_writes_back_only_the_rows_that_may_have_changed() {
 async fn rows_the_shop_adds_during_a_run_get_their_results() {
     let dir = TestDir::new();
     let db = dir.path("shop.db");
-    kksync::source::init_db(&db).unwrap();
-    let shop = Connection::open(&db).unwrap();
+    let shop = sqlite_orders(&db, (0..50).map(|i| format!("A-{i:02}")), "10.00");
     let date = recent_date(3);
     let insert = "INSERT OR REPLACE INTO orders (number, date, type, amount, currency, billing_country_code) VALUES (?1, ?2, 'INVOICE', '10.00', 'EUR', 'DE')";
-    for i in 0..50 {
-        shop.execute(insert, rusqlite::params![format!("A-{i:02}"), date])
-            .unwrap();
-    }
     let sandbox = sandbox(SandboxConfig {
         pay_rate: 0.0,
         ..SandboxConfig::default()

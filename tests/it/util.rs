@@ -312,3 +312,35 @@ pub fn summary(stderr: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// Valid orders with these numbers and this amount, dated two days ago, inserted into a
+/// SQLite source in one transaction.
+pub fn insert_orders(
+    shop: &rusqlite::Connection,
+    numbers: impl IntoIterator<Item = String>,
+    amount: &str,
+) {
+    let date = recent_date(2);
+    shop.execute_batch("BEGIN").unwrap();
+    for number in numbers {
+        shop.execute(
+            "INSERT INTO orders (number, date, type, amount, currency, billing_country_code) VALUES (?1, ?2, 'INVOICE', ?3, 'EUR', 'DE')",
+            rusqlite::params![number, date, amount],
+        )
+        .unwrap();
+    }
+    shop.execute_batch("COMMIT").unwrap();
+}
+
+/// A SQLite source made by `kksync init-db` at `path`, holding [`insert_orders`]; a
+/// connection to it.
+pub fn sqlite_orders(
+    path: &Path,
+    numbers: impl IntoIterator<Item = String>,
+    amount: &str,
+) -> rusqlite::Connection {
+    kksync::source::init_db(path).unwrap();
+    let shop = rusqlite::Connection::open(path).unwrap();
+    insert_orders(&shop, numbers, amount);
+    shop
+}
