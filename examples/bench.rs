@@ -32,6 +32,13 @@
 //! rewrites only the rows whose results changed. The extra table row `N incr` shows its
 //! figures plus the `POST /orders` requests and orders the sandbox received.
 //!
+//! With `--repeat R` the incremental run is measured R times on that one setup: before each,
+//! the source and its state (every file whose name starts with the source's) are restored to
+//! what they were before the first, against the same sandbox, which already holds the changes
+//! (resending them changes nothing there). `--compare PATH` alternates with a second kksync
+//! binary on the same setup (rows labelled `incr B`), so two builds are compared under the same
+//! conditions.
+//!
 //! It prints one table row per N (rows, wall s, orders/s, client CPU µs/order, peak RSS MiB)
 //! and exits non-zero as soon as a sync exits with anything but 0, after printing the end of its
 //! output. The logs of both processes (`sandbox-N.*.log`, `sync-N.*.log`) and the CSV files stay
@@ -88,6 +95,14 @@ struct Args {
     /// With `--sqlite`: switch the database to WAL before the first run.
     #[arg(long, requires = "sqlite")]
     wal: bool,
+
+    /// With `--incremental`: measure the incremental run this many times on one setup.
+    #[arg(long, default_value_t = 1, requires = "incremental")]
+    repeat: u32,
+
+    /// With `--incremental`: alternate with this second kksync binary (labelled `B`).
+    #[arg(long, value_name = "PATH", requires = "incremental")]
+    compare: Option<PathBuf>,
 
     /// Extra arguments appended to the `kksync sync` command line (after `--`).
     #[arg(last = true)]
@@ -251,28 +266,97 @@ fn run_one(
             true => change_amounts_sqlite(&source, every)?,
         };
         let paid = http(&addr, "POST", "/_sandbox/tick")?;
-        http(&addr, "POST", "/_sandbox/stats/reset")?;
         eprintln!("changed {changed} orders; sandbox tick: {}", paid.trim());
-        let incremental =
-            measured_sync(args, kksync, dir, &source, &addr, &format!("{rows}-incr"))?;
-        let stats: serde_json::Value =
-            serde_json::from_str(&http(&addr, "GET", "/_sandbox/stats")?)?;
-        let requests = stats["requests_by_route"]["POST /orders"]
-            .as_u64()
-            .unwrap_or(0);
-        let orders = stats["orders_received"].as_u64().unwrap_or(0);
-        measurements.push(Measurement {
-            label: format!("{rows} incr"),
-            rows,
-            wall: incremental.0,
-            usage: incremental.1,
-            sent: Some((requests, orders)),
-        });
+        let snapshot = Snapshot::take(&source)?;
+        let mut binaries = vec![("", kksync)];
+        if let Some(other) = &args.compare {
+            binaries.push((" B", other.as_path()));
+        }
+        for round in 0..args.repeat {
+            for &(tag, binary) in &binaries {
+                snapshot.restore()?;
+                http(&addr, "POST", "/_sandbox/stats/reset")?;
+                let label = format!("{rows}-incr{}-{round}", tag.trim());
+                let incremental = measured_sync(args, binary, dir, &source, &addr, &label)?;
+                let stats: serde_json::Value =
+                    serde_json::from_str(&http(&addr, "GET", "/_sandbox/stats")?)?;
+                let requests = stats["requests_by_route"]["POST /orders"]
+                    .as_u64()
+                    .unwrap_or(0);
+                let orders = stats["orders_received"].as_u64().unwrap_or(0);
+                measurements.push(Measurement {
+                    label: format!("{rows} incr{tag}"),
+                    rows,
+                    wall: incremental.0,
+                    usage: incremental.1,
+                    sent: Some((requests, orders)),
+                });
+            }
+        }
     }
 
     // 4. Stop the sandbox.
     drop(sandbox);
     Ok(measurements)
+}
+
+/// Copies of the source and its state files, taken before the first incremental run.
+struct Snapshot {
+    /// The source's directory and name.
+    dir: PathBuf,
+    name: String,
+    /// (original, copy) pairs.
+    files: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Snapshot {
+    /// Copies every file beside `source` whose name starts with its name (the source, its
+    /// state sidecar and any `-wal` file), except the run lock.
+    fn take(source: &Path) -> Result<Snapshot, Box<dyn Error>> {
+        let dir = source.parent().ok_or("the source has no directory")?;
+        let name = source
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or("the source's name is not UTF-8")?;
+        let copies = dir.join("snapshot");
+        std::fs::create_dir_all(&copies)?;
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            let Some(file) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if path.is_file() && file.starts_with(name) && !file.ends_with(".lock") {
+                let copy = copies.join(file);
+                std::fs::copy(&path, &copy)?;
+                files.push((path, copy));
+            }
+        }
+        Ok(Snapshot {
+            dir: dir.to_path_buf(),
+            name: name.to_owned(),
+            files,
+        })
+    }
+
+    /// Puts the copies back, removing state files a run created since (a `-wal`, `-shm`),
+    /// and syncs them, so the measured run does not share the disk with their write-out.
+    fn restore(&self) -> Result<(), Box<dyn Error>> {
+        for entry in std::fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            let Some(file) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if path.is_file() && file.starts_with(&self.name) && !file.ends_with(".lock") {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        for (original, copy) in &self.files {
+            std::fs::copy(copy, original)?;
+            File::open(original)?.sync_all()?;
+        }
+        Ok(())
+    }
 }
 
 /// Runs `kksync sync` on `source` and measures it; an exit code other than 0 is an error.
