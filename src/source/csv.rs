@@ -492,8 +492,8 @@ impl Gaps {
 }
 
 /// Writes `lines` empty lines into the file behind `writer`. csv's writer would write an empty
-/// record as `""` (so that it reads back as a record), so the line ends go to the file
-/// directly, after what the writer holds.
+/// record as `""` (so that it reads back as a record), so the line ends go to the writer's
+/// output directly, after what the writer holds.
 pub(crate) fn write_blank_lines(
     writer: &mut csv::Writer<SyncBehind>,
     crlf: bool,
@@ -504,8 +504,8 @@ pub(crate) fn write_blank_lines(
     }
     let line_end: &[u8] = if crlf { b"\r\n" } else { b"\n" };
     writer.flush()?;
-    let mut file = writer.get_ref().as_file();
-    (0..lines).try_for_each(|_| file.write_all(line_end))
+    let mut output = writer.get_ref();
+    (0..lines).try_for_each(|_| output.write_all(line_end))
 }
 
 impl CsvSink {
@@ -713,11 +713,12 @@ pub(crate) fn temp_writer(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     remove_stale_temp_files(&dir, &name);
-    let mut temp = tempfile::Builder::new()
+    let temp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".kksync-tmp")
         .tempfile_in(&dir)
         .map_err(io("creating a temporary file beside the source"))?;
+    let mut temp = SyncBehind::new(temp);
     if dialect.bom {
         std::io::Write::write_all(&mut temp, BOM).map_err(io("writing"))?;
     }
@@ -729,7 +730,7 @@ pub(crate) fn temp_writer(
             Terminator::Any(b'\n')
         })
         .flexible(true)
-        .from_writer(SyncBehind::new(temp)))
+        .from_writer(temp))
 }
 
 /// Completes an atomic rewrite: with `changed`, the temporary file is synced, given the

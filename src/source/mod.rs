@@ -5,6 +5,7 @@
 
 pub(crate) mod csv;
 pub(crate) mod csv_patch;
+mod direct;
 pub(crate) mod record;
 pub(crate) mod sqlite;
 pub(crate) mod sync_behind;

@@ -12,18 +12,68 @@
 //! fails, so the rewrite is never renamed over the source. (A write that started a failed
 //! sync still reports the bytes it wrote: a writer told they were not written would write
 //! them again, see [`Write::write`].)
+//!
+//! Where the file system offers it, the bytes go to the disk directly instead (see
+//! [`super::direct`]): then there is nothing to sync behind, and the caller's final fsync
+//! writes only the file's length and flushes the disk's cache.
 
+use std::cell::RefCell;
 use std::io::{self, Write};
 use std::thread::JoinHandle;
 
 use tempfile::NamedTempFile;
 
+use super::direct::DirectFile;
+
 /// Bytes written between two syncs of what was written so far.
 const SYNC_EVERY: u64 = 32 << 20;
 
-/// Writes a temporary file and syncs it behind the writer (see the module).
+/// Writes a temporary file and syncs it behind the writer (see the module). `&SyncBehind`
+/// writes too, for the few bytes a CSV writer must not quote (see
+/// `csv::write_blank_lines`), which can only reach it through `get_ref`.
 #[derive(Debug)]
-pub(crate) struct SyncBehind {
+pub(crate) struct SyncBehind(RefCell<Behind>);
+
+impl SyncBehind {
+    /// Writes to `temp` (empty), directly where the file system allows.
+    pub(crate) fn new(temp: NamedTempFile) -> Self {
+        SyncBehind(RefCell::new(Behind::new(temp)))
+    }
+
+    /// Waits for the sync under way (or writes the direct tail) and returns the file, or the
+    /// error a sync met. The caller still syncs the whole file (the tail written since is not
+    /// on disk yet).
+    pub(crate) fn finish(self) -> io::Result<NamedTempFile> {
+        self.0.into_inner().finish()
+    }
+}
+
+impl Write for SyncBehind {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.get_mut().write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.get_mut().flush()
+    }
+}
+
+impl Write for &SyncBehind {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .try_borrow_mut()
+            .map_err(io::Error::other)?
+            .write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.try_borrow_mut().map_err(io::Error::other)?.flush()
+    }
+}
+
+/// What [`SyncBehind`] holds.
+#[derive(Debug)]
+struct Behind {
     temp: NamedTempFile,
     /// Bytes written since the last sync began.
     unsynced: u64,
@@ -32,28 +82,35 @@ pub(crate) struct SyncBehind {
     /// The first failure of a sync, returned by every call after it.
     failed: Option<(io::ErrorKind, String)>,
     every: u64,
+    /// Direct writes, while the file system takes them.
+    direct: Option<DirectFile>,
 }
 
-impl SyncBehind {
-    /// Writes to `temp`.
-    pub(crate) fn new(temp: NamedTempFile) -> Self {
-        SyncBehind {
+impl Behind {
+    fn new(temp: NamedTempFile) -> Self {
+        let direct = DirectFile::open(temp.path());
+        Behind {
+            direct,
+            ..Self::buffered(temp)
+        }
+    }
+
+    /// Writes to `temp` through the page cache.
+    fn buffered(temp: NamedTempFile) -> Self {
+        Behind {
             temp,
             unsynced: 0,
             syncing: None,
             failed: None,
             every: SYNC_EVERY,
+            direct: None,
         }
     }
 
-    /// The file, for writes that bypass the writer (a few bytes: they are not counted).
-    pub(crate) fn as_file(&self) -> &std::fs::File {
-        self.temp.as_file()
-    }
-
-    /// Waits for the sync under way and returns the file, or the error a sync met. The caller
-    /// still syncs the whole file (the tail written since is not on disk yet).
-    pub(crate) fn finish(mut self) -> io::Result<NamedTempFile> {
+    fn finish(mut self) -> io::Result<NamedTempFile> {
+        if let Some(direct) = &mut self.direct {
+            direct.finish()?;
+        }
         self.wait();
         self.check()?;
         Ok(self.temp)
@@ -100,11 +157,30 @@ impl SyncBehind {
             self.failed = Some((error.kind(), format!("syncing the new file: {error}")));
         }
     }
+
+    /// The file system refused the first direct write: what was gathered goes through the
+    /// page cache instead, and so does all that follows.
+    fn fall_back_to_buffered(&mut self, refused: &io::Error) -> io::Result<()> {
+        tracing::debug!(error = %refused, "direct writes refused; writing through the page cache");
+        let pending = self.direct.take().map(|d| d.pending().to_vec());
+        self.temp.write_all(&pending.unwrap_or_default())
+    }
 }
 
-impl Write for SyncBehind {
+impl Write for Behind {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.check()?;
+        if let Some(direct) = &mut self.direct {
+            let error = match direct.gather(buf) {
+                Ok(taken) => return Ok(taken),
+                Err(error) => error,
+            };
+            // Refused at once (EINVAL): the file system takes direct opens but not writes.
+            if !direct.untouched() || error.raw_os_error() != Some(libc::EINVAL) {
+                return Err(error);
+            }
+            self.fall_back_to_buffered(&error)?;
+        }
         let written = self.temp.write(buf)?;
         self.unsynced += written as u64;
         if self.unsynced >= self.every {
@@ -114,6 +190,8 @@ impl Write for SyncBehind {
         Ok(written)
     }
 
+    /// Direct writes keep the last partial block until [`SyncBehind::finish`]: a block is
+    /// written whole, once.
     fn flush(&mut self) -> io::Result<()> {
         self.check()?;
         self.temp.flush()
@@ -127,7 +205,7 @@ mod tests {
     #[test]
     fn syncs_start_behind_the_writer_and_the_file_keeps_every_byte() {
         let dir = tempfile::tempdir().unwrap();
-        let mut behind = SyncBehind::new(NamedTempFile::new_in(dir.path()).unwrap());
+        let mut behind = Behind::buffered(NamedTempFile::new_in(dir.path()).unwrap());
         behind.every = 1000;
         let chunk = [7u8; 300];
         for _ in 0..3 {
@@ -147,7 +225,7 @@ mod tests {
     #[test]
     fn a_failed_sync_fails_every_later_call_and_the_finish() {
         let dir = tempfile::tempdir().unwrap();
-        let mut behind = SyncBehind::new(NamedTempFile::new_in(dir.path()).unwrap());
+        let mut behind = Behind::buffered(NamedTempFile::new_in(dir.path()).unwrap());
         behind.every = 10;
         behind.write_all(b"0123456789").unwrap();
         // The sync under way fails (as a disk error would).
