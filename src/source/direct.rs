@@ -118,7 +118,7 @@ impl DirectFile {
     /// Moves the gathered bytes off the aligned start (tests only: the first write is then
     /// refused, as on a file system that takes direct opens but not direct writes).
     #[cfg(test)]
-    fn misalign(&mut self) {
+    pub(crate) fn misalign(&mut self) {
         self.start += 1;
     }
 }

@@ -223,6 +223,25 @@ mod tests {
     }
 
     #[test]
+    fn a_file_system_refusing_the_first_direct_write_gets_every_byte_through_the_cache() {
+        // In the crate's folder: `/tmp` may be a tmpfs without direct writes.
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let mut behind = Behind::new(NamedTempFile::new_in(dir.path()).unwrap());
+        let Some(direct) = &mut behind.direct else {
+            eprintln!("no direct writes on this file system; nothing to test");
+            return;
+        };
+        direct.misalign();
+        let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        for piece in bytes.chunks(70_001) {
+            behind.write_all(piece).unwrap();
+        }
+        assert!(behind.direct.is_none(), "fell back to the page cache");
+        let temp = behind.finish().unwrap();
+        assert_eq!(std::fs::read(temp.path()).unwrap(), bytes);
+    }
+
+    #[test]
     fn a_failed_sync_fails_every_later_call_and_the_finish() {
         let dir = tempfile::tempdir().unwrap();
         let mut behind = Behind::buffered(NamedTempFile::new_in(dir.path()).unwrap());
