@@ -155,9 +155,9 @@ impl ColumnNames {
 #[derive(Debug, Clone)]
 pub struct Layout {
     columns: Vec<Option<usize>>,
-    /// `(field index, column)` of every field the source has, in field order: the row
-    /// fingerprint visits these for every row.
-    present: Vec<(u32, usize)>,
+    /// The columns that hold a field, as runs of neighbouring columns `(first, last)`, in
+    /// column order: the row fingerprint hashes each run's bytes in one piece.
+    spans: Vec<(usize, usize)>,
 }
 
 impl Layout {
@@ -176,12 +176,8 @@ impl Layout {
                     .position(|name| name.trim() == wanted)
             })
             .collect::<Vec<_>>();
-        let present = columns
-            .iter()
-            .enumerate()
-            .filter_map(|(field, column)| Some((u32::try_from(field).ok()?, (*column)?)))
-            .collect();
-        Layout { columns, present }
+        let spans = spans_of(columns.iter().flatten().copied());
+        Layout { columns, spans }
     }
 
     fn column(&self, field: Field) -> Option<usize> {
@@ -192,6 +188,21 @@ impl Layout {
     pub fn has(&self, field: Field) -> bool {
         self.column(field).is_some()
     }
+}
+
+/// The columns, sorted, as runs of neighbours `(first, last)`.
+fn spans_of(columns: impl Iterator<Item = usize>) -> Vec<(usize, usize)> {
+    let mut sorted: Vec<usize> = columns.collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    for column in sorted {
+        match spans.last_mut() {
+            Some((_, last)) if *last + 1 == column => *last = column,
+            _ => spans.push((column, column)),
+        }
+    }
+    spans
 }
 
 /// One row's values, looked up by field.
@@ -388,53 +399,52 @@ impl PreparedOrder {
     }
 }
 
-/// xxh3-64 of the row's order fields (every field kksync reads, in a fixed order, with their
-/// positions), not of the result columns or the columns carried through. Equal fingerprints
-/// mean equal payloads, so an unchanged row need not be validated and serialized again: a row
-/// the API accepted stays valid (its date does not move into the future, its due date only gets
-/// nearer).
+/// xxh3-64 of the row's order fields: the bytes of every column kksync reads and where each
+/// of them ends, not the result columns or the columns carried through. Equal fingerprints
+/// mean equal fields, hence equal payloads, so an unchanged row need not be validated and
+/// serialized again: a row the API accepted stays valid (its date does not move into the
+/// future, its due date only gets nearer).
 ///
-/// The bytes are gathered first and hashed in one call: the same value as feeding them to a
-/// streaming hasher piece by piece (which fingerprints in existing state stores were made
-/// with), at a fraction of the cost of ~100 small updates per row.
+/// The columns are hashed as they stand, run by run of neighbouring columns (usually one run:
+/// the order's columns side by side), two hash calls a run instead of one small piece per
+/// field. Spaces around a value or moved columns change the fingerprint though not the
+/// payload: such a row takes the slow path once, and its new fingerprint is stored (see
+/// `pipeline::read`). Fingerprints stored by earlier versions, which hashed the trimmed
+/// fields one by one, are replaced the same way, in the first run after an upgrade.
 pub fn row_fingerprint(view: RowView<'_>) -> u64 {
-    thread_local! {
-        // The bytes hashed, kept between rows to spare an allocation per row.
-        static BYTES: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    BYTES.with_borrow_mut(|bytes| {
-        bytes.clear();
-        bytes.reserve(view.record.as_str().len() + 8 * view.layout.present.len());
-        for &(index, column) in &view.layout.present {
-            // Bytes, not `str`: slicing a `str` checks both ends for a character boundary.
-            let value = match view.record.field_bytes(column) {
-                Some(value @ [first, .., last])
-                    if first.is_ascii_graphic() && last.is_ascii_graphic() =>
-                {
-                    value
-                }
-                Some(value @ [only]) if only.is_ascii_graphic() => value,
-                Some([]) | None => continue,
-                Some(_) => view
-                    .record
-                    .get(column)
-                    .map_or(&[][..], |v| v.trim().as_bytes()),
-            };
-            if !value.is_empty() {
-                // The index and the length in one piece: a call less per field.
-                let len = (value.len() as u32).to_le_bytes();
-                let [i0, i1, i2, i3] = index.to_le_bytes();
-                bytes.extend_from_slice(&[i0, i1, i2, i3, len[0], len[1], len[2], len[3]]);
-                bytes.extend_from_slice(value);
+    /// Field lengths hashed per call.
+    const LENGTHS: usize = 64;
+    let ends = view.record.ends();
+    let text = view.record.as_str().as_bytes();
+    let mut hash = 0;
+    for &(first, last) in &view.layout.spans {
+        // A short row (fewer fields than the header) lacks the last columns.
+        let last = last.min(ends.len().saturating_sub(1));
+        let mut start = match first.checked_sub(1) {
+            Some(previous) => match ends.get(previous) {
+                Some(&end) => end,
+                None => break,
+            },
+            None => 0,
+        };
+        let Some(fields) = ends.get(first..=last) else {
+            break;
+        };
+        for group in fields.chunks(LENGTHS) {
+            let mut lengths = [0u8; 4 * LENGTHS];
+            let mut at = start;
+            for (slot, &end) in lengths.chunks_exact_mut(4).zip(group) {
+                let length = u32::try_from(end.saturating_sub(at)).unwrap_or(u32::MAX);
+                slot.copy_from_slice(&length.to_le_bytes());
+                at = end;
             }
+            hash = xxhash_rust::xxh3::xxh3_64_with_seed(&lengths[..4 * group.len()], hash);
+            let bytes = text.get(start..at).unwrap_or_default();
+            hash = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, hash);
+            start = at;
         }
-        let hash = xxhash_rust::xxh3::xxh3_64(bytes);
-        // A rare huge row should not pin its buffer for the rest of the run.
-        if bytes.capacity() > 1 << 16 {
-            *bytes = Vec::new();
-        }
-        hash
-    })
+    }
+    hash
 }
 
 /// Validates one row and serializes it as the API's `Order` JSON.
@@ -1280,35 +1290,50 @@ mod tests {
     }
 
     #[test]
-    fn row_fingerprints_keep_the_values_of_the_streaming_hasher() {
-        // State stores hold fingerprints made by feeding the trimmed fields to a streaming
-        // hasher, field by field in `Field::ALL` order; the faster gathering must agree on
-        // every awkward value.
-        let mut rows = vec![valid()];
-        for (i, value) in AWKWARD_VALUES.iter().enumerate() {
-            let mut pairs = valid();
-            // Each value goes into two columns, moving along the row from value to value.
-            let width = pairs.len();
-            pairs[i % width].1 = value;
-            pairs[(i + 3) % width].1 = value;
-            rows.push(pairs);
-        }
-        for pairs in &rows {
-            let (record, layout) = row(pairs);
-            let view = RowView {
+    fn row_fingerprints_tell_every_field_and_boundary_apart_and_ignore_other_columns() {
+        let fingerprint = |header: &[&str], values: &[&str]| {
+            let layout = Layout::from_columns(header.iter().copied(), Field::csv_name);
+            let record: crate::source::TextRecord = values.iter().copied().collect();
+            row_fingerprint(RowView {
                 record: &record,
                 layout: &layout,
-            };
-            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-            for (index, field) in Field::ALL.iter().enumerate() {
-                if let Some(value) = view.get(*field) {
-                    hasher.update(&(index as u32).to_le_bytes());
-                    hasher.update(&(value.len() as u32).to_le_bytes());
-                    hasher.update(value.as_bytes());
-                }
-            }
-            assert_eq!(row_fingerprint(view), hasher.digest(), "{pairs:?}");
+            })
+        };
+        // The order's fields with a shop column between and result columns after.
+        let header = [
+            "number",
+            "shopNote",
+            "amount",
+            "currency",
+            "paymentStatus",
+            "syncError",
+        ];
+        let base = fingerprint(&header, &["A1", "x", "10.00", "EUR", "UNPAID", ""]);
+        assert_eq!(
+            base,
+            fingerprint(
+                &header,
+                &["A1", "other note", "10.00", "EUR", "PAID", "an error"]
+            ),
+            "the shop's column and the results are not order fields"
+        );
+        for changed in [
+            ["A2", "x", "10.00", "EUR", "UNPAID", ""],
+            ["A1", "x", "10.01", "EUR", "UNPAID", ""],
+            ["A1", "x", "10.00", "CHF", "UNPAID", ""],
+            // The same bytes, another boundary.
+            ["A1", "x", "10.00E", "UR", "UNPAID", ""],
+            ["A1", "x", " 10.00", "EUR", "UNPAID", ""],
+        ] {
+            assert_ne!(base, fingerprint(&header, &changed), "{changed:?}");
         }
+        // A short row lacks its last fields: not the same as empty ones.
+        let short = fingerprint(&header, &["A1", "x", "10.00"]);
+        assert_ne!(
+            short,
+            fingerprint(&header, &["A1", "x", "10.00", "", "", ""])
+        );
+        assert_ne!(short, base);
     }
 
     #[test]

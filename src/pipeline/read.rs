@@ -214,6 +214,8 @@ struct Reader<'c, 'a> {
     /// they do not wait while the read-back writes statuses (see [`StateDb::open_reader`]).
     lookups: Option<StateDb>,
     invalid: Vec<(u64, String, String)>,
+    /// Row fingerprints to store: rows unchanged in payload whose stored fingerprint differs.
+    refreshed: Vec<(String, u64)>,
     chunk: Chunk,
     now: time::OffsetDateTime,
     /// The read-back had finished when the current lookahead page was read.
@@ -262,6 +264,7 @@ fn read_with(
         lookahead: Lookahead::for_sending(context.policy.resend_open_after.is_some()),
         lookups: own_connection(context.state)?,
         invalid: Vec::new(),
+        refreshed: Vec::new(),
         chunk: Chunk::default(),
         now: time::OffsetDateTime::now_utc(),
         statuses_final: false,
@@ -451,6 +454,7 @@ impl<'a> Reader<'_, 'a> {
                 } else {
                     let pending = !self.statuses_final;
                     self.stats.touched.stored(source, row, known, pending);
+                    self.refresh_row_fingerprint(known, &order)?;
                 }
             }
             _ => {
@@ -485,7 +489,40 @@ impl<'a> Reader<'_, 'a> {
         Ok(())
     }
 
+    /// Queues the row fingerprint of an order the API accepted as it stands, when the store
+    /// holds another one (the row changed without its payload changing): the next run then
+    /// takes the fast path for it. Not in a dry run, which writes nothing.
+    fn refresh_row_fingerprint(
+        &mut self,
+        known: Option<&Known>,
+        order: &PreparedOrder,
+    ) -> Result<(), ReadError> {
+        let accepted_as_is = known.is_some_and(|k| {
+            k.last_error.is_none()
+                && k.accepted_fingerprint == Some(order.fingerprint)
+                && k.row_fingerprint != Some(order.row_fingerprint)
+        });
+        if accepted_as_is && self.context.record_invalid {
+            self.refreshed
+                .push((order.number.clone(), order.row_fingerprint));
+            if self.refreshed.len() >= ROW_ERRORS_PER_WRITE {
+                self.flush_row_fingerprints()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_row_fingerprints(&mut self) -> Result<(), ReadError> {
+        if !self.refreshed.is_empty() {
+            let mut db = self.context.state.lock().map_err(|_| ReadError::Poisoned)?;
+            db.refresh_row_fingerprints(&self.refreshed)?;
+            self.refreshed.clear();
+        }
+        Ok(())
+    }
+
     fn flush_invalid(&mut self) -> Result<(), ReadError> {
+        self.flush_row_fingerprints()?;
         if !self.invalid.is_empty() {
             let mut db = self.context.state.lock().map_err(|_| ReadError::Poisoned)?;
             db.add_row_errors(&self.invalid)?;
@@ -1022,6 +1059,47 @@ mod tests {
         assert_eq!(accepted.len() as u64, stats.rows, "every row is sent");
         state.lock().unwrap().journal(1, &accepted).unwrap();
         (path, csv, state)
+    }
+
+    /// A row whose stored fingerprint no longer matches (made by an earlier version, or the
+    /// row changed without its payload changing) takes the slow path: its payload is as
+    /// accepted, so nothing is sent, and its fingerprint is stored for the next run.
+    #[test]
+    fn a_stale_row_fingerprint_is_replaced_without_sending_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _, state) = accepted_file(dir.path(), (1..=3).map(|i| i.to_string()));
+        let stored = |state: &Arc<Mutex<StateDb>>| -> Vec<i64> {
+            let db = state.lock().unwrap();
+            let mut query = db
+                .connection()
+                .prepare("SELECT row_fingerprint FROM kksync_order_state ORDER BY number")
+                .unwrap();
+            query
+                .query_map([], |row| row.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let fresh = stored(&state);
+        state
+            .lock()
+            .unwrap()
+            .connection()
+            .execute("UPDATE kksync_order_state SET row_fingerprint = 42", [])
+            .unwrap();
+
+        let (chunks, stats) = read_file(&path, &state, &ReadBackDone::new(true), 100, &|_| {});
+
+        assert!(
+            chunks.iter().all(|chunk| chunk.orders.is_empty()),
+            "nothing sent"
+        );
+        assert_eq!(stats.unchanged, 3);
+        assert_eq!(
+            stored(&state),
+            fresh,
+            "the rows' fingerprints are stored again"
+        );
     }
 
     /// Rows read while the read-back runs wait in a list for its verdict. Once the list is

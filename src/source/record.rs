@@ -113,6 +113,11 @@ impl TextRecord {
         self.ends.is_empty()
     }
 
+    /// Where each field ends in [`TextRecord::as_str`].
+    pub fn ends(&self) -> &[usize] {
+        &self.ends
+    }
+
     /// All fields back to back (for sizing buffers).
     pub fn as_str(&self) -> &str {
         &self.text

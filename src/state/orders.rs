@@ -299,6 +299,31 @@ impl StateDb {
         Ok(())
     }
 
+    /// Stores the row fingerprints of orders whose rows changed in a way that leaves their
+    /// payload as accepted (spaces, moved columns, a fingerprint of an earlier version), so
+    /// that the next run finds them unchanged without validating them again.
+    pub fn refresh_row_fingerprints(&mut self, rows: &[(String, u64)]) -> Result<(), StateError> {
+        let path = self.path().to_path_buf();
+        let fail = |action| super::error(&path, action);
+        let tx = self
+            .connection_mut()
+            .transaction()
+            .map_err(fail("storing row fingerprints"))?;
+        {
+            let mut update = tx
+                .prepare_cached(
+                    "UPDATE kksync_order_state SET row_fingerprint = ?2 WHERE number = ?1",
+                )
+                .map_err(fail("storing row fingerprints"))?;
+            for (number, fingerprint) in rows {
+                update
+                    .execute(params![number, to_sql(*fingerprint)])
+                    .map_err(fail("storing row fingerprints"))?;
+            }
+        }
+        tx.commit().map_err(fail("storing row fingerprints"))
+    }
+
     /// The date of the oldest order whose status may still change by itself (for `maxAge` of
     /// the read-back); `None` when there is none.
     pub fn oldest_open_order(&self) -> Result<Option<Date>, StateError> {
