@@ -303,25 +303,35 @@ impl StateDb {
     /// payload as accepted (spaces, moved columns, a fingerprint of an earlier version), so
     /// that the next run finds them unchanged without validating them again.
     pub fn refresh_row_fingerprints(&mut self, rows: &[(String, u64)]) -> Result<(), StateError> {
+        self.execute_each(
+            "storing row fingerprints",
+            "UPDATE kksync_order_state SET row_fingerprint = ?2 WHERE number = ?1",
+            rows,
+            |update, (number, fingerprint)| update.execute(params![number, to_sql(*fingerprint)]),
+        )
+    }
+
+    /// Runs `sql` once for each of `items` (`run` binds and executes it), all in one
+    /// transaction.
+    fn execute_each<T>(
+        &mut self,
+        action: &'static str,
+        sql: &str,
+        items: &[T],
+        mut run: impl FnMut(&mut rusqlite::CachedStatement<'_>, &T) -> rusqlite::Result<usize>,
+    ) -> Result<(), StateError> {
         let path = self.path().to_path_buf();
-        let fail = |action| super::error(&path, action);
-        let tx = self
-            .connection_mut()
-            .transaction()
-            .map_err(fail("storing row fingerprints"))?;
-        {
-            let mut update = tx
-                .prepare_cached(
-                    "UPDATE kksync_order_state SET row_fingerprint = ?2 WHERE number = ?1",
-                )
-                .map_err(fail("storing row fingerprints"))?;
-            for (number, fingerprint) in rows {
-                update
-                    .execute(params![number, to_sql(*fingerprint)])
-                    .map_err(fail("storing row fingerprints"))?;
+        let tx = self.connection_mut().transaction();
+        tx.and_then(|tx| {
+            {
+                let mut statement = tx.prepare_cached(sql)?;
+                for item in items {
+                    run(&mut statement, item)?;
+                }
             }
-        }
-        tx.commit().map_err(fail("storing row fingerprints"))
+            tx.commit()
+        })
+        .map_err(super::error(&path, action))
     }
 
     /// The date of the oldest order whose status may still change by itself (for `maxAge` of
@@ -437,26 +447,15 @@ impl StateDb {
 
     /// Records rows that failed validation: (row, error text, reason for the summary).
     pub fn add_row_errors(&mut self, rows: &[(u64, String, String)]) -> Result<(), StateError> {
-        let path = self.path().to_path_buf();
-        let fail = |action| super::error(&path, action);
-        let tx = self
-            .connection_mut()
-            .transaction()
-            .map_err(fail("recording row errors"))?;
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO temp.kksync_row_errors (row, error, reason) VALUES (?1, ?2, ?3)",
-                )
-                .map_err(fail("recording row errors"))?;
-            for (row, error, reason) in rows {
+        self.execute_each(
+            "recording row errors",
+            "INSERT OR REPLACE INTO temp.kksync_row_errors (row, error, reason) VALUES (?1, ?2, ?3)",
+            rows,
+            |insert, (row, error, reason)| {
                 let row = i64::try_from(*row).unwrap_or(i64::MAX);
-                insert
-                    .execute(params![row, error, reason])
-                    .map_err(fail("recording row errors"))?;
-            }
-        }
-        tx.commit().map_err(fail("recording row errors"))
+                insert.execute(params![row, error, reason])
+            },
+        )
     }
 
     /// Up to `limit` validation errors of this run after row `after`, in row order:
