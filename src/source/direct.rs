@@ -23,7 +23,6 @@ const ALIGN: usize = 4096;
 const CAPACITY: usize = 1 << 20;
 
 /// A file opened for direct writes, with its aligned buffer.
-#[derive(Debug)]
 pub(crate) struct DirectFile {
     file: File,
     /// `CAPACITY + ALIGN` bytes; the gathered bytes start at `start`, which is aligned.
@@ -33,6 +32,17 @@ pub(crate) struct DirectFile {
     filled: usize,
     /// Bytes written to the file (a multiple of `ALIGN`).
     written: u64,
+}
+
+impl std::fmt::Debug for DirectFile {
+    // Not the buffer: a megabyte of bytes in a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectFile")
+            .field("file", &self.file)
+            .field("filled", &self.filled)
+            .field("written", &self.written)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DirectFile {

@@ -108,8 +108,17 @@ impl Behind {
     }
 
     fn finish(mut self) -> io::Result<NamedTempFile> {
-        if let Some(direct) = &mut self.direct {
-            direct.finish()?;
+        let refused = match &mut self.direct {
+            Some(direct) => match direct.finish() {
+                Ok(()) => None,
+                // A file under the buffer's size meets its first direct write here.
+                Err(error) if refused_at_once(direct, &error) => Some(error),
+                Err(error) => return Err(error),
+            },
+            None => None,
+        };
+        if let Some(error) = refused {
+            self.fall_back_to_buffered(&error)?;
         }
         self.wait();
         self.check()?;
@@ -167,6 +176,12 @@ impl Behind {
     }
 }
 
+/// The file system refused the first direct write (EINVAL): it takes direct opens but not
+/// writes (or not with this alignment), and nothing reached the file yet.
+fn refused_at_once(direct: &DirectFile, error: &io::Error) -> bool {
+    direct.untouched() && error.raw_os_error() == Some(libc::EINVAL)
+}
+
 impl Write for Behind {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.check()?;
@@ -175,8 +190,7 @@ impl Write for Behind {
                 Ok(taken) => return Ok(taken),
                 Err(error) => error,
             };
-            // Refused at once (EINVAL): the file system takes direct opens but not writes.
-            if !direct.untouched() || error.raw_os_error() != Some(libc::EINVAL) {
+            if !refused_at_once(direct, &error) {
                 return Err(error);
             }
             self.fall_back_to_buffered(&error)?;
@@ -239,6 +253,25 @@ mod tests {
         assert!(behind.direct.is_none(), "fell back to the page cache");
         let temp = behind.finish().unwrap();
         assert_eq!(std::fs::read(temp.path()).unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_small_file_whose_only_direct_write_is_refused_goes_through_the_cache() {
+        // In the crate's folder: `/tmp` may be a tmpfs without direct writes.
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let mut behind = Behind::new(NamedTempFile::new_in(dir.path()).unwrap());
+        let Some(direct) = &mut behind.direct else {
+            eprintln!("no direct writes on this file system; nothing to test");
+            return;
+        };
+        direct.misalign();
+        // Less than the buffer: the first direct write comes with the finish.
+        behind.write_all(b"number,amount\nA-1,1.00\n").unwrap();
+        let temp = behind.finish().unwrap();
+        assert_eq!(
+            std::fs::read(temp.path()).unwrap(),
+            b"number,amount\nA-1,1.00\n"
+        );
     }
 
     #[test]
