@@ -158,6 +158,9 @@ pub struct Layout {
     /// The columns that hold a field, as runs of neighbouring columns `(first, last)`, in
     /// column order: the row fingerprint hashes each run's bytes in one piece.
     spans: Vec<(usize, usize)>,
+    /// A hash of which column holds which field: the row fingerprint starts from it, so the
+    /// same bytes under other headers (a corrected mapping) count as changed.
+    mapping: u64,
 }
 
 impl Layout {
@@ -177,7 +180,21 @@ impl Layout {
             })
             .collect::<Vec<_>>();
         let spans = spans_of(columns.iter().flatten().copied());
-        Layout { columns, spans }
+        let mapping: Vec<u8> = columns
+            .iter()
+            .flat_map(|column| {
+                column
+                    .and_then(|c| u32::try_from(c).ok())
+                    .unwrap_or(u32::MAX)
+                    .to_le_bytes()
+            })
+            .collect();
+        let mapping = xxhash_rust::xxh3::xxh3_64(&mapping);
+        Layout {
+            columns,
+            spans,
+            mapping,
+        }
     }
 
     fn column(&self, field: Field) -> Option<usize> {
@@ -399,8 +416,9 @@ impl PreparedOrder {
     }
 }
 
-/// xxh3-64 of the row's order fields: the bytes of every column kksync reads and where each
-/// of them ends, not the result columns or the columns carried through. Equal fingerprints
+/// xxh3-64 of the row's order fields: the bytes of every column kksync reads, where each of
+/// them ends and which field each column holds, not the result columns or the columns carried
+/// through. Equal fingerprints
 /// mean equal fields, hence equal payloads, so an unchanged row need not be validated and
 /// serialized again: a row the API accepted stays valid (its date does not move into the
 /// future, its due date only gets nearer).
@@ -416,7 +434,7 @@ pub fn row_fingerprint(view: RowView<'_>) -> u64 {
     const LENGTHS: usize = 64;
     let ends = view.record.ends();
     let text = view.record.as_str().as_bytes();
-    let mut hash = 0;
+    let mut hash = view.layout.mapping;
     for &(first, last) in &view.layout.spans {
         // A short row (fewer fields than the header) lacks the last columns.
         let last = last.min(ends.len().saturating_sub(1));
@@ -1327,6 +1345,19 @@ mod tests {
         ] {
             assert_ne!(base, fingerprint(&header, &changed), "{changed:?}");
         }
+        // The same bytes under swapped headers are another payload.
+        let swapped = [
+            "number",
+            "shopNote",
+            "currency",
+            "amount",
+            "paymentStatus",
+            "syncError",
+        ];
+        assert_ne!(
+            fingerprint(&header, &["A1", "x", "10.00", "10.00", "", ""]),
+            fingerprint(&swapped, &["A1", "x", "10.00", "10.00", "", ""])
+        );
         // A short row lacks its last fields: not the same as empty ones.
         let short = fingerprint(&header, &["A1", "x", "10.00"]);
         assert_ne!(
