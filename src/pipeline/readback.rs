@@ -347,7 +347,13 @@ async fn with_own_reader<T: Send + 'static>(
     state: &Arc<Mutex<StateDb>>,
     f: impl FnOnce(&StateDb) -> Result<T, StateError> + Send + 'static,
 ) -> Result<T, ReadBackError> {
-    match with_store(state, |db| db.open_reader()).await? {
+    let own = with_store(state, |db| {
+        Ok(db.open_reader().unwrap_or_else(|error| {
+            tracing::debug!(%error, "reading the order state on the shared connection");
+            None
+        }))
+    });
+    match own.await? {
         Some(own) => tokio::task::spawn_blocking(move || f(&own).map_err(ReadBackError::State))
             .await
             .map_err(|e| ReadBackError::Api(e.to_string()))?,
@@ -449,8 +455,11 @@ fn apply_stream(
     let apply = |batch: &mut Vec<(String, String)>, refreshed: &mut u64| {
         // In number order, transactions of consecutive numbers: each page of the table is
         // dirtied (and written to the WAL) once per collection instead of once per
-        // transaction, and read in order.
-        batch.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // transaction, and read in order. A number listed twice (the API lists each order
+        // once) keeps its last status: reversed, a stable sort puts the last one first.
+        batch.reverse();
+        batch.sort_by(|a, b| a.0.cmp(&b.0));
+        batch.dedup_by(|later, first| later.0 == first.0);
         for slice in batch.chunks(APPLY_BATCH) {
             // Lets a test hold the read-back back while the reader passes every row.
             crate::pause::point("applying-read-back");
@@ -514,5 +523,58 @@ impl std::io::Read for BlockReader {
         buf[..n].copy_from_slice(&self.current[..n]);
         self.current.advance(n);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::orders::JournalEntry;
+
+    /// A number the reply lists twice keeps the status listed last, and counts once.
+    #[test]
+    fn a_number_listed_twice_keeps_its_last_status() {
+        let mut db = StateDb::in_memory().unwrap();
+        let accepted: Vec<JournalEntry> = (1..=40)
+            .map(|i| JournalEntry::Accepted {
+                number: format!("A-{i:02}"),
+                fingerprint: 1,
+                date: time::macros::date!(2026 - 11 - 01),
+                status: "UNPAID".into(),
+                row_fingerprint: 1,
+            })
+            .collect();
+        db.journal(1, &accepted).unwrap();
+        let state = Mutex::new(db);
+        // Every order paid, then every one cancelled, in one reply.
+        let mut reply = Vec::new();
+        for status in ["PAID", "CANCELLED"] {
+            for i in 1..=40 {
+                reply.push(format!(
+                    r#"{{"number":"A-{i:02}","paymentStatus":"{status}"}}"#
+                ));
+            }
+        }
+        let reply = format!("[{}]", reply.join(","));
+        let changed = Mutex::new(ChangedOrders::default());
+        let abandoned = AtomicBool::new(false);
+        let listed = apply_stream(
+            reply.as_bytes(),
+            (&state, &changed, &abandoned),
+            HashSet::new(),
+            2,
+        )
+        .unwrap();
+        assert_eq!(listed.orders_seen, 80);
+        assert_eq!(listed.refreshed, 40, "each order counted once");
+        let db = state.lock().unwrap();
+        for i in 1..=40 {
+            let known = db.known(&format!("A-{i:02}")).unwrap().unwrap();
+            assert_eq!(
+                known.payment_status.as_deref(),
+                Some("CANCELLED"),
+                "A-{i:02}"
+            );
+        }
     }
 }
