@@ -423,6 +423,7 @@ pub fn write_back(
         lookahead: Lookahead::default(),
         errors: RowErrors::default(),
         run,
+        own: None,
     };
     // The sink rewrites the source: it takes every row, changed or not.
     let mut results = Results::new(lookups, WriteBackStats::default(), true, on_rows);
@@ -444,7 +445,7 @@ fn patch_back(
     on_rows: &dyn Fn(u64),
 ) -> Result<WriteBackStats, WriteBackError> {
     let (rows, settled) = touched.into_patch_list();
-    let mut patcher = Patcher::new(patch, run);
+    let mut patcher = Patcher::new(patch, run, state);
     patcher.stats = settled;
     patcher.rewrite(rows, state, on_rows)?;
     patcher.finish()
@@ -469,6 +470,7 @@ fn patch_back_sqlite(
         lookahead: Lookahead::sparse(),
         errors: RowErrors::default(),
         run,
+        own: None,
     };
     // Rows are updated in place: only changed results are written.
     let mut results = Results::new(lookups, settled, false, on_rows);
@@ -594,7 +596,7 @@ pub fn trail_back(
             let current = match &mut patcher {
                 Some(current) => current,
                 None => match CsvPatch::open(settings, read)? {
-                    Some(patch) => patcher.insert(Patcher::new(patch, run)),
+                    Some(patch) => patcher.insert(Patcher::new(patch, run, state)),
                     None => return Ok(None),
                 },
             };
@@ -638,7 +640,11 @@ struct Patcher {
 }
 
 impl Patcher {
-    fn new(patch: CsvPatch, run: Option<i64>) -> Self {
+    fn new(patch: CsvPatch, run: Option<i64>, state: &Mutex<StateDb>) -> Self {
+        let own = state
+            .lock()
+            .ok()
+            .and_then(|db| db.open_reader().ok().flatten());
         Patcher {
             patch,
             lookups: Lookups {
@@ -647,6 +653,7 @@ impl Patcher {
                 lookahead: Lookahead::sparse(),
                 errors: RowErrors::default(),
                 run,
+                own,
             },
             stats: WriteBackStats::default(),
             last_offset: None,
@@ -655,8 +662,32 @@ impl Patcher {
         }
     }
 
-    /// Rewrites `rows` (offset, row), ascending, whose results are final.
+    /// Rewrites `rows` (offset, row), ascending, whose results are final: committed before
+    /// they were handed over, so one read transaction sees them all.
     fn rewrite(
+        &mut self,
+        rows: Vec<(u64, u64)>,
+        state: &Mutex<StateDb>,
+        on_rows: &dyn Fn(u64),
+    ) -> Result<(), WriteBackError> {
+        let Some(own) = &self.lookups.own else {
+            return self.rewrite_rows(rows, state, on_rows);
+        };
+        own.connection()
+            .execute_batch("BEGIN")
+            .map_err(own.error("reading results"))?;
+        let rewritten = self.rewrite_rows(rows, state, on_rows);
+        let ended = match &self.lookups.own {
+            Some(own) => own
+                .connection()
+                .execute_batch("COMMIT")
+                .map_err(|e| own.error("reading results")(e).into()),
+            None => Ok(()),
+        };
+        rewritten.and(ended)
+    }
+
+    fn rewrite_rows(
         &mut self,
         rows: Vec<(u64, u64)>,
         state: &Mutex<StateDb>,
@@ -704,6 +735,11 @@ struct Lookups {
     errors: RowErrors,
     /// This run: a status its own send reported is a new sync, even if the status is the same.
     run: Option<i64>,
+    /// A connection of the write-back's own (a store in WAL mode) for the orders' state: a
+    /// batch of rows is looked up in one read transaction on it, not one per row on the
+    /// shared connection. `None`: the shared one. This run's row errors stay on the shared
+    /// connection (a temporary table, which only it sees).
+    own: Option<StateDb>,
 }
 
 impl Lookups {
@@ -719,11 +755,15 @@ impl Lookups {
     ) -> Result<Option<RowResult>, WriteBackError> {
         stats.rows += 1;
         let (result, reported_to) = {
-            let db = state.lock().map_err(|_| WriteBackError::Poisoned)?;
+            let shared = state.lock().map_err(|_| WriteBackError::Poisoned)?;
+            let db = Stores {
+                shared: &shared,
+                orders: self.own.as_ref().unwrap_or(&shared),
+            };
             result_of(
                 source,
                 row,
-                &db,
+                db,
                 &mut self.lookahead,
                 &mut self.errors,
                 stats,
@@ -746,15 +786,23 @@ impl Lookups {
 
 /// A row's result: this run's validation error, else what the store knows about its order;
 /// with the run whose send reported a synced status.
+/// Where [`result_of`] reads: this run's row errors on the shared connection, the orders'
+/// state on `orders` (the same one, or the write-back's own).
+#[derive(Clone, Copy)]
+struct Stores<'a> {
+    shared: &'a StateDb,
+    orders: &'a StateDb,
+}
+
 fn result_of(
     source: &dyn OrderSource,
     row: &SourceRow,
-    db: &StateDb,
+    db: Stores<'_>,
     lookahead: &mut Lookahead,
     errors: &mut RowErrors,
     stats: &mut WriteBackStats,
 ) -> Result<(RowResult, Option<i64>), StateError> {
-    if let Some((error, reasons)) = errors.take(db, row.row)? {
+    if let Some((error, reasons)) = errors.take(db.shared, row.row)? {
         stats.count_rejected(reasons.split('\n'));
         return Ok((RowResult::Failed { error }, None));
     }
@@ -765,7 +813,7 @@ fn result_of(
     let Some(number) = view.get(Field::Number) else {
         return Ok((RowResult::Untouched, None));
     };
-    let Some(known) = lookahead.known_ref(db, number)? else {
+    let Some(known) = lookahead.known_ref(db.orders, number)? else {
         return Ok((RowResult::Untouched, None));
     };
     if let Some(error) = known.last_error.clone() {
