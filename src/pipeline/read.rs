@@ -75,6 +75,8 @@ const SIZE_SAMPLE_ROWS: u64 = 1000;
 const PROGRESS_ROWS: u64 = 16_384;
 /// Invalid rows are recorded in the state store in groups of this many.
 const ROW_ERRORS_PER_WRITE: usize = 1000;
+/// Row fingerprints stored per transaction (see `Reader::refresh_row_fingerprint`).
+const FINGERPRINTS_PER_WRITE: usize = 1000;
 
 /// Opens the source again (for settling deferred duplicate checks).
 pub type Reopen<'a> = &'a (dyn Fn() -> Result<Box<dyn OrderSource>, SourceError> + Sync);
@@ -505,7 +507,7 @@ impl<'a> Reader<'_, 'a> {
         if accepted_as_is && self.context.record_invalid {
             self.refreshed
                 .push((order.number.clone(), order.row_fingerprint));
-            if self.refreshed.len() >= ROW_ERRORS_PER_WRITE {
+            if self.refreshed.len() >= FINGERPRINTS_PER_WRITE {
                 self.flush_row_fingerprints()?;
             }
         }

@@ -670,21 +670,10 @@ impl Patcher {
         state: &Mutex<StateDb>,
         on_rows: &dyn Fn(u64),
     ) -> Result<(), WriteBackError> {
-        let Some(own) = &self.lookups.own else {
-            return self.rewrite_rows(rows, state, on_rows);
-        };
-        own.connection()
-            .execute_batch("BEGIN")
-            .map_err(own.error("reading results"))?;
+        self.lookups.own_transaction("BEGIN")?;
         let rewritten = self.rewrite_rows(rows, state, on_rows);
-        let ended = match &self.lookups.own {
-            Some(own) => own
-                .connection()
-                .execute_batch("COMMIT")
-                .map_err(|e| own.error("reading results")(e).into()),
-            None => Ok(()),
-        };
-        rewritten.and(ended)
+        let ended = self.lookups.own_transaction("COMMIT");
+        rewritten.and(ended.map_err(Into::into))
     }
 
     fn rewrite_rows(
@@ -743,6 +732,18 @@ struct Lookups {
 }
 
 impl Lookups {
+    /// Begins or ends (`sql`) the read transaction of a batch on the write-back's own
+    /// connection, if it has one.
+    fn own_transaction(&self, sql: &str) -> Result<(), StateError> {
+        match &self.own {
+            Some(own) => own
+                .connection()
+                .execute_batch(sql)
+                .map_err(own.error("reading results")),
+            None => Ok(()),
+        }
+    }
+
     /// A row's result if the source does not record it yet (counted as changed) or records
     /// when it was synced and this run's send reported it again, else `None`; either way the
     /// row is counted in `stats`.
@@ -784,8 +785,6 @@ impl Lookups {
     }
 }
 
-/// A row's result: this run's validation error, else what the store knows about its order;
-/// with the run whose send reported a synced status.
 /// Where [`result_of`] reads: this run's row errors on the shared connection, the orders'
 /// state on `orders` (the same one, or the write-back's own).
 #[derive(Clone, Copy)]
@@ -794,6 +793,8 @@ struct Stores<'a> {
     orders: &'a StateDb,
 }
 
+/// A row's result: this run's validation error, else what the store knows about its order;
+/// with the run whose send reported a synced status.
 fn result_of(
     source: &dyn OrderSource,
     row: &SourceRow,
