@@ -28,6 +28,22 @@ async fn reset_stats(sandbox: &SandboxHandle) {
     control(sandbox, "stats/reset", json!({})).await;
 }
 
+/// During the day: one customer pays T-00003 in full (`amount`), one pays T-00007 in part, and
+/// T-00011 is cancelled; the request counts start afresh.
+async fn pay_and_cancel(sandbox: &SandboxHandle, amount: &str) {
+    control(sandbox, "pay/T-00003", json!({ "amount": amount })).await;
+    control(sandbox, "pay/T-00007", json!({"amount": "1.00"})).await;
+    reset_stats(sandbox).await;
+    api_post(sandbox, "order/T-00011/cancel", None).await;
+}
+
+/// The run sent nothing and read the statuses back with one `GET /orders`.
+fn assert_only_read_back(sandbox: &SandboxHandle, stderr: &str) {
+    assert_eq!(route_count(sandbox, "POST /orders"), 0, "{stderr}");
+    assert_eq!(orders_received(sandbox), 0);
+    assert_eq!(route_count(sandbox, "GET /orders"), 1);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_run_without_changes_sends_nothing_but_refreshes_statuses() {
     let dir = TestDir::new();
@@ -36,17 +52,11 @@ async fn a_second_run_without_changes_sends_nothing_but_refreshes_statuses() {
     sync(&source, &sandbox, &[]).await.expect_code(0);
     assert_eq!(orders_received(&sandbox), 250);
 
-    // During the day: one customer pays in full, one in part, one order is cancelled.
-    control(&sandbox, "pay/T-00003", json!({"amount": "13.03"})).await;
-    control(&sandbox, "pay/T-00007", json!({"amount": "1.00"})).await;
-    reset_stats(&sandbox).await;
-    api_post(&sandbox, "order/T-00011/cancel", None).await;
+    pay_and_cancel(&sandbox, "13.03").await;
 
     let run = sync(&source, &sandbox, &[]).await;
     run.expect_code(0);
-    assert_eq!(route_count(&sandbox, "POST /orders"), 0, "{}", run.stderr);
-    assert_eq!(orders_received(&sandbox), 0);
-    assert_eq!(route_count(&sandbox, "GET /orders"), 1);
+    assert_only_read_back(&sandbox, &run.stderr);
     let statuses = statuses(&dir.read("orders.csv"), b',');
     assert_eq!(statuses[3], "PAID");
     assert_eq!(statuses[7], "PAID_PARTIAL");
@@ -81,16 +91,11 @@ async fn a_second_run_over_a_sqlite_source_without_changes_sends_nothing_but_ref
     };
     let untouched = synced_at("T-00004");
 
-    control(&sandbox, "pay/T-00003", json!({"amount": "10.00"})).await;
-    control(&sandbox, "pay/T-00007", json!({"amount": "1.00"})).await;
-    reset_stats(&sandbox).await;
-    api_post(&sandbox, "order/T-00011/cancel", None).await;
+    pay_and_cancel(&sandbox, "10.00").await;
 
     let run = sync(&db, &sandbox, &[]).await;
     run.expect_code(0);
-    assert_eq!(route_count(&sandbox, "POST /orders"), 0, "{}", run.stderr);
-    assert_eq!(orders_received(&sandbox), 0);
-    assert_eq!(route_count(&sandbox, "GET /orders"), 1);
+    assert_only_read_back(&sandbox, &run.stderr);
     let statuses: Vec<String> = shop
         .prepare("SELECT payment_status FROM orders ORDER BY rowid")
         .unwrap()
