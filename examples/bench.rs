@@ -320,42 +320,46 @@ impl Snapshot {
             .ok_or("the source's name is not UTF-8")?;
         let copies = dir.join("snapshot");
         std::fs::create_dir_all(&copies)?;
-        let mut files = Vec::new();
-        for entry in std::fs::read_dir(dir)? {
-            let path = entry?.path();
-            let Some(file) = path.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
-            if path.is_file() && file.starts_with(name) && !file.ends_with(".lock") {
-                let copy = copies.join(file);
-                std::fs::copy(&path, &copy)?;
-                files.push((path, copy));
-            }
-        }
-        Ok(Snapshot {
+        let mut snapshot = Snapshot {
             dir: dir.to_path_buf(),
             name: name.to_owned(),
-            files,
-        })
+            files: Vec::new(),
+        };
+        for (path, file) in snapshot.state_files()? {
+            let copy = copies.join(file);
+            std::fs::copy(&path, &copy)?;
+            snapshot.files.push((path, copy));
+        }
+        Ok(snapshot)
     }
 
     /// Puts the copies back, removing state files a run created since (a `-wal`, `-shm`),
     /// and syncs them, so the measured run does not share the disk with their write-out.
     fn restore(&self) -> Result<(), Box<dyn Error>> {
-        for entry in std::fs::read_dir(&self.dir)? {
-            let path = entry?.path();
-            let Some(file) = path.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
-            if path.is_file() && file.starts_with(&self.name) && !file.ends_with(".lock") {
-                std::fs::remove_file(&path)?;
-            }
+        for (path, _) in self.state_files()? {
+            std::fs::remove_file(&path)?;
         }
         for (original, copy) in &self.files {
             std::fs::copy(copy, original)?;
             File::open(original)?.sync_all()?;
         }
         Ok(())
+    }
+
+    /// The files beside the source whose name starts with its name, but the run lock: (path,
+    /// name).
+    fn state_files(&self) -> Result<Vec<(PathBuf, String)>, Box<dyn Error>> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            let Some(file) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+                continue;
+            };
+            if path.is_file() && file.starts_with(&self.name) && !file.ends_with(".lock") {
+                files.push((path, file));
+            }
+        }
+        Ok(files)
     }
 }
 
