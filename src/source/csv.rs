@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use csv::{ByteRecord, Terminator};
 
+use super::csv_records::{Next, RawRecord, Records, Span};
 use super::sync_behind::SyncBehind;
 use super::{
     FileIdentity, FinishedRow, OrderSource, ResultSink, RowResult, SourceError, SourceRow,
@@ -30,18 +31,16 @@ pub(crate) struct Dialect {
 /// Reads a CSV export row by row.
 pub struct CsvSource {
     path: PathBuf,
-    reader: csv::Reader<BufReader<File>>,
+    records: Records,
     layout: Layout,
     header_len: usize,
     status_index: Option<usize>,
     error_index: Option<usize>,
     next_row: u64,
-    /// Counts the empty lines csv skips between records.
-    gaps: Gaps,
     /// Empty lines after the last record, once the end was reached.
     trailing_blank_lines: u64,
     /// The row being read, reused: the row handed out is a [`super::TextRecord`] copy of it.
-    buffer: ByteRecord,
+    buffer: RawRecord,
     /// The text of a row given back ([`OrderSource::recycle`]), for the next one.
     spare: Option<super::TextRecord>,
     file_bytes: u64,
@@ -86,22 +85,17 @@ pub(super) fn open(
     let file = File::open(path).map_err(io("opening"))?;
     let metadata = file.metadata().map_err(io("reading permissions"))?;
     let file_len = metadata.len();
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(dialect.delimiter)
-        .flexible(true)
-        .has_headers(true)
-        .from_reader(BufReader::with_capacity(256 * 1024, file));
-    let headers = reader
-        .byte_headers()
-        .map_err(|e| csv_error(path, e))?
-        .clone();
     let identity = FileIdentity::of(&metadata);
+    let mut records = Records::new(file, dialect.delimiter);
+    let mut raw = RawRecord::default();
     // Empty lines before the header are kept too, and counted in the row numbers.
-    let mut gaps = Gaps::open(path, &identity)?;
-    let blank_before_header = gaps
-        .skip_to(reader.position().byte())
-        .map_err(io("reading"))?;
-    check_quotes_closed(path, dialect.delimiter, &identity, &reader, &headers, 1)?;
+    let (headers, blank_before_header) = match records.read(&mut raw).map_err(io("reading"))? {
+        Next::Record(span) => {
+            check_quotes_closed_at(path, dialect.delimiter, &identity, span, 1)?;
+            (raw.to_byte_record(), span.blank_lines)
+        }
+        Next::End { .. } => (ByteRecord::new(), 0),
+    };
     let names: Vec<String> = headers
         .iter()
         .map(|h| String::from_utf8_lossy(strip_bom(h)).into_owned())
@@ -138,15 +132,14 @@ pub(super) fn open(
     let (status_index, error_index) = (position(STATUS_COLUMN), position(ERROR_COLUMN));
     let source = CsvSource {
         path: path.to_path_buf(),
-        reader,
+        records,
         layout,
         header_len: headers.len(),
         status_index,
         error_index,
         next_row: 2 + blank_before_header,
-        gaps,
         trailing_blank_lines: 0,
-        buffer: ByteRecord::new(),
+        buffer: raw,
         spare: None,
         file_bytes: file_len,
         delimiter: dialect.delimiter,
@@ -200,12 +193,29 @@ pub(crate) fn check_quotes_closed<R: Read>(
     record: &ByteRecord,
     row: u64,
 ) -> Result<(), SourceError> {
-    if reader.position().byte() < opened.file_len() {
-        return Ok(());
-    }
     let Some(start) = record.position() else {
         return Ok(());
     };
+    let span = Span {
+        start: start.byte(),
+        line: start.line(),
+        end: reader.position().byte(),
+        blank_lines: 0,
+    };
+    check_quotes_closed_at(path, delimiter, opened, span, row)
+}
+
+/// As [`check_quotes_closed`], for a record read with [`Records`].
+pub(crate) fn check_quotes_closed_at(
+    path: &Path,
+    delimiter: u8,
+    opened: &FileIdentity,
+    record: Span,
+    row: u64,
+) -> Result<(), SourceError> {
+    if record.end < opened.file_len() {
+        return Ok(());
+    }
     let io = |source| SourceError::Io {
         path: path.to_path_buf(),
         action: "reading",
@@ -217,14 +227,14 @@ pub(crate) fn check_quotes_closed<R: Read>(
             path: path.to_path_buf(),
         });
     }
-    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start.byte())).map_err(io)?;
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(record.start)).map_err(io)?;
     match unclosed_quote(BufReader::new(file), delimiter).map_err(io)? {
         None => Ok(()),
         Some(line_breaks) => Err(SourceError::Csv {
             path: path.to_path_buf(),
             message: format!(
                 "row {row}: a quoted field is not closed before the end of the file; it opens on line {} and would swallow every line after it (close or double that quote, then run again)",
-                start.line().saturating_add(line_breaks)
+                record.line.saturating_add(line_breaks)
             ),
         }),
     }
@@ -362,7 +372,7 @@ impl OrderSource for CsvSource {
     }
 
     fn estimated_rows(&self, rows_read: u64) -> Option<u64> {
-        let bytes_read = self.reader.position().byte();
+        let bytes_read = self.records.position();
         (bytes_read > 0).then(|| rows_read.saturating_mul(self.file_bytes) / bytes_read)
     }
 
@@ -372,35 +382,22 @@ impl OrderSource for CsvSource {
             action: "reading",
             source,
         };
-        match self.reader.read_byte_record(&mut self.buffer) {
-            Ok(false) => {
-                self.trailing_blank_lines = self.gaps.skip_to(self.file_bytes).map_err(reading)?;
+        let span = match self.records.read(&mut self.buffer).map_err(reading)? {
+            Next::Record(span) => span,
+            Next::End { blank_lines } => {
+                self.trailing_blank_lines = blank_lines;
                 return Ok(None);
             }
-            Ok(true) => {}
-            Err(error) => return Err(csv_error(&self.path, error)),
-        }
-        // csv skips empty lines silently; they are counted so that row numbers are the ones a
-        // spreadsheet shows, and so that the write-back keeps them.
-        let blank_lines = self
-            .gaps
-            .skip_to(self.reader.position().byte())
-            .map_err(reading)?;
-        let bytes = &self.buffer;
-        let row = self.next_row + blank_lines;
+        };
+        // csv_core skips empty lines silently; they are counted so that row numbers are the
+        // ones a spreadsheet shows, and so that the write-back keeps them.
+        let row = self.next_row + span.blank_lines;
         self.next_row = row + 1;
-        check_quotes_closed(
-            &self.path,
-            self.delimiter,
-            &self.identity,
-            &self.reader,
-            bytes,
-            row,
-        )?;
+        check_quotes_closed_at(&self.path, self.delimiter, &self.identity, span, row)?;
         let spare = self.spare.take().unwrap_or_default();
-        let mut row = SourceRow::from_csv_into(row, bytes, self.header_len, spare);
-        row.blank_lines_before = blank_lines;
-        row.offset = bytes.position().map(csv::Position::byte);
+        let mut row = SourceRow::from_raw_into(row, &self.buffer, self.header_len, spare);
+        row.blank_lines_before = span.blank_lines;
+        row.offset = Some(span.start);
         Ok(Some(row))
     }
 

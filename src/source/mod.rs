@@ -5,6 +5,7 @@
 
 pub(crate) mod csv;
 pub(crate) mod csv_patch;
+pub(crate) mod csv_records;
 mod direct;
 pub(crate) mod record;
 pub(crate) mod sqlite;
@@ -13,6 +14,8 @@ pub(crate) mod sync_behind;
 use std::path::PathBuf;
 
 use ::csv::ByteRecord;
+
+use self::csv_records::RawRecord;
 
 use crate::cli::SourceFormat;
 use crate::config::SourceSettings;
@@ -150,28 +153,49 @@ pub struct SourceRow {
 impl SourceRow {
     /// CSV row `row` from its bytes, checked against the header's width.
     pub(crate) fn from_csv(row: u64, bytes: &ByteRecord, header_len: usize) -> SourceRow {
-        SourceRow::from_csv_into(row, bytes, header_len, TextRecord::default())
+        let mut record = TextRecord::default();
+        let utf8 = record.set_utf8(bytes);
+        SourceRow::from_fields(row, bytes.len(), header_len, record, utf8, || bytes.clone())
     }
 
-    /// As [`SourceRow::from_csv`], in the memory of `record` (a row read before).
-    pub(crate) fn from_csv_into(
+    /// As [`SourceRow::from_csv`], from the fields the reader parsed, in the memory of `record`
+    /// (a row read before).
+    pub(crate) fn from_raw_into(
         row: u64,
-        bytes: &ByteRecord,
+        raw: &RawRecord,
         header_len: usize,
         mut record: TextRecord,
     ) -> SourceRow {
-        let defect = (bytes.len() > header_len).then(|| Defect {
+        let utf8 = record.set_utf8_fields(raw.as_slice(), raw.ends().iter().copied());
+        SourceRow::from_fields(row, raw.len(), header_len, record, utf8, || {
+            raw.to_byte_record()
+        })
+    }
+
+    /// A row of `fields` fields whose text `record` holds when they were `utf8`; otherwise
+    /// their `bytes` are read as Latin-1.
+    fn from_fields(
+        row: u64,
+        fields: usize,
+        header_len: usize,
+        record: TextRecord,
+        utf8: bool,
+        bytes: impl FnOnce() -> ByteRecord,
+    ) -> SourceRow {
+        let defect = (fields > header_len).then(|| Defect {
             message: format!(
-                "row {row}: has {} fields but the header has {header_len}; check the delimiter and quoting",
-                bytes.len(),
+                "row {row}: has {fields} fields but the header has {header_len}; check the delimiter and quoting",
             ),
             reason: "row has more fields than the header",
         });
-        let (record, raw) = match record.set_utf8(bytes) {
+        let (record, raw) = match utf8 {
             true => (record, None),
             // Not UTF-8: most likely a Latin-1 export. Validate a Latin-1 reading, but keep
             // the original bytes for write-back.
-            false => (TextRecord::from_latin1(bytes), Some(bytes.clone())),
+            false => {
+                let bytes = bytes();
+                (TextRecord::from_latin1(&bytes), Some(bytes))
+            }
         };
         SourceRow {
             row,

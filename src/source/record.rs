@@ -35,16 +35,30 @@ impl TextRecord {
     /// reader reuses one record for every row); `false`, and an empty record, when one of them
     /// is not UTF-8.
     pub fn set_utf8(&mut self, record: &ByteRecord) -> bool {
+        self.set_utf8_fields(
+            record.as_slice(),
+            record.iter().scan(0, |end, field| {
+                *end += field.len();
+                Some(*end)
+            }),
+        )
+    }
+
+    /// As [`TextRecord::set_utf8`], for fields given back to back in `bytes`, each ending
+    /// where `ends` says.
+    pub(crate) fn set_utf8_fields(
+        &mut self,
+        bytes: &[u8],
+        ends: impl IntoIterator<Item = usize>,
+    ) -> bool {
         self.text.clear();
         self.ends.clear();
         // simdutf8 checks the usual row (ASCII with a few umlauts) several times faster than
         // `std::str::from_utf8`; it accepts exactly the same inputs.
-        let Ok(text) = simdutf8::basic::from_utf8(record.as_slice()) else {
+        let Ok(text) = simdutf8::basic::from_utf8(bytes) else {
             return false;
         };
-        let mut end = 0;
-        for field in record {
-            end += field.len();
+        for end in ends {
             if !text.is_char_boundary(end) {
                 self.ends.clear();
                 return false;
