@@ -197,8 +197,14 @@ impl Layout {
         }
     }
 
-    fn column(&self, field: Field) -> Option<usize> {
+    /// The column that holds `field`, if any.
+    pub(crate) fn column(&self, field: Field) -> Option<usize> {
         self.columns.get(field as usize).copied().flatten()
+    }
+
+    /// The last column that holds a field, if any does.
+    pub(crate) fn last_column(&self) -> Option<usize> {
+        self.spans.last().map(|&(_, last)| last)
     }
 
     /// Whether the source has a column for this field.

@@ -489,6 +489,13 @@ async fn send_phase(
     let (mut source, _) = tokio::task::spawn_blocking(move || source::open(&settings, true))
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
+    // Unchanged rows of a CSV are known by their bytes (`source::last_read`), except when
+    // every row is sent anyway; a dry run reads the index but leaves it as it is.
+    source.use_row_index(
+        &source::last_read::index_path(&config.state.path),
+        !config.incremental.full,
+        run_id.is_some(),
+    );
     let identity = source.identity().cloned();
     let writer = match (&trail, &identity) {
         (Some(trail), Some(identity)) => {

@@ -205,6 +205,22 @@ enum Handled {
     Deferred,
 }
 
+/// What the fast path made of a row.
+enum Unchanged {
+    /// Settled.
+    Handled(Handled),
+    /// To be checked: what the fast path learnt.
+    Check(Fast),
+}
+
+/// What the fast path learnt of a row it could not settle.
+#[derive(Clone, Copy)]
+struct Fast {
+    row_fingerprint: Option<u64>,
+    /// The row is unchanged but its number was seen before.
+    unchanged_row: bool,
+}
+
 /// The reader's state over one run.
 struct Reader<'c, 'a> {
     context: &'c ReadContext<'a>,
@@ -287,7 +303,8 @@ fn read_with(
             (context.on_rows)(reader.stats.rows);
         }
         reader.position = row.offset;
-        if reader.handle(source, &row, DuplicateCheck::Filter)? == Handled::Deferred {
+        let (handled, row) = reader.handle_next(source, row)?;
+        if handled == Handled::Deferred {
             let number = row.number(source.layout()).unwrap_or_default();
             deferred.push((row.row, number.to_string()));
             reader.first_deferred.get_or_insert(row.offset.unwrap_or(0));
@@ -334,6 +351,34 @@ impl<'a> Reader<'_, 'a> {
         row: &SourceRow,
         check: DuplicateCheck,
     ) -> Result<Handled, ReadError> {
+        self.follow_read_back()?;
+        match self.unchanged(source, row, check)? {
+            Unchanged::Handled(handled) => Ok(handled),
+            Unchanged::Check(fast) => self.check(source, row, check, fast),
+        }
+    }
+
+    /// As [`Reader::handle`], for the row the first pass read last: a row handed out unparsed
+    /// is read whole if it has to be checked. Gives the row back for recycling.
+    fn handle_next(
+        &mut self,
+        source: &mut dyn OrderSource,
+        row: SourceRow,
+    ) -> Result<(Handled, SourceRow), ReadError> {
+        let check = DuplicateCheck::Filter;
+        self.follow_read_back()?;
+        let fast = match self.unchanged(source, &row, check)? {
+            Unchanged::Handled(handled) => return Ok((handled, row)),
+            Unchanged::Check(fast) => fast,
+        };
+        let row = source.full_row(row)?;
+        let handled = self.check(source, &row, check, fast)?;
+        Ok((handled, row))
+    }
+
+    /// Follows the read-back running alongside: waits for it when too many rows wait for its
+    /// verdict, and takes in what it changed once it is over.
+    fn follow_read_back(&mut self) -> Result<(), ReadError> {
         if !self.statuses_final && self.stats.touched.pending_full() {
             // The rows read meanwhile wait for the read-back's verdict in a list of bounded
             // length; a full list would cost a write-back of every row. The write-back waits
@@ -360,12 +405,26 @@ impl<'a> Reader<'_, 'a> {
             self.stats.touched.resolve(changed.as_deref());
             self.hand_over()?;
         }
-        let view = RowView {
-            record: &row.record,
-            layout: source.layout(),
-        };
+        Ok(())
+    }
+
+    /// The fast path: a row unchanged since the API accepted it is settled by what the store
+    /// knows, without validation.
+    fn unchanged(
+        &mut self,
+        source: &dyn OrderSource,
+        row: &SourceRow,
+        check: DuplicateCheck,
+    ) -> Result<Unchanged, ReadError> {
         let number = row.number(source.layout());
-        let row_fingerprint = number.map(|_| order::row_fingerprint(view));
+        let row_fingerprint = number.map(|_| {
+            row.row_fingerprint.unwrap_or_else(|| {
+                order::row_fingerprint(RowView {
+                    record: &row.record,
+                    layout: source.layout(),
+                })
+            })
+        });
         let mut unchanged_row = false;
         if let Some(number) = number {
             let known = lookup(
@@ -381,14 +440,32 @@ impl<'a> Reader<'_, 'a> {
                         self.stats.unchanged += 1;
                         let pending = !self.statuses_final;
                         self.stats.touched.stored(source, row, known, pending);
-                        return Ok(Handled::Valid);
+                        return Ok(Unchanged::Handled(Handled::Valid));
                     }
-                    Seen::Maybe => return Ok(Handled::Deferred),
+                    Seen::Maybe => return Ok(Unchanged::Handled(Handled::Deferred)),
                     // Validated below, to report the duplicate like any other problem.
                     Seen::Duplicate => unchanged_row = true,
                 }
             }
         }
+        Ok(Unchanged::Check(Fast {
+            row_fingerprint,
+            unchanged_row,
+        }))
+    }
+
+    /// The slow path: validates the row and decides whether it goes out.
+    fn check(
+        &mut self,
+        source: &dyn OrderSource,
+        row: &SourceRow,
+        check: DuplicateCheck,
+        Fast {
+            row_fingerprint,
+            unchanged_row,
+        }: Fast,
+    ) -> Result<Handled, ReadError> {
+        let number = row.number(source.layout());
         // Only rows that go on need their own copy of what the store knows (asked again: the
         // page answers from memory; a number behind the page costs a second point lookup).
         let known = match number {

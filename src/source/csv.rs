@@ -7,12 +7,14 @@ use std::path::{Path, PathBuf};
 
 use csv::{ByteRecord, Terminator};
 
-use super::csv_records::{Next, RawRecord, Records, Span};
+use super::csv_records::{self, Next, RawRecord, Records, Span};
+use super::last_read::{self, Entry, LastRead, NextRead};
 use super::sync_behind::SyncBehind;
 use super::{
     FileIdentity, FinishedRow, OrderSource, ResultSink, RowResult, SourceError, SourceRow,
+    TextRecord,
 };
-use crate::order::{ColumnNames, Field, Layout};
+use crate::order::{ColumnNames, Field, Layout, RowView};
 
 /// Result column with the payment status.
 pub const STATUS_COLUMN: &str = "paymentStatus";
@@ -46,6 +48,24 @@ pub struct CsvSource {
     file_bytes: u64,
     delimiter: u8,
     identity: FileIdentity,
+    /// What the rows of this file hold besides their bytes (see [`last_read::key`]).
+    key: u64,
+    /// The first of the result columns, where they are or where they will be appended: the
+    /// index knows a row by its bytes before it.
+    first_result: usize,
+    /// The rows as the last run read them, and as this one does ([`OrderSource::use_row_index`]).
+    index: Option<RowIndex>,
+    /// Parses a row handed out unparsed when it is wanted whole ([`OrderSource::full_row`]).
+    reparser: csv_core::Reader,
+}
+
+/// The index of the last run's rows, and the one this run writes.
+#[derive(Debug)]
+struct RowIndex {
+    last: Option<LastRead>,
+    next: Option<NextRead>,
+    /// Rows handed out unparsed.
+    unparsed: u64,
 }
 
 /// Writes the CSV back into a temporary file beside it, renamed over it at the end.
@@ -130,6 +150,17 @@ pub(super) fn open(
     }
     let position = |name: &str| names.iter().position(|n| n.trim() == name);
     let (status_index, error_index) = (position(STATUS_COLUMN), position(ERROR_COLUMN));
+    // Where the result columns start: where they are, or where the write-back appends them
+    // (status first).
+    let first_result = status_index
+        .unwrap_or(headers.len())
+        .min(error_index.unwrap_or(headers.len() + usize::from(status_index.is_none())));
+    let probe: TextRecord = (0..headers.len()).map(|_| "probe").collect();
+    let probe = crate::order::row_fingerprint(RowView {
+        record: &probe,
+        layout: &layout,
+    });
+    let key = last_read::key(dialect.delimiter, probe, first_result);
     let source = CsvSource {
         path: path.to_path_buf(),
         records,
@@ -144,6 +175,10 @@ pub(super) fn open(
         file_bytes: file_len,
         delimiter: dialect.delimiter,
         identity,
+        key,
+        first_result,
+        index: None,
+        reparser: csv_records::parser(dialect.delimiter),
     };
     if read_only {
         return Ok((source, None));
@@ -358,6 +393,215 @@ impl CsvSource {
     }
 }
 
+/// Bytes after a row's prefix its results may take (a longer row is parsed).
+const RESULTS_ROOM: usize = 4096;
+
+/// `\n` in `bytes`.
+fn count_newlines(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+/// Where a row's fields are.
+#[derive(Clone, Copy)]
+struct Columns<'a> {
+    layout: &'a Layout,
+    first_result: usize,
+    header_len: usize,
+}
+
+/// Makes `record` a row whose order columns are empty but for its `number`, followed by the
+/// `results` [`csv_records::parse_results`] read; `false` if they are not UTF-8 or the row has
+/// more fields than the header.
+fn sparse_record(
+    record: &mut TextRecord,
+    columns: Columns<'_>,
+    number: &str,
+    results: &RawRecord,
+) -> bool {
+    // The results start with the empty field before the delimiter they follow.
+    let fields = columns.first_result + results.len().saturating_sub(1);
+    if fields > columns.header_len {
+        return false;
+    }
+    record.clear();
+    let number_at = columns.layout.column(Field::Number);
+    for column in 0..columns.first_result {
+        record.push_field(if Some(column) == number_at {
+            number
+        } else {
+            ""
+        });
+    }
+    let mut start = 0;
+    for (i, &end) in results.ends().iter().enumerate() {
+        let field = &results.as_slice()[start..end];
+        start = end;
+        if i == 0 {
+            continue;
+        }
+        match std::str::from_utf8(field) {
+            Ok(text) => record.push_field(text),
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+impl CsvSource {
+    /// The next row unparsed, when its bytes up to its results are those of the next row the
+    /// last run read; its results are read as they stand.
+    fn unparsed_row(&mut self) -> Result<Option<SourceRow>, SourceError> {
+        let Some(RowIndex {
+            last: Some(last), ..
+        }) = &mut self.index
+        else {
+            return Ok(None);
+        };
+        let Some(prefix) = last.wanted() else {
+            return Ok(None);
+        };
+        let room = prefix + RESULTS_ROOM;
+        let bytes = self.records.peek(room).map_err(|source| SourceError::Io {
+            path: self.path.clone(),
+            action: "reading",
+            source,
+        })?;
+        // The buffer holds far more than `room`: fewer bytes are the end of the file.
+        let to_end = bytes.len() < room;
+        let Some(entry) = last.matches(bytes) else {
+            return Ok(None);
+        };
+        let Some(len) = csv_records::parse_results(
+            &mut self.reparser,
+            bytes,
+            prefix,
+            self.delimiter,
+            to_end,
+            &mut self.buffer,
+        ) else {
+            return Ok(None);
+        };
+        let newlines = u64::from(entry.newlines) + count_newlines(&bytes[prefix..len]);
+        let mut record = self.spare.take().unwrap_or_default();
+        let columns = Columns {
+            layout: &self.layout,
+            first_result: self.first_result,
+            header_len: self.header_len,
+        };
+        if !sparse_record(&mut record, columns, &entry.number, &self.buffer) {
+            self.spare = Some(record);
+            return Ok(None);
+        }
+        let (blank_lines, fingerprint) = (u64::from(entry.blank_lines), entry.row_fingerprint);
+        let start = self.records.position();
+        let line = self.records.line();
+        self.records.skip(len, newlines);
+        let row = self.next_row + blank_lines;
+        self.next_row = row + 1;
+        let span = Span {
+            start,
+            line,
+            end: self.records.position(),
+            blank_lines,
+        };
+        check_quotes_closed_at(&self.path, self.delimiter, &self.identity, span, row)?;
+        let unparsed = SourceRow {
+            row,
+            record,
+            raw: None,
+            defect: None,
+            blank_lines_before: blank_lines,
+            offset: Some(start),
+            row_fingerprint: Some(fingerprint),
+            unparsed: true,
+        };
+        let Some(index) = &mut self.index else {
+            return Ok(Some(unparsed));
+        };
+        index.unparsed += 1;
+        if let (Some(entry), Some(next)) = (
+            index.last.as_mut().and_then(LastRead::pass),
+            &mut index.next,
+        ) && let Err(error) = next.add_hashed(&entry)
+        {
+            self.drop_next_index(&error);
+        }
+        Ok(Some(unparsed))
+    }
+
+    /// Records a parsed row in the index this run writes, and moves the last run's past it.
+    fn remember(&mut self, row: &mut SourceRow, span: &Span) {
+        let Some(index) = &mut self.index else {
+            return;
+        };
+        let number = self
+            .layout
+            .column(Field::Number)
+            .and_then(|at| row.record.get(at));
+        if let (Some(last), Some(number)) = (&mut index.last, number) {
+            last.parsed(number);
+        }
+        let Some(next) = &mut index.next else {
+            return;
+        };
+        let fields = row.record.len();
+        let (Some(number), Some(bytes)) = (number, self.records.last_bytes(span)) else {
+            return;
+        };
+        if row.defect.is_some() || row.raw.is_some() || fields < self.first_result {
+            return;
+        }
+        let results = (self.first_result..fields).filter_map(|i| row.record.field_bytes(i));
+        let Some(prefix) = Entry::prefix_of(bytes, self.delimiter, results) else {
+            return;
+        };
+        let fingerprint = crate::order::row_fingerprint(RowView {
+            record: &row.record,
+            layout: &self.layout,
+        });
+        row.row_fingerprint = Some(fingerprint);
+        // The results after the prefix are plain: the only line break there is the line end.
+        let newlines = (self.records.line() - span.line)
+            .saturating_sub(u64::from(bytes.last() == Some(&b'\n')));
+        let entry = Entry {
+            prefix: u32::try_from(prefix).unwrap_or(u32::MAX),
+            newlines: u32::try_from(newlines).unwrap_or(u32::MAX),
+            blank_lines: u32::try_from(span.blank_lines).unwrap_or(u32::MAX),
+            row_fingerprint: fingerprint,
+            number: number.to_string(),
+            hash: 0,
+        };
+        if let Err(error) = next.add(entry, &bytes[..prefix]) {
+            self.drop_next_index(&error);
+        }
+    }
+
+    /// Puts this run's index in place, once the whole file was read.
+    fn finish_index(&mut self) {
+        let Some(index) = &mut self.index else {
+            return;
+        };
+        tracing::debug!(
+            rows = index.unparsed,
+            "rows known by their bytes, not parsed"
+        );
+        let Some(next) = index.next.take() else {
+            return;
+        };
+        if let Err(error) = next.finish() {
+            tracing::warn!(%error, "cannot write the index of the rows read; the next run parses every row");
+        }
+    }
+
+    /// Stops writing this run's index after `error`.
+    fn drop_next_index(&mut self, error: &std::io::Error) {
+        if let Some(next) = self.index.as_mut().and_then(|index| index.next.take()) {
+            tracing::warn!(%error, "cannot write the index of the rows read; the next run parses every row");
+            drop(next);
+        }
+    }
+}
+
 impl OrderSource for CsvSource {
     fn layout(&self) -> &Layout {
         &self.layout
@@ -377,6 +621,9 @@ impl OrderSource for CsvSource {
     }
 
     fn next_row(&mut self) -> Result<Option<SourceRow>, SourceError> {
+        if let Some(row) = self.unparsed_row()? {
+            return Ok(Some(row));
+        }
         let reading = |source| SourceError::Io {
             path: self.path.clone(),
             action: "reading",
@@ -386,6 +633,7 @@ impl OrderSource for CsvSource {
             Next::Record(span) => span,
             Next::End { blank_lines } => {
                 self.trailing_blank_lines = blank_lines;
+                self.finish_index();
                 return Ok(None);
             }
         };
@@ -398,7 +646,55 @@ impl OrderSource for CsvSource {
         let mut row = SourceRow::from_raw_into(row, &self.buffer, self.header_len, spare);
         row.blank_lines_before = span.blank_lines;
         row.offset = Some(span.start);
+        if self.index.is_some() {
+            self.remember(&mut row, &span);
+        }
         Ok(Some(row))
+    }
+
+    fn use_row_index(&mut self, path: &Path, read: bool, write: bool) {
+        if self
+            .layout
+            .last_column()
+            .is_some_and(|last| last >= self.first_result)
+        {
+            // An order column after the results: the index knows rows by their bytes before
+            // the results, which would leave it out.
+            return;
+        }
+        let last = read.then(|| LastRead::open(path, self.key));
+        let next = match write.then(|| NextRead::create(path, self.key)) {
+            Some(Err(error)) => {
+                tracing::warn!(index = %path.display(), %error, "cannot write the index of the rows read; the next run parses every row");
+                None
+            }
+            Some(Ok(next)) => Some(next),
+            None => None,
+        };
+        self.index = Some(RowIndex {
+            last,
+            next,
+            unparsed: 0,
+        });
+    }
+
+    fn full_row(&mut self, row: SourceRow) -> Result<SourceRow, SourceError> {
+        if !row.unparsed {
+            return Ok(row);
+        }
+        let bytes = self.records.last_skipped();
+        if !csv_records::parse_record(&mut self.reparser, bytes, &mut self.buffer) {
+            // The bytes matched a whole record's hash: this does not happen.
+            return Err(SourceError::Csv {
+                path: self.path.clone(),
+                message: format!("row {}: could not be read again", row.row),
+            });
+        }
+        let mut full = SourceRow::from_raw_into(row.row, &self.buffer, self.header_len, row.record);
+        full.blank_lines_before = row.blank_lines_before;
+        full.offset = row.offset;
+        full.row_fingerprint = row.row_fingerprint;
+        Ok(full)
     }
 
     fn trailing_blank_lines(&self) -> u64 {
@@ -836,6 +1132,143 @@ mod tests {
         let path = dir.join(name);
         std::fs::write(&path, bytes).unwrap();
         path
+    }
+
+    /// Every row of the file at `path` as the reader hands it out, read whole, with the empty
+    /// lines at the end; and the rows that came unparsed (their row numbers). With `index`,
+    /// the rows as last read come from it, and the reading is indexed there.
+    fn rows_read(path: &Path, index: Option<&Path>) -> (Vec<SourceRow>, u64, Vec<u64>) {
+        let (mut source, _) = open(path, None, &ColumnNames::default(), true).unwrap();
+        if let Some(index) = index {
+            source.use_row_index(index, true, true);
+        }
+        let (mut rows, mut unparsed) = (Vec::new(), Vec::new());
+        while let Some(row) = source.next_row().unwrap() {
+            if row.unparsed {
+                unparsed.push(row.row);
+            }
+            let row = source.full_row(row).unwrap();
+            assert!(!row.unparsed);
+            // A fingerprint the source knows is the one of the row's fields.
+            let fingerprint = crate::order::row_fingerprint(RowView {
+                record: &row.record,
+                layout: source.layout(),
+            });
+            assert!(row.row_fingerprint.is_none_or(|known| known == fingerprint));
+            rows.push(row);
+        }
+        (rows, source.trailing_blank_lines(), unparsed)
+    }
+
+    /// What a test compares of a row: everything the reader hands out.
+    fn described(rows: &[SourceRow]) -> Vec<String> {
+        rows.iter()
+            .map(|r| {
+                format!(
+                    "{} {:?} {} {:?} {:?} {:?}",
+                    r.row, r.offset, r.blank_lines_before, r.record, r.raw, r.defect
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rows_known_by_their_bytes_read_as_parsed_ones_whatever_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = dir.path().join("orders.csv.kksync.db.rows");
+        let header = "number,amount,paymentStatus,syncError\r\n";
+        let rows: Vec<String> = (1..=40)
+            .map(|n| match n % 5 {
+                0 => format!("{n},\"1,{n}\",PAID,\r\n"),
+                1 => format!("\r\n{n},\"line\r\nbreak\",UNPAID,\r\n"),
+                2 => format!("{n},2.00,,\"row {n}: amount, missing\"\r\n"),
+                3 => format!("{n},K\u{f6}ln,PAID_PARTIAL\r\n"),
+                _ => format!("{n},3.00,UNPAID,\r\n"),
+            })
+            .collect();
+        let first = format!("{header}{}\r\n", rows.concat());
+        let path = write(dir.path(), "orders.csv", first.as_bytes());
+        let (parsed, _, unparsed) = rows_read(&path, Some(&index));
+        assert!(unparsed.is_empty(), "no index yet");
+        let (again, _, unparsed) = rows_read(&path, Some(&index));
+        assert_eq!(described(&again), described(&parsed));
+        // Every row but those whose error needs quotes (8 of 40) came unparsed.
+        assert_eq!(unparsed.len(), 32);
+
+        // Rows removed from the top, an amount and a status changed, a row added, a Latin-1
+        // one, and a last row without a line end.
+        let mut edited: Vec<Vec<u8>> = rows.iter().map(|r| r.clone().into_bytes()).collect();
+        edited.drain(..7);
+        assert_eq!(edited[11], b"19,3.00,UNPAID,\r\n");
+        edited[11] = b"19,9.99,UNPAID,\r\n".to_vec();
+        assert_eq!(edited[12], b"20,\"1,20\",PAID,\r\n");
+        edited[12] = b"20,\"1,20\",REFUNDED,\"x\"\r\n".to_vec();
+        edited.insert(20, b"99,1.00,,\n".to_vec());
+        edited.insert(25, b"98,K\xF6ln,,\r\n".to_vec());
+        edited.push(b"97,1.00,,".to_vec());
+        let mut second = header.as_bytes().to_vec();
+        second.extend(edited.concat());
+        std::fs::write(&path, &second).unwrap();
+        let (plain, trailing, _) = rows_read(&path, None);
+        let (indexed, indexed_trailing, unparsed) = rows_read(&path, Some(&index));
+        assert_eq!(described(&indexed), described(&plain));
+        assert_eq!(indexed_trailing, trailing);
+        let row_of = |number: &str| {
+            let row = plain
+                .iter()
+                .find(|r| r.record.get(0) == Some(number))
+                .unwrap();
+            row.row
+        };
+        assert!(!unparsed.contains(&row_of("19")), "changed amount: parsed");
+        assert!(
+            unparsed.contains(&row_of("20")),
+            "changed results only: unparsed"
+        );
+        assert!(
+            unparsed.contains(&row_of("21")),
+            "after the change: realigned"
+        );
+        assert!(
+            !unparsed.contains(&row_of("8")),
+            "first after the removed rows: parsed"
+        );
+        assert!(
+            unparsed.contains(&row_of("9")),
+            "after the removed rows: realigned"
+        );
+        assert!(
+            unparsed.contains(&row_of("40")),
+            "after the added rows: realigned"
+        );
+        assert!(!unparsed.contains(&row_of("97")), "no line end: parsed");
+        // The index written in that run describes the file as it is now: every row but the
+        // new ones and those with quoted errors comes unparsed.
+        let (_, _, again) = rows_read(&path, Some(&index));
+        let quoted = plain
+            .iter()
+            .filter(|r| r.record.get(3).is_some_and(|e| e.contains(',')))
+            .count();
+        assert_eq!(
+            again.len(),
+            plain.len() - quoted - 1 - 1,
+            "all but 97 and the Latin-1 row"
+        );
+    }
+
+    #[test]
+    fn rows_with_an_order_column_after_the_results_are_always_parsed() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = dir.path().join("orders.csv.kksync.db.rows");
+        let text = "number,paymentStatus,syncError,amount\n1,PAID,,1.00\n2,PAID,,2.00\n";
+        let path = write(dir.path(), "orders.csv", text.as_bytes());
+        rows_read(&path, Some(&index));
+        // Only the amount changes: known by the bytes before the results, it would pass as
+        // unchanged.
+        std::fs::write(&path, text.replace("2.00", "3.00")).unwrap();
+        let (rows, _, unparsed) = rows_read(&path, Some(&index));
+        assert!(unparsed.is_empty());
+        assert_eq!(rows[1].record.get(3), Some("3.00"));
     }
 
     #[test]

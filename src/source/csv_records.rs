@@ -18,6 +18,11 @@ use csv_core::ReadRecordResult;
 /// Bytes read from the file at a time.
 const BUFFER: usize = 256 * 1024;
 
+/// A record starts with at least this many bytes of the file in the buffer (unless the file
+/// ends first), so that every record up to this long lies in the buffer whole
+/// ([`Records::last_bytes`]).
+const WHOLE: usize = 32 * 1024;
+
 /// Where a record was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Span {
@@ -68,6 +73,26 @@ impl RawRecord {
         self.fields
     }
 
+    /// Gives a record never used room to start with.
+    fn make_room(&mut self) {
+        if self.bytes.is_empty() {
+            self.bytes.resize(1024, 0);
+        }
+        if self.ends.is_empty() {
+            self.ends.resize(64, 0);
+        }
+    }
+
+    fn grow_bytes(&mut self) {
+        let grown = self.bytes.len() * 2;
+        self.bytes.resize(grown, 0);
+    }
+
+    fn grow_ends(&mut self) {
+        let grown = self.ends.len() * 2;
+        self.ends.resize(grown, 0);
+    }
+
     /// A `csv::ByteRecord` with the same fields.
     pub(crate) fn to_byte_record(&self) -> ByteRecord {
         let mut record = ByteRecord::with_capacity(self.used, self.fields);
@@ -94,6 +119,10 @@ pub(crate) struct Records {
     /// The last byte consumed was a `\r` (a `\n` right after it ends the same line).
     after_cr: bool,
     parser: csv_core::Reader,
+    /// Records were skipped ([`Records::skip`]) since the parser last read one.
+    skipped: bool,
+    /// How many bytes the last skip passed.
+    skipped_len: usize,
 }
 
 impl std::fmt::Debug for Records {
@@ -113,7 +142,9 @@ impl Records {
             eof: false,
             at: 0,
             after_cr: false,
-            parser: csv_core::ReaderBuilder::new().delimiter(delimiter).build(),
+            parser: parser(delimiter),
+            skipped: false,
+            skipped_len: 0,
         }
     }
 
@@ -124,18 +155,23 @@ impl Records {
 
     /// Reads the next record into `record`.
     pub(crate) fn read(&mut self, record: &mut RawRecord) -> io::Result<Next> {
+        if self.skipped {
+            // The parser did not see the records skipped: it goes on as if from the start of a
+            // record (which it is at), on the line they ended on.
+            self.skipped = false;
+            let line = self.parser.line();
+            restart(&mut self.parser, line);
+        }
+        if self.filled - self.pos < WHOLE {
+            self.fill_to(WHOLE)?;
+        }
         let start = self.at;
         let line = self.parser.line();
         let mut blank = BlankLines::after(self.after_cr);
         record.used = 0;
         record.fields = 0;
-        if record.bytes.is_empty() {
-            record.bytes.resize(1024, 0);
-        }
-        if record.ends.is_empty() {
-            record.ends.resize(64, 0);
-        }
         loop {
+            record.make_room();
             if self.pos == self.filled && !self.eof {
                 self.refill()?;
             }
@@ -156,14 +192,8 @@ impl Records {
             record.fields += ended;
             match result {
                 ReadRecordResult::InputEmpty => {}
-                ReadRecordResult::OutputFull => {
-                    let grown = record.bytes.len() * 2;
-                    record.bytes.resize(grown, 0);
-                }
-                ReadRecordResult::OutputEndsFull => {
-                    let grown = record.ends.len() * 2;
-                    record.ends.resize(grown, 0);
-                }
+                ReadRecordResult::OutputFull => record.grow_bytes(),
+                ReadRecordResult::OutputEndsFull => record.grow_ends(),
                 ReadRecordResult::Record => {
                     return Ok(Next::Record(Span {
                         start,
@@ -181,6 +211,65 @@ impl Records {
         }
     }
 
+    /// The bytes of the record `span` (the last one read), if they are still in the buffer.
+    pub(crate) fn last_bytes(&self, span: &Span) -> Option<&[u8]> {
+        let base = self.at - self.pos as u64;
+        let from = usize::try_from(span.start.checked_sub(base)?).ok()?;
+        self.buffer.get(from..self.pos)
+    }
+
+    /// The bytes [`Records::skip`] passed last.
+    pub(crate) fn last_skipped(&self) -> &[u8] {
+        &self.buffer[self.pos - self.skipped_len..self.pos]
+    }
+
+    /// The line the parser is on (counting from 1): past the last record read or skipped.
+    pub(crate) fn line(&self) -> u64 {
+        self.parser.line()
+    }
+
+    /// The unread bytes, at least `wanted` of them unless the file ends first or `wanted` is
+    /// more than the buffer holds.
+    pub(crate) fn peek(&mut self, wanted: usize) -> io::Result<&[u8]> {
+        if self.filled - self.pos < wanted {
+            self.fill_to(wanted)?;
+        }
+        Ok(&self.buffer[self.pos..self.filled])
+    }
+
+    /// Passes the next `len` bytes, a whole record (from the end of the last one through its
+    /// line end) known without parsing it, with `newlines` `\n` among them. The caller took
+    /// them from [`Records::peek`].
+    pub(crate) fn skip(&mut self, len: usize, newlines: u64) {
+        let len = len.min(self.filled - self.pos);
+        self.skipped_len = len;
+        self.pos += len;
+        self.at += len as u64;
+        if len > 0 {
+            self.after_cr = self.buffer[self.pos - 1] == b'\r';
+        }
+        self.parser.set_line(self.parser.line() + newlines);
+        self.skipped = true;
+    }
+
+    /// Moves the unread bytes to the front of the buffer and reads until it holds `wanted`
+    /// (or is full, or the file ends).
+    fn fill_to(&mut self, wanted: usize) -> io::Result<()> {
+        self.buffer.copy_within(self.pos..self.filled, 0);
+        self.filled -= self.pos;
+        self.pos = 0;
+        let wanted = wanted.min(self.buffer.len());
+        while self.filled < wanted && !self.eof {
+            match self.file.read(&mut self.buffer[self.filled..]) {
+                Ok(0) => self.eof = true,
+                Ok(read) => self.filled += read,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
     fn refill(&mut self) -> io::Result<()> {
         loop {
             match self.file.read(&mut self.buffer) {
@@ -193,6 +282,100 @@ impl Records {
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => return Err(error),
             }
+        }
+    }
+}
+
+/// The parser `csv::ReaderBuilder::new()` would build, with `delimiter`.
+pub(crate) fn parser(delimiter: u8) -> csv_core::Reader {
+    csv_core::ReaderBuilder::new().delimiter(delimiter).build()
+}
+
+/// Makes `parser` read on from the start of a record other than the first in the file, on
+/// `line`.
+fn restart(parser: &mut csv_core::Reader, line: u64) {
+    parser.reset();
+    // csv_core drops a byte order mark at the start of what it reads first; there that is a
+    // row, whose leading bytes are its own. A first read that consumes nothing (it has no
+    // room for output) marks the parser as having read.
+    let _ = parser.read_record(b"\n", &mut [], &mut []);
+    parser.set_line(line);
+}
+
+/// Parses `bytes`, one whole record (from the end of the previous one through its line end,
+/// as [`Records::last_bytes`] gave it), into `record`, with `parser` (reused); `false` if they
+/// do not hold one record.
+pub(crate) fn parse_record(
+    parser: &mut csv_core::Reader,
+    bytes: &[u8],
+    record: &mut RawRecord,
+) -> bool {
+    restart(parser, 1);
+    record.used = 0;
+    record.fields = 0;
+    let mut input = bytes;
+    loop {
+        record.make_room();
+        let (result, read, written, ended) = parser.read_record(
+            input,
+            &mut record.bytes[record.used..],
+            &mut record.ends[record.fields..],
+        );
+        input = &input[read..];
+        record.used += written;
+        record.fields += ended;
+        match result {
+            ReadRecordResult::InputEmpty if !input.is_empty() => {}
+            ReadRecordResult::OutputFull => record.grow_bytes(),
+            ReadRecordResult::OutputEndsFull => record.grow_ends(),
+            ReadRecordResult::Record => return input.is_empty(),
+            ReadRecordResult::InputEmpty | ReadRecordResult::End => return false,
+        }
+    }
+}
+
+/// Parses the results of a record whose first `prefix` of `bytes` are known (they end
+/// before the delimiter of its first result column, or at its line end when it has none) into
+/// `record`: the empty field the delimiter ends, then the results. `to_end`: `bytes` run to
+/// the end of the file. How many bytes the record takes, through its line end; `None` if
+/// `bytes` do not hold all of it or do not continue as a record with results can.
+pub(crate) fn parse_results(
+    parser: &mut csv_core::Reader,
+    bytes: &[u8],
+    prefix: usize,
+    delimiter: u8,
+    to_end: bool,
+    record: &mut RawRecord,
+) -> Option<usize> {
+    record.used = 0;
+    record.fields = 0;
+    match bytes.get(prefix) {
+        // No results (yet): the record ends at its line end.
+        Some(b'\n' | b'\r') => return Some(prefix + 1),
+        Some(&byte) if byte == delimiter => {}
+        // A record cut at the end of the file has nothing the index may describe.
+        _ => return None,
+    }
+    restart(parser, 1);
+    let mut input = &bytes[prefix..];
+    let mut finished = false;
+    loop {
+        record.make_room();
+        let (result, read, written, ended) = parser.read_record(
+            input,
+            &mut record.bytes[record.used..],
+            &mut record.ends[record.fields..],
+        );
+        input = &input[read..];
+        record.used += written;
+        record.fields += ended;
+        match result {
+            ReadRecordResult::OutputFull => record.grow_bytes(),
+            ReadRecordResult::OutputEndsFull => record.grow_ends(),
+            ReadRecordResult::Record => return Some(bytes.len() - input.len()),
+            // The end of the file ends the record too.
+            ReadRecordResult::InputEmpty if to_end && !finished => finished = true,
+            ReadRecordResult::InputEmpty | ReadRecordResult::End => return None,
         }
     }
 }

@@ -7,6 +7,7 @@ pub(crate) mod csv;
 pub(crate) mod csv_patch;
 pub(crate) mod csv_records;
 mod direct;
+pub(crate) mod last_read;
 pub(crate) mod record;
 pub(crate) mod sqlite;
 pub(crate) mod sync_behind;
@@ -148,6 +149,12 @@ pub struct SourceRow {
     /// file (the end of the previous record, [`csv_patch`]); SQLite, its rowid
     /// (`sqlite::SqlitePatch`).
     pub offset: Option<u64>,
+    /// [`crate::order::row_fingerprint`] of the row, when the source knows it already.
+    pub row_fingerprint: Option<u64>,
+    /// The row's bytes are those of a row the last run read, and `record` holds only its
+    /// number and result columns (every other field empty): [`OrderSource::full_row`] reads
+    /// it whole (see `last_read`).
+    pub unparsed: bool,
 }
 
 impl SourceRow {
@@ -204,6 +211,8 @@ impl SourceRow {
             defect,
             blank_lines_before: 0,
             offset: None,
+            row_fingerprint: None,
+            unparsed: false,
         }
     }
 
@@ -287,6 +296,15 @@ pub trait OrderSource: Send {
     }
     /// The next row, or `None` at the end.
     fn next_row(&mut self) -> Result<Option<SourceRow>, SourceError>;
+    /// Reads the rows of the file as they were last read from the index at `path` (`read`),
+    /// handing out unchanged ones unparsed ([`SourceRow::unparsed`]), and writes this run's
+    /// index there (`write`). A source without one (SQLite) reads every row.
+    fn use_row_index(&mut self, _path: &std::path::Path, _read: bool, _write: bool) {}
+    /// `row`, the last one [`OrderSource::next_row`] gave out, with every field: read now if it
+    /// was handed out unparsed.
+    fn full_row(&mut self, row: SourceRow) -> Result<SourceRow, SourceError> {
+        Ok(row)
+    }
 
     /// Takes back a row [`OrderSource::next_row`] gave out and is done with, so that the next
     /// one may reuse its memory (two allocations a row fewer, a million times a run).

@@ -189,6 +189,8 @@ fn source_row(
         blank_lines_before: 0,
         // Where a write-back of chosen rows finds it again.
         offset: Some(row_number),
+        row_fingerprint: None,
+        unparsed: false,
     })
 }
 

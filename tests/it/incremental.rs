@@ -306,6 +306,7 @@ async fn killed_then_rerun(point: &str, extra: &[&str]) -> (TestDir, SandboxHand
             "orders.csv.kksync.db",
             "orders.csv.kksync.db-shm",
             "orders.csv.kksync.db-wal",
+            "orders.csv.kksync.db.rows",
             "orders.csv.kksync.lock"
         ]
         .iter()
