@@ -15,6 +15,8 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 
 /// Alignment of the buffer, of every write's length and of its offset: the largest logical
 /// block size of common disks (512-byte disks accept it too).
@@ -22,16 +24,143 @@ const ALIGN: usize = 4096;
 /// Bytes gathered per write.
 const CAPACITY: usize = 1 << 20;
 
+/// A block-aligned buffer of `CAPACITY` bytes.
+struct Block {
+    /// `CAPACITY + ALIGN` bytes; the block starts at `start`, which is aligned.
+    bytes: Vec<u8>,
+    start: usize,
+}
+
+impl Block {
+    fn new() -> Option<Block> {
+        let bytes = vec![0u8; CAPACITY + ALIGN];
+        let start = bytes.as_ptr().align_offset(ALIGN);
+        (start < ALIGN).then_some(Block { bytes, start })
+    }
+
+    /// A stand-in while the block is away (no memory).
+    fn none() -> Block {
+        Block {
+            bytes: Vec::new(),
+            start: 0,
+        }
+    }
+
+    /// The first `length` bytes (none of a stand-in).
+    fn get(&self, length: usize) -> &[u8] {
+        self.bytes
+            .get(self.start..self.start + length)
+            .unwrap_or_default()
+    }
+
+    /// The whole block (empty for a stand-in).
+    fn get_mut(&mut self) -> &mut [u8] {
+        self.bytes
+            .get_mut(self.start..self.start + CAPACITY)
+            .unwrap_or_default()
+    }
+}
+
+/// Writes full blocks on a thread of its own, so that the caller gathers the next block while
+/// the disk takes the last one: a direct write returns only once the device has the data
+/// (about 0.6 ms a megabyte here), and a rewrite of 384 MB spent a quarter of a second waiting
+/// so.
+struct Behind {
+    blocks: Option<mpsc::SyncSender<Block>>,
+    /// Blocks written, to reuse; closed, with the error, when a write failed.
+    free: mpsc::Receiver<Block>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+    /// Blocks handed over and not yet back.
+    out: usize,
+}
+
+impl Behind {
+    fn start(file: File) -> Behind {
+        let (blocks, to_write) = mpsc::sync_channel::<Block>(1);
+        let (done, free) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("kksync-direct".into())
+            .spawn(move || {
+                let mut file = file;
+                for block in to_write {
+                    write_blocks(&mut file, &block, CAPACITY)?;
+                    if done.send(block).is_err() {
+                        break;
+                    }
+                }
+                Ok(())
+            });
+        match thread {
+            Ok(thread) => Behind {
+                blocks: Some(blocks),
+                free,
+                thread: Some(thread),
+                out: 0,
+            },
+            // No thread: the caller writes its blocks itself (`blocks` is `None`).
+            Err(_) => Behind {
+                blocks: None,
+                free,
+                thread: None,
+                out: 0,
+            },
+        }
+    }
+
+    /// Hands `block` over to be written; a free block back (a written one, or a new one while
+    /// only one is out).
+    fn hand_over(&mut self, block: Block) -> io::Result<Block> {
+        let Some(blocks) = &self.blocks else {
+            return Err(io::Error::other("no thread for direct writes"));
+        };
+        if blocks.send(block).is_err() {
+            return Err(self.stop());
+        }
+        self.out += 1;
+        if self.out < 2
+            && let Some(spare) = Block::new()
+        {
+            return Ok(spare);
+        }
+        match self.free.recv() {
+            Ok(block) => {
+                self.out -= 1;
+                Ok(block)
+            }
+            Err(_) => Err(self.stop()),
+        }
+    }
+
+    /// Waits until every block handed over is written; its error if one failed.
+    fn drain(&mut self) -> io::Result<()> {
+        self.blocks = None;
+        match self.thread.take().map(JoinHandle::join) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(error))) => Err(error),
+            Some(Err(_)) => Err(io::Error::other("the direct write thread panicked")),
+        }
+    }
+
+    /// The error that stopped the thread.
+    fn stop(&mut self) -> io::Error {
+        match self.drain() {
+            Err(error) => error,
+            Ok(()) => io::Error::other("the direct write thread stopped"),
+        }
+    }
+}
+
 /// A file opened for direct writes, with its aligned buffer.
 pub(crate) struct DirectFile {
     file: File,
-    /// `CAPACITY + ALIGN` bytes; the gathered bytes start at `start`, which is aligned.
-    buffer: Vec<u8>,
-    start: usize,
-    /// Bytes gathered, not yet written.
+    block: Block,
+    /// Bytes gathered in `block`, not yet written.
     filled: usize,
-    /// Bytes written to the file (a multiple of `ALIGN`).
+    /// Bytes written or handed over to be written (a multiple of `ALIGN`).
     written: u64,
+    /// Writes the blocks after the first, which is written here (so that a file system that
+    /// refuses direct writes is seen at once, while the bytes can still go elsewhere).
+    behind: Option<Behind>,
 }
 
 impl std::fmt::Debug for DirectFile {
@@ -50,14 +179,12 @@ impl DirectFile {
     /// system or the file system does not offer them.
     pub(crate) fn open(path: &Path) -> Option<DirectFile> {
         let file = open_direct(path)?;
-        let buffer = vec![0u8; CAPACITY + ALIGN];
-        let start = buffer.as_ptr().align_offset(ALIGN);
-        (start < ALIGN).then_some(DirectFile {
+        Some(DirectFile {
             file,
-            buffer,
-            start,
+            block: Block::new()?,
             filled: 0,
             written: 0,
+            behind: None,
         })
     }
 
@@ -68,7 +195,7 @@ impl DirectFile {
 
     /// The bytes gathered and not yet written.
     pub(crate) fn pending(&self) -> &[u8] {
-        &self.buffer[self.start..self.start + self.filled]
+        self.block.get(self.filled)
     }
 
     /// Gathers `bytes`, writing the buffer first when it is full; returns how many it took
@@ -77,11 +204,21 @@ impl DirectFile {
     /// caller may write [`DirectFile::pending`] and then `bytes` elsewhere.
     pub(crate) fn gather(&mut self, bytes: &[u8]) -> io::Result<usize> {
         if self.filled == CAPACITY {
-            self.write_blocks(CAPACITY)?;
+            self.write_full()?;
         }
-        let taken = bytes.len().min(CAPACITY - self.filled);
-        let at = self.start + self.filled;
-        self.buffer[at..at + taken].copy_from_slice(&bytes[..taken]);
+        let room = self
+            .block
+            .get_mut()
+            .get_mut(self.filled..)
+            .unwrap_or_default();
+        if room.is_empty() && !bytes.is_empty() {
+            // The block was not given back: a write behind failed and was reported.
+            return Err(io::Error::other(
+                "the direct write buffer is gone after an error",
+            ));
+        }
+        let taken = bytes.len().min(room.len());
+        room[..taken].copy_from_slice(&bytes[..taken]);
         self.filled += taken;
         Ok(taken)
     }
@@ -90,37 +227,40 @@ impl DirectFile {
     /// the bytes given. The caller syncs the file (the data is on the disk, the length and
     /// the disk's own cache are not).
     pub(crate) fn finish(&mut self) -> io::Result<()> {
+        if let Some(behind) = &mut self.behind {
+            behind.drain()?;
+        }
         let length = self.written + self.filled as u64;
         if self.filled > 0 {
             let padded = self.filled.div_ceil(ALIGN) * ALIGN;
-            let at = self.start;
-            self.buffer[at + self.filled..at + padded].fill(0);
-            self.write_blocks(padded)?;
+            if let Some(padding) = self.block.get_mut().get_mut(self.filled..padded) {
+                padding.fill(0);
+            }
+            self.written += write_blocks(&mut self.file, &self.block, padded)? as u64;
+            self.filled = 0;
         }
         self.file.set_len(length)
     }
 
-    /// Writes the first `length` gathered bytes (a multiple of `ALIGN`) and forgets them.
-    fn write_blocks(&mut self, length: usize) -> io::Result<()> {
-        let mut done = 0;
-        while done < length {
-            let at = self.start + done;
-            let wrote = match self.file.write(&self.buffer[at..self.start + length]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(wrote) => wrote,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => return Err(error),
-            };
-            // A short write that ends inside a block leaves no aligned place to go on from.
-            if !wrote.is_multiple_of(ALIGN) {
-                return Err(io::Error::other(format!(
-                    "a direct write ended inside a block ({wrote} of {} bytes)",
-                    length - done
-                )));
-            }
-            done += wrote;
-            self.written += wrote as u64;
+    /// Writes the full block: the first one here, the others on the thread behind.
+    fn write_full(&mut self) -> io::Result<()> {
+        if self.written > 0
+            && self.behind.is_none()
+            && let Ok(file) = self.file.try_clone()
+        {
+            // The clone shares the file's offset: only the thread moves it until `finish`.
+            self.behind = Some(Behind::start(file));
         }
+        match &mut self.behind {
+            Some(behind) if behind.blocks.is_some() => {
+                let full = std::mem::replace(&mut self.block, Block::none());
+                self.block = behind.hand_over(full)?;
+            }
+            _ => {
+                write_blocks(&mut self.file, &self.block, CAPACITY)?;
+            }
+        }
+        self.written += CAPACITY as u64;
         self.filled = 0;
         Ok(())
     }
@@ -129,8 +269,31 @@ impl DirectFile {
     /// refused, as on a file system that takes direct opens but not direct writes).
     #[cfg(test)]
     pub(crate) fn misalign(&mut self) {
-        self.start += 1;
+        self.block.start += 1;
     }
+}
+
+/// Writes the first `length` bytes of `block` (a multiple of `ALIGN`); returns `length`.
+fn write_blocks(file: &mut File, block: &Block, length: usize) -> io::Result<usize> {
+    let bytes = block.get(length);
+    let mut done = 0;
+    while done < length {
+        let wrote = match file.write(&bytes[done..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(wrote) => wrote,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        // A short write that ends inside a block leaves no aligned place to go on from.
+        if !wrote.is_multiple_of(ALIGN) {
+            return Err(io::Error::other(format!(
+                "a direct write ended inside a block ({wrote} of {} bytes)",
+                length - done
+            )));
+        }
+        done += wrote;
+    }
+    Ok(length)
 }
 
 #[cfg(target_os = "linux")]
@@ -198,6 +361,23 @@ mod tests {
             drop(direct);
             assert_eq!(std::fs::read(&path).unwrap(), bytes, "{length} bytes");
         }
+    }
+
+    #[test]
+    fn a_write_that_fails_behind_is_reported_to_the_writer() {
+        let (_dir, path) = empty_file();
+        // Read-only: every write on the thread behind fails.
+        let mut behind = Behind::start(File::open(&path).unwrap());
+        let block = || Block::new().unwrap();
+        let mut reported = None;
+        for _ in 0..3 {
+            if let Err(error) = behind.hand_over(block()) {
+                reported = Some(error);
+                break;
+            }
+        }
+        let reported = reported.expect("a failed write is reported by a later hand-over");
+        assert_eq!(reported.raw_os_error(), Some(libc::EBADF), "{reported}");
     }
 
     #[test]
