@@ -204,6 +204,26 @@ fn blocking<T>(
     Ok(f(&mut db)?)
 }
 
+/// Sets the bound of the oldest open order on a connection of its own, beside the write-back
+/// (`StateDb::refresh_oldest_open`); `None` where the store allows no second writer (then the
+/// next run scans, as without a bound).
+fn refresh_oldest_open(
+    state: &Mutex<StateDb>,
+    run: i64,
+) -> Option<tokio::task::JoinHandle<Result<(), StateError>>> {
+    let writer = match state.lock().ok()?.open_writer() {
+        Ok(writer) => writer?,
+        Err(error) => {
+            tracing::debug!(%error, "the oldest open order is not bounded in this run");
+            return None;
+        }
+    };
+    Some(tokio::task::spawn_blocking(move || {
+        let mut writer = writer;
+        writer.refresh_oldest_open(run)
+    }))
+}
+
 /// The options worth keeping in the run history (no secrets).
 fn options_json(config: &SyncConfig) -> serde_json::Value {
     serde_json::json!({
@@ -321,6 +341,9 @@ async fn phases(
         "read-back and sending done"
     );
     let phase_started = Instant::now();
+    // No status changes in this run from here on: the next run's read-back learns where to
+    // start from a scan now, beside the write-back, instead of scanning before it can start.
+    let bounding = run_id.and_then(|run| refresh_oldest_open(state, run));
 
     // Phase 2: write every row's result back; not after a 401 or an answer that was not the
     // API's, which stop the run at once (the journal keeps what was learnt for the next run).
@@ -362,6 +385,15 @@ async fn phases(
             elapsed_ms = phase_started.elapsed().as_millis() as u64,
             "write-back done"
         );
+    }
+    if let Some(bounding) = bounding {
+        match bounding.await {
+            Ok(Ok(())) => {}
+            // The bound the run started with stays, lowered by what the run opened: still a
+            // bound, only perhaps an early one.
+            Ok(Err(error)) => tracing::warn!(%error, "the oldest open order was not bounded"),
+            Err(error) => tracing::warn!(%error, "the oldest open order was not bounded"),
+        }
     }
     progress.finish_and_clear();
 

@@ -38,6 +38,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("../../sql/state/0006_moved_open_orders_index.sql"),
     ),
+    (
+        7,
+        include_str!("../../sql/state/0007_oldest_open_bound.sql"),
+    ),
 ];
 
 /// How long to wait for another writer (the shop, or a concurrent reader's lock).
@@ -213,6 +217,30 @@ impl StateDb {
             .busy_timeout(BUSY_TIMEOUT)
             .map_err(reader.error("setting the busy timeout"))?;
         Ok(Some(reader))
+    }
+
+    /// A second connection that may write, on a store in WAL mode (`None` otherwise): for
+    /// work beside the run's own writes that holds the write lock briefly
+    /// ([`StateDb::refresh_oldest_open`]).
+    pub fn open_writer(&self) -> Result<Option<StateDb>, StateError> {
+        if !self.wal {
+            return Ok(None);
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection = Connection::open_with_flags(&self.path, flags)
+            .map_err(self.error("opening a second connection"))?;
+        let writer = StateDb {
+            path: self.path.clone(),
+            connection,
+            // The WAL was set up by the first connection; this one leaves checkpoints to it.
+            wal: false,
+            checkpoint: None,
+        };
+        writer
+            .connection
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(writer.error("setting the busy timeout"))?;
+        Ok(Some(writer))
     }
 
     /// Starts copying the WAL back into the database on a connection and thread of its own

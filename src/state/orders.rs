@@ -72,6 +72,17 @@ pub struct Known {
     pub status_run: Option<i64>,
 }
 
+/// Lowers the bound of the oldest open order (`kksync_oldest_open`) to `date`, if there is one
+/// and it is later: an order of that date has just been given an open status.
+fn lower_oldest_open(connection: &rusqlite::Connection, date: &str) -> rusqlite::Result<()> {
+    connection
+        .prepare_cached(
+            "UPDATE kksync_oldest_open SET oldest = ?1 WHERE oldest IS NULL OR oldest > ?1",
+        )?
+        .execute([date])
+        .map(drop)
+}
+
 /// What one send taught about one order, to be committed before the write-back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JournalEntry {
@@ -281,6 +292,16 @@ impl StateDb {
                 }
                 .map_err(fail("journaling"))?;
             }
+            let oldest_open = entries
+                .iter()
+                .filter_map(|entry| match entry {
+                    JournalEntry::Accepted { date, status, .. } if !is_final(status) => Some(*date),
+                    _ => None,
+                })
+                .min();
+            if let Some(date) = oldest_open {
+                lower_oldest_open(&tx, &date.to_string()).map_err(fail("journaling"))?;
+            }
         }
         tx.commit().map_err(fail("committing the journal"))
     }
@@ -334,21 +355,61 @@ impl StateDb {
         .map_err(super::error(&path, action))
     }
 
-    /// The date of the oldest order whose status may still change by itself (for `maxAge` of
-    /// the read-back); `None` when there is none.
+    /// A date no order whose status may still change by itself is older than (for `maxAge`
+    /// of the read-back); `None` when there is no such order. The bound the last sync left
+    /// (`kksync_oldest_open`, see migration 7) where there is one, else the oldest such
+    /// order's date, from a scan of every order (0.2 s for a million).
     pub fn oldest_open_order(&self) -> Result<Option<Date>, StateError> {
+        let bound: Option<Option<String>> = self
+            .connection()
+            .query_row(
+                "SELECT oldest FROM kksync_oldest_open WHERE id = 1",
+                [],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(self.error("finding the oldest open order"))?;
+        let oldest = match bound {
+            Some(bound) => bound,
+            None => self.scan_oldest_open()?,
+        };
+        let format = time::macros::format_description!("[year]-[month]-[day]");
+        Ok(oldest.and_then(|d| Date::parse(&d, &format).ok()))
+    }
+
+    /// The oldest open order's date, from every order.
+    fn scan_oldest_open(&self) -> Result<Option<String>, StateError> {
         let sql = format!(
             "SELECT MIN(order_date) FROM kksync_order_state
              WHERE payment_status IS NOT NULL AND payment_status NOT IN ({})
                AND order_date IS NOT NULL",
             quoted(FINAL_STATUSES)
         );
-        let oldest: Option<String> = self
-            .connection()
+        self.connection()
             .query_row(&sql, [], |row| row.get(0))
-            .map_err(self.error("finding the oldest open order"))?;
-        let format = time::macros::format_description!("[year]-[month]-[day]");
-        Ok(oldest.and_then(|d| Date::parse(&d, &format).ok()))
+            .map_err(self.error("finding the oldest open order"))
+    }
+
+    /// Sets the bound of the oldest open order exactly (a scan of every order), for the next
+    /// run's read-back, in one write transaction: no status can change between the scan and
+    /// the bound.
+    pub fn refresh_oldest_open(&mut self, run: i64) -> Result<(), StateError> {
+        let path = self.path().to_path_buf();
+        let tx = self
+            .connection_mut()
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(super::error(&path, "bounding the oldest open order"))?;
+        let sql = format!(
+            "INSERT INTO kksync_oldest_open (id, oldest, run)
+             SELECT 1, MIN(order_date), ?1 FROM kksync_order_state
+             WHERE payment_status IS NOT NULL AND payment_status NOT IN ({})
+               AND order_date IS NOT NULL
+             ON CONFLICT (id) DO UPDATE SET oldest = excluded.oldest, run = excluded.run",
+            quoted(FINAL_STATUSES)
+        );
+        tx.execute(&sql, [run])
+            .and_then(|_| tx.commit())
+            .map_err(super::error(&path, "bounding the oldest open order"))
     }
 
     /// The open orders whose last known status is not [`FIRST_STATUS`] (at most `limit`;
@@ -419,13 +480,28 @@ impl StateDb {
                  WHERE kksync_order_state.number = r.number
                    AND kksync_order_state.payment_status IS NOT r.status
                    AND kksync_order_state.status_run IS NOT ?3
-                 RETURNING kksync_order_state.number",
+                 RETURNING kksync_order_state.number, kksync_order_state.payment_status,
+                           kksync_order_state.order_date",
             )
             .and_then(|mut update| {
                 let mut rows = update.query(params![json, now_rfc3339(), run])?;
+                // The oldest order this batch gave an open status (one that was final, or
+                // unknown, may be older than the bound).
+                let mut oldest_open: Option<String> = None;
                 while let Some(row) = rows.next()? {
                     changed += 1;
                     on_changed(row.get_ref(0)?.as_str().unwrap_or_default());
+                    let status = row.get_ref(1)?.as_str_or_null()?;
+                    if let (Some(status), Some(date)) = (status, row.get_ref(2)?.as_str_or_null()?)
+                        && !is_final(status)
+                        && oldest_open.as_deref().is_none_or(|oldest| date < oldest)
+                    {
+                        oldest_open = Some(date.to_string());
+                    }
+                }
+                drop(rows);
+                if let Some(date) = oldest_open {
+                    lower_oldest_open(self.connection(), &date)?;
                 }
                 Ok(())
             })
@@ -606,6 +682,61 @@ mod tests {
         )
         .unwrap();
         assert_eq!(db.oldest_open_order().unwrap(), Some(date!(2026 - 03 - 05)));
+    }
+
+    #[test]
+    fn the_bound_of_the_oldest_open_order_is_lowered_by_every_order_opened_before_it() {
+        let (_dir, mut db) = store();
+        let entry = |n: &str, d: Date, s: &str| JournalEntry::Accepted {
+            number: n.into(),
+            fingerprint: 1,
+            date: d,
+            status: s.into(),
+            row_fingerprint: 0,
+        };
+        db.journal(
+            1,
+            &[
+                entry("a", date!(2026 - 05 - 01), "UNPAID"),
+                entry("b", date!(2026 - 02 - 01), "PAID"),
+                entry("c", date!(2026 - 06 - 01), "UNPAID"),
+            ],
+        )
+        .unwrap();
+        db.refresh_oldest_open(1).unwrap();
+        assert_eq!(db.oldest_open_order().unwrap(), Some(date!(2026 - 05 - 01)));
+        // Paid: the bound stays (an early bound only widens the read-back) until the next
+        // refresh, which moves it to the oldest still open.
+        db.apply_read_back([("a", "PAID")], 2, &mut |_| {}).unwrap();
+        assert_eq!(db.oldest_open_order().unwrap(), Some(date!(2026 - 05 - 01)));
+        db.refresh_oldest_open(2).unwrap();
+        assert_eq!(db.oldest_open_order().unwrap(), Some(date!(2026 - 06 - 01)));
+        // A final order opened again by the read-back, older than the bound: lowered.
+        db.apply_read_back([("b", "PAID_PARTIAL")], 3, &mut |_| {})
+            .unwrap();
+        assert_eq!(db.oldest_open_order().unwrap(), Some(date!(2026 - 02 - 01)));
+        // An order sent with an older date: lowered; a final one does not count.
+        db.journal(
+            4,
+            &[
+                entry("d", date!(2025 - 12 - 24), "UNPAID"),
+                entry("e", date!(2024 - 01 - 01), "CANCELLED"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(db.oldest_open_order().unwrap(), Some(date!(2025 - 12 - 24)));
+        // No open order at all: the bound says so, until one is opened.
+        db.apply_read_back(
+            [("b", "PAID"), ("c", "PAID"), ("d", "PAID")],
+            5,
+            &mut |_| {},
+        )
+        .unwrap();
+        db.refresh_oldest_open(5).unwrap();
+        assert_eq!(db.oldest_open_order().unwrap(), None);
+        db.journal(6, &[entry("f", date!(2026 - 07 - 07), "UNPAID")])
+            .unwrap();
+        assert_eq!(db.oldest_open_order().unwrap(), Some(date!(2026 - 07 - 07)));
     }
 
     #[test]
