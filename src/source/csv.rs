@@ -561,7 +561,7 @@ impl CsvSource {
         });
         row.row_fingerprint = Some(fingerprint);
         // The results after the prefix are plain: the only line break there is the line end.
-        let newlines = (self.records.line() - span.line)
+        let newlines = (self.records.line().saturating_sub(span.line))
             .saturating_sub(u64::from(bytes.last() == Some(&b'\n')));
         let entry = Entry {
             prefix: u32::try_from(prefix).unwrap_or(u32::MAX),

@@ -220,7 +220,12 @@ impl Records {
 
     /// The bytes [`Records::skip`] passed last.
     pub(crate) fn last_skipped(&self) -> &[u8] {
-        &self.buffer[self.pos - self.skipped_len..self.pos]
+        // Nothing moved the buffer since, while the caller holds to that (see
+        // `OrderSource::full_row`); otherwise these are not the bytes, and parsing them fails.
+        self.pos
+            .checked_sub(self.skipped_len)
+            .and_then(|start| self.buffer.get(start..self.pos))
+            .unwrap_or_default()
     }
 
     /// The line the parser is on (counting from 1): past the last record read or skipped.
