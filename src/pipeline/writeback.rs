@@ -273,6 +273,12 @@ impl Touched {
                 self.pending_statuses.len() - 1
             }
         };
+        if self.pending.capacity() == 0 {
+            // Room for all at once: memory a list grows into is taken only as it is filled,
+            // while growing by doubling would hold the old list and the new one (12 MiB at
+            // 500,000 rows) at the moment it grows.
+            self.pending.reserve_exact(self.pending_cap);
+        }
         match Pending::pack(offset, row.row, index, ChangedOrders::hash(number)) {
             Some(pending) => self.pending.push(pending),
             // Beyond 2^40 bytes or rows, or 256 distinct statuses.

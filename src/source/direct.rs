@@ -76,7 +76,9 @@ struct Behind {
 
 impl Behind {
     fn start(file: File) -> Behind {
-        let (blocks, to_write) = mpsc::sync_channel::<Block>(1);
+        // No room in the channel: a block handed over waits until the thread is done with the
+        // one before, so two blocks are all there is (one gathered, one written).
+        let (blocks, to_write) = mpsc::sync_channel::<Block>(0);
         let (done, free) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("kksync-direct".into())
