@@ -139,7 +139,7 @@ pub async fn read_back(
     run: i64,
     all: bool,
 ) -> Result<ReadBack, ReadBackError> {
-    let Some(oldest) = with_own_reader(state, |db| db.oldest_open_order()).await? else {
+    let Some(oldest) = with_own_reader(state, move |db| db.oldest_open_order(run)).await? else {
         return Ok(ReadBack::default());
     };
     // One day of margin: "days old" may be counted from the other end of the day.

@@ -155,7 +155,12 @@ pub(super) fn open(
     let first_result = status_index
         .unwrap_or(headers.len())
         .min(error_index.unwrap_or(headers.len() + usize::from(status_index.is_none())));
-    let probe: TextRecord = (0..headers.len()).map(|_| "probe").collect();
+    // Values with what a fingerprint might treat specially (spaces, nothing, umlauts, a
+    // delimiter), so that a change of the scheme changes the key.
+    let samples = [" probe ", "", "Gr\u{f6}\u{df}e", "1,50", "x"];
+    let probe: TextRecord = (0..headers.len())
+        .map(|i| samples[i % samples.len()])
+        .collect();
     let probe = crate::order::row_fingerprint(RowView {
         record: &probe,
         layout: &layout,
@@ -461,6 +466,7 @@ impl CsvSource {
             return Ok(None);
         };
         let room = prefix + RESULTS_ROOM;
+        let after_cr = self.records.after_cr();
         let bytes = self.records.peek(room).map_err(|source| SourceError::Io {
             path: self.path.clone(),
             action: "reading",
@@ -492,7 +498,10 @@ impl CsvSource {
             self.spare = Some(record);
             return Ok(None);
         }
-        let (blank_lines, fingerprint) = (u64::from(entry.blank_lines), entry.row_fingerprint);
+        // Counted here, not taken from the entry: whether a leading `\n` ends the line of the
+        // row before (its `\r\n`) or is an empty line depends on that row's line end.
+        let blank_lines = csv_records::blank_lines(after_cr, &bytes[..prefix]);
+        let fingerprint = entry.row_fingerprint;
         let start = self.records.position();
         let line = self.records.line();
         self.records.skip(len, newlines);
@@ -566,7 +575,6 @@ impl CsvSource {
         let entry = Entry {
             prefix: u32::try_from(prefix).unwrap_or(u32::MAX),
             newlines: u32::try_from(newlines).unwrap_or(u32::MAX),
-            blank_lines: u32::try_from(span.blank_lines).unwrap_or(u32::MAX),
             row_fingerprint: fingerprint,
             number: number.to_string(),
             hash: 0,
@@ -1254,6 +1262,31 @@ mod tests {
             plain.len() - quoted - 1 - 1,
             "all but 97 and the Latin-1 row"
         );
+    }
+
+    #[test]
+    fn rows_known_by_their_bytes_in_a_file_whose_line_ends_changed_read_as_parsed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = dir.path().join("orders.csv.kksync.db.rows");
+        let path = dir.path().join("orders.csv");
+        // The same row bytes ("\n1,a" before the results) follow an empty line in the first
+        // file and end the header's CRLF in the second; the last row then loses its line end.
+        let files: [&[u8]; 4] = [
+            b"number,x,paymentStatus,syncError\n\n1,a,PAID,\n2,b,UNPAID,\n",
+            b"number,x,paymentStatus,syncError\r\n1,a,PAID,\r\n2,b,UNPAID,\r\n",
+            b"number,x,paymentStatus,syncError\r\n1,a,PAID,\r\n2,b,UNPAID,",
+            b"number,x,paymentStatus,syncError\r\n1,a,PAID,\r\n2,b,UNPAID,\r\n\r\n",
+        ];
+        for (i, bytes) in files.iter().enumerate() {
+            std::fs::write(&path, bytes).unwrap();
+            let (plain, trailing, _) = rows_read(&path, None);
+            let (indexed, indexed_trailing, unparsed) = rows_read(&path, Some(&index));
+            assert_eq!(described(&indexed), described(&plain), "file {i}");
+            assert_eq!(indexed_trailing, trailing, "file {i}");
+            if i > 0 {
+                assert!(!unparsed.is_empty(), "file {i}: the index was used");
+            }
+        }
     }
 
     #[test]

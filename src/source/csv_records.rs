@@ -228,6 +228,11 @@ impl Records {
             .unwrap_or_default()
     }
 
+    /// Whether the last byte consumed was a `\r` (for [`blank_lines`]).
+    pub(crate) fn after_cr(&self) -> bool {
+        self.after_cr
+    }
+
     /// The line the parser is on (counting from 1): past the last record read or skipped.
     pub(crate) fn line(&self) -> u64 {
         self.parser.line()
@@ -377,12 +382,22 @@ pub(crate) fn parse_results(
         match result {
             ReadRecordResult::OutputFull => record.grow_bytes(),
             ReadRecordResult::OutputEndsFull => record.grow_ends(),
+            // A record the end of the file ends (no line end) is read whole, like any last
+            // row an entry cannot describe: `full_row` could not read it alone again.
+            ReadRecordResult::Record if finished => return None,
             ReadRecordResult::Record => return Some(bytes.len() - input.len()),
-            // The end of the file ends the record too.
             ReadRecordResult::InputEmpty if to_end && !finished => finished = true,
             ReadRecordResult::InputEmpty | ReadRecordResult::End => return None,
         }
     }
+}
+
+/// The empty lines `bytes` start with, read right after a `\r` (`after_cr`) or not, as
+/// [`Records::read`] counts them.
+pub(crate) fn blank_lines(after_cr: bool, bytes: &[u8]) -> u64 {
+    let mut blank = BlankLines::after(after_cr);
+    blank.count(bytes);
+    blank.lines
 }
 
 /// Counts the empty lines at the start of what the parser consumes for one record: every `\n`,

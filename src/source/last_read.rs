@@ -8,7 +8,7 @@
 //! row it read: how long the row's bytes before its result columns are (its *prefix*: every
 //! order column comes before the results, or the index is not used) and a hash of them, and
 //! what the reader needs of a row it does not send: its order number, its row fingerprint, how
-//! many line breaks and empty lines the prefix has. The next run, at the start of each row,
+//! many line breaks the prefix has. The next run, at the start of each row,
 //! hashes the next entry's length of bytes; when the hash matches, only the results after the
 //! prefix are parsed (a few bytes: they are what the write-back changes), and the row is
 //! handed out with its number and results, unparsed otherwise.
@@ -62,8 +62,6 @@ pub(crate) struct Entry {
     pub(crate) prefix: u32,
     /// `\n` among them.
     pub(crate) newlines: u32,
-    /// Empty lines before the record.
-    pub(crate) blank_lines: u32,
     /// [`crate::order::row_fingerprint`] of the record (the order's columns all lie in the
     /// prefix).
     pub(crate) row_fingerprint: u64,
@@ -104,7 +102,6 @@ impl Entry {
     fn encode_fields(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.prefix.to_le_bytes());
         out.extend_from_slice(&self.newlines.to_le_bytes());
-        out.extend_from_slice(&self.blank_lines.to_le_bytes());
         out.extend_from_slice(&self.row_fingerprint.to_le_bytes());
         // `NextRead::add` takes only numbers within a byte's length.
         out.push(u8::try_from(self.number.len()).unwrap_or(u8::MAX));
@@ -242,17 +239,15 @@ impl std::fmt::Debug for LastRead {
 }
 
 fn read_entry(file: &mut impl Read) -> Option<Entry> {
-    let mut fixed = [0u8; 8 + 4 + 4 + 4 + 8 + 1];
+    let mut fixed = [0u8; 8 + 4 + 4 + 8 + 1];
     file.read_exact(&mut fixed).ok()?;
     let (hash, rest) = fixed.split_at(8);
     let (prefix, rest) = rest.split_at(4);
     let (newlines, rest) = rest.split_at(4);
-    let (blank_lines, rest) = rest.split_at(4);
     let (row_fingerprint, rest) = rest.split_at(8);
     Some(Entry {
         prefix: u32::from_le_bytes(prefix.try_into().ok()?),
         newlines: u32::from_le_bytes(newlines.try_into().ok()?),
-        blank_lines: u32::from_le_bytes(blank_lines.try_into().ok()?),
         row_fingerprint: u64::from_le_bytes(row_fingerprint.try_into().ok()?),
         number: read_text(file, rest[0])?,
         hash: u64::from_le_bytes(hash.try_into().ok()?),
@@ -355,7 +350,6 @@ mod tests {
         Entry {
             prefix: prefix.len() as u32,
             newlines: prefix.iter().filter(|&&b| b == b'\n').count() as u32,
-            blank_lines: 0,
             row_fingerprint: 7,
             number: number.into(),
             hash: 0,

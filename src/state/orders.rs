@@ -356,10 +356,12 @@ impl StateDb {
     }
 
     /// A date no order whose status may still change by itself is older than (for `maxAge`
-    /// of the read-back); `None` when there is no such order. The bound the last sync left
-    /// (`kksync_oldest_open`, see migration 7) where there is one, else the oldest such
-    /// order's date, from a scan of every order (0.2 s for a million).
-    pub fn oldest_open_order(&self) -> Result<Option<Date>, StateError> {
+    /// of the read-back of run `run`); `None` when there is no such order. The bound the last
+    /// sync left (`kksync_oldest_open`, see migration 7) where there is one, else the oldest
+    /// such order's date from a scan of every order (0.2 s for a million), leaving out the
+    /// orders whose status `run`'s own sends reported: the read-back runs beside them, and
+    /// whether it saw them would depend on which came first.
+    pub fn oldest_open_order(&self, run: i64) -> Result<Option<Date>, StateError> {
         let bound: Option<Option<String>> = self
             .connection()
             .query_row(
@@ -371,22 +373,22 @@ impl StateDb {
             .map_err(self.error("finding the oldest open order"))?;
         let oldest = match bound {
             Some(bound) => bound,
-            None => self.scan_oldest_open()?,
+            None => self.scan_oldest_open(run)?,
         };
         let format = time::macros::format_description!("[year]-[month]-[day]");
         Ok(oldest.and_then(|d| Date::parse(&d, &format).ok()))
     }
 
-    /// The oldest open order's date, from every order.
-    fn scan_oldest_open(&self) -> Result<Option<String>, StateError> {
+    /// The oldest open order's date, from every order but those `run` sent.
+    fn scan_oldest_open(&self, run: i64) -> Result<Option<String>, StateError> {
         let sql = format!(
             "SELECT MIN(order_date) FROM kksync_order_state
              WHERE payment_status IS NOT NULL AND payment_status NOT IN ({})
-               AND order_date IS NOT NULL",
+               AND order_date IS NOT NULL AND status_run IS NOT ?1",
             quoted(FINAL_STATUSES)
         );
         self.connection()
-            .query_row(&sql, [], |row| row.get(0))
+            .query_row(&sql, [run], |row| row.get(0))
             .map_err(self.error("finding the oldest open order"))
     }
 
@@ -472,7 +474,13 @@ impl StateDb {
             source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
         })?;
         let mut changed = 0u64;
-        self.connection()
+        // The statuses and the bound they may lower commit together (a savepoint: the caller
+        // may have a transaction open).
+        let savepoint = self
+            .connection_mut()
+            .savepoint()
+            .map_err(fail("applying the read-back"))?;
+        savepoint
             .prepare_cached(
                 "UPDATE kksync_order_state
                  SET payment_status = r.status, status_at = ?2, status_run = NULL
@@ -501,10 +509,11 @@ impl StateDb {
                 }
                 drop(rows);
                 if let Some(date) = oldest_open {
-                    lower_oldest_open(self.connection(), &date)?;
+                    lower_oldest_open(&savepoint, &date)?;
                 }
                 Ok(())
             })
+            .and_then(|()| savepoint.commit())
             .map_err(fail("applying the read-back"))?;
         Ok(changed)
     }
@@ -664,7 +673,7 @@ mod tests {
     #[test]
     fn the_oldest_open_order_ignores_final_statuses() {
         let (_dir, mut db) = store();
-        assert_eq!(db.oldest_open_order().unwrap(), None);
+        assert_eq!(db.oldest_open_order(99).unwrap(), None);
         let entry = |n: &str, d: Date, s: &str| JournalEntry::Accepted {
             number: n.into(),
             fingerprint: 1,
@@ -681,7 +690,12 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(db.oldest_open_order().unwrap(), Some(date!(2026 - 03 - 05)));
+        assert_eq!(
+            db.oldest_open_order(99).unwrap(),
+            Some(date!(2026 - 03 - 05))
+        );
+        // Run 1's own read-back leaves out what run 1 sent.
+        assert_eq!(db.oldest_open_order(1).unwrap(), None);
     }
 
     #[test]
@@ -704,17 +718,29 @@ mod tests {
         )
         .unwrap();
         db.refresh_oldest_open(1).unwrap();
-        assert_eq!(db.oldest_open_order().unwrap(), Some(date!(2026 - 05 - 01)));
+        assert_eq!(
+            db.oldest_open_order(99).unwrap(),
+            Some(date!(2026 - 05 - 01))
+        );
         // Paid: the bound stays (an early bound only widens the read-back) until the next
         // refresh, which moves it to the oldest still open.
         db.apply_read_back([("a", "PAID")], 2, &mut |_| {}).unwrap();
-        assert_eq!(db.oldest_open_order().unwrap(), Some(date!(2026 - 05 - 01)));
+        assert_eq!(
+            db.oldest_open_order(99).unwrap(),
+            Some(date!(2026 - 05 - 01))
+        );
         db.refresh_oldest_open(2).unwrap();
-        assert_eq!(db.oldest_open_order().unwrap(), Some(date!(2026 - 06 - 01)));
+        assert_eq!(
+            db.oldest_open_order(99).unwrap(),
+            Some(date!(2026 - 06 - 01))
+        );
         // A final order opened again by the read-back, older than the bound: lowered.
         db.apply_read_back([("b", "PAID_PARTIAL")], 3, &mut |_| {})
             .unwrap();
-        assert_eq!(db.oldest_open_order().unwrap(), Some(date!(2026 - 02 - 01)));
+        assert_eq!(
+            db.oldest_open_order(99).unwrap(),
+            Some(date!(2026 - 02 - 01))
+        );
         // An order sent with an older date: lowered; a final one does not count.
         db.journal(
             4,
@@ -724,7 +750,10 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(db.oldest_open_order().unwrap(), Some(date!(2025 - 12 - 24)));
+        assert_eq!(
+            db.oldest_open_order(99).unwrap(),
+            Some(date!(2025 - 12 - 24))
+        );
         // No open order at all: the bound says so, until one is opened.
         db.apply_read_back(
             [("b", "PAID"), ("c", "PAID"), ("d", "PAID")],
@@ -733,10 +762,13 @@ mod tests {
         )
         .unwrap();
         db.refresh_oldest_open(5).unwrap();
-        assert_eq!(db.oldest_open_order().unwrap(), None);
+        assert_eq!(db.oldest_open_order(99).unwrap(), None);
         db.journal(6, &[entry("f", date!(2026 - 07 - 07), "UNPAID")])
             .unwrap();
-        assert_eq!(db.oldest_open_order().unwrap(), Some(date!(2026 - 07 - 07)));
+        assert_eq!(
+            db.oldest_open_order(99).unwrap(),
+            Some(date!(2026 - 07 - 07))
+        );
     }
 
     #[test]
