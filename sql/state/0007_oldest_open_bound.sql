@@ -12,3 +12,8 @@ CREATE TABLE IF NOT EXISTS kksync_oldest_open (
     -- The run whose end set it.
     run    INTEGER
 );
+
+-- Runs that keep the bound (every run of a kksync that knows this table) say so. A run of an
+-- older kksync, which could open orders without lowering the bound, leaves it NULL, and a
+-- bound set before such a run is not used.
+ALTER TABLE kksync_runs ADD COLUMN keeps_oldest_open INTEGER;

@@ -362,10 +362,14 @@ impl StateDb {
     /// orders whose status `run`'s own sends reported: the read-back runs beside them, and
     /// whether it saw them would depend on which came first.
     pub fn oldest_open_order(&self, run: i64) -> Result<Option<Date>, StateError> {
+        // Not a bound any more once a run of an older kksync came after it.
         let bound: Option<Option<String>> = self
             .connection()
             .query_row(
-                "SELECT oldest FROM kksync_oldest_open WHERE id = 1",
+                "SELECT oldest FROM kksync_oldest_open AS b
+                 WHERE id = 1 AND NOT EXISTS (
+                     SELECT 1 FROM kksync_runs
+                     WHERE id > b.run AND keeps_oldest_open IS NOT 1)",
                 [],
                 |row| row.get(0),
             )
@@ -768,6 +772,27 @@ mod tests {
         assert_eq!(
             db.oldest_open_order(99).unwrap(),
             Some(date!(2026 - 07 - 07))
+        );
+        // A run of an older kksync after the bound was set (it does not keep it, and may have
+        // opened an order it did not lower the bound for): the orders are scanned.
+        db.refresh_oldest_open(6).unwrap();
+        db.connection()
+            .execute(
+                "INSERT INTO kksync_runs (id, command, source, started_at, options)
+                 VALUES (7, 'sync', 's', 'now', '{}')",
+                [],
+            )
+            .unwrap();
+        db.connection()
+            .execute(
+                "INSERT INTO kksync_order_state (number, order_date, payment_status)
+                 VALUES ('old', '2020-01-01', 'UNPAID')",
+                [],
+            )
+            .unwrap();
+        assert_eq!(
+            db.oldest_open_order(99).unwrap(),
+            Some(date!(2020 - 01 - 01))
         );
     }
 

@@ -36,7 +36,8 @@ impl StateDb {
     ) -> Result<i64, StateError> {
         self.connection()
             .execute(
-                "INSERT INTO kksync_runs (command, source, started_at, options) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO kksync_runs (command, source, started_at, options, keeps_oldest_open)
+                 VALUES (?1, ?2, ?3, ?4, 1)",
                 rusqlite::params![command, source, now_rfc3339(), options.to_string()],
             )
             .map_err(self.error("recording the start of the run"))?;
