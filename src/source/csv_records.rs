@@ -320,28 +320,7 @@ pub(crate) fn parse_record(
     bytes: &[u8],
     record: &mut RawRecord,
 ) -> bool {
-    restart(parser, 1);
-    record.used = 0;
-    record.fields = 0;
-    let mut input = bytes;
-    loop {
-        record.make_room();
-        let (result, read, written, ended) = parser.read_record(
-            input,
-            &mut record.bytes[record.used..],
-            &mut record.ends[record.fields..],
-        );
-        input = &input[read..];
-        record.used += written;
-        record.fields += ended;
-        match result {
-            ReadRecordResult::InputEmpty if !input.is_empty() => {}
-            ReadRecordResult::OutputFull => record.grow_bytes(),
-            ReadRecordResult::OutputEndsFull => record.grow_ends(),
-            ReadRecordResult::Record => return input.is_empty(),
-            ReadRecordResult::InputEmpty | ReadRecordResult::End => return false,
-        }
-    }
+    parse_one(parser, bytes, false, record) == Some((bytes.len(), false))
 }
 
 /// Parses the results of a record whose first `prefix` of `bytes` are known (they end
@@ -366,8 +345,27 @@ pub(crate) fn parse_results(
         // A record cut at the end of the file has nothing the index may describe.
         _ => return None,
     }
+    match parse_one(parser, &bytes[prefix..], to_end, record)? {
+        (len, false) => Some(prefix + len),
+        // A record the end of the file ends (no line end) is read whole, like any last row an
+        // entry cannot describe: `full_row` could not read it alone again.
+        (_, true) => None,
+    }
+}
+
+/// Parses one record from the start of `input` into `record`, with `parser` restarted for it.
+/// How many bytes it took, and whether the end of the file ended it (`to_end`: `input` runs to
+/// the end of the file); `None` if `input` ends before the record does.
+fn parse_one(
+    parser: &mut csv_core::Reader,
+    mut input: &[u8],
+    to_end: bool,
+    record: &mut RawRecord,
+) -> Option<(usize, bool)> {
     restart(parser, 1);
-    let mut input = &bytes[prefix..];
+    record.used = 0;
+    record.fields = 0;
+    let length = input.len();
     let mut finished = false;
     loop {
         record.make_room();
@@ -382,10 +380,7 @@ pub(crate) fn parse_results(
         match result {
             ReadRecordResult::OutputFull => record.grow_bytes(),
             ReadRecordResult::OutputEndsFull => record.grow_ends(),
-            // A record the end of the file ends (no line end) is read whole, like any last
-            // row an entry cannot describe: `full_row` could not read it alone again.
-            ReadRecordResult::Record if finished => return None,
-            ReadRecordResult::Record => return Some(bytes.len() - input.len()),
+            ReadRecordResult::Record => return Some((length - input.len(), finished)),
             ReadRecordResult::InputEmpty if to_end && !finished => finished = true,
             ReadRecordResult::InputEmpty | ReadRecordResult::End => return None,
         }
