@@ -200,53 +200,53 @@ impl StateDb {
     /// store that is not in WAL mode (a shop's database keeps the journal mode the shop chose;
     /// an in-memory store has no second connection).
     pub fn open_reader(&self) -> Result<Option<StateDb>, StateError> {
-        if !self.wal {
-            return Ok(None);
-        }
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let connection = Connection::open_with_flags(&self.path, flags)
-            .map_err(self.error("opening a reader"))?;
-        let reader = StateDb {
-            path: self.path.clone(),
-            connection,
-            wal: false,
-            checkpoint: None,
-        };
-        reader
-            .connection
-            .busy_timeout(BUSY_TIMEOUT)
-            .map_err(reader.error("setting the busy timeout"))?;
-        Ok(Some(reader))
+        self.open_second(OpenFlags::SQLITE_OPEN_READ_ONLY, "opening a reader")
     }
 
     /// A second connection that may write, on a store in WAL mode (`None` otherwise): for
     /// work beside the run's own writes that holds the write lock briefly
-    /// ([`StateDb::refresh_oldest_open`]).
+    /// ([`StateDb::refresh_oldest_open`]). It reads with a small cache: what it does reads the
+    /// table once, in order, which a small cache serves as well as the default one would, in
+    /// a quarter of the memory beside the run's own.
     pub fn open_writer(&self) -> Result<Option<StateDb>, StateError> {
-        if !self.wal {
+        let Some(writer) = self.open_second(
+            OpenFlags::SQLITE_OPEN_READ_WRITE,
+            "opening a second connection",
+        )?
+        else {
             return Ok(None);
-        }
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let connection = Connection::open_with_flags(&self.path, flags)
-            .map_err(self.error("opening a second connection"))?;
-        let writer = StateDb {
-            path: self.path.clone(),
-            connection,
-            // The WAL was set up by the first connection; this one leaves checkpoints to it.
-            wal: false,
-            checkpoint: None,
         };
-        writer
-            .connection
-            .busy_timeout(BUSY_TIMEOUT)
-            .map_err(writer.error("setting the busy timeout"))?;
-        // What it does reads the table once, in order: a small cache serves that as well as
-        // the default one would, in a quarter of the memory beside the run's own.
         writer
             .connection
             .pragma_update(None, "cache_size", -512)
             .map_err(writer.error("sizing the cache"))?;
         Ok(Some(writer))
+    }
+
+    /// A second connection to a store in WAL mode, with `flags`; `None` for another store.
+    /// The WAL was set up by the first connection, which also checkpoints it.
+    fn open_second(
+        &self,
+        flags: OpenFlags,
+        action: &'static str,
+    ) -> Result<Option<StateDb>, StateError> {
+        if !self.wal {
+            return Ok(None);
+        }
+        let connection =
+            Connection::open_with_flags(&self.path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(self.error(action))?;
+        let second = StateDb {
+            path: self.path.clone(),
+            connection,
+            wal: false,
+            checkpoint: None,
+        };
+        second
+            .connection
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(second.error("setting the busy timeout"))?;
+        Ok(Some(second))
     }
 
     /// Starts copying the WAL back into the database on a connection and thread of its own
