@@ -674,17 +674,21 @@ mod tests {
         );
     }
 
+    /// A journal entry of order `number` of `date`, accepted with `status`.
+    fn entry(number: &str, date: Date, status: &str) -> JournalEntry {
+        JournalEntry::Accepted {
+            number: number.into(),
+            fingerprint: 1,
+            date,
+            status: status.into(),
+            row_fingerprint: 0,
+        }
+    }
+
     #[test]
     fn the_oldest_open_order_ignores_final_statuses() {
         let (_dir, mut db) = store();
         assert_eq!(db.oldest_open_order(99).unwrap(), None);
-        let entry = |n: &str, d: Date, s: &str| JournalEntry::Accepted {
-            number: n.into(),
-            fingerprint: 1,
-            date: d,
-            status: s.into(),
-            row_fingerprint: 0,
-        };
         db.journal(
             1,
             &[
@@ -705,13 +709,6 @@ mod tests {
     #[test]
     fn the_bound_of_the_oldest_open_order_is_lowered_by_every_order_opened_before_it() {
         let (_dir, mut db) = store();
-        let entry = |n: &str, d: Date, s: &str| JournalEntry::Accepted {
-            number: n.into(),
-            fingerprint: 1,
-            date: d,
-            status: s.into(),
-            row_fingerprint: 0,
-        };
         db.journal(
             1,
             &[
