@@ -2,7 +2,7 @@
 //! keeps every column, row, value and the BOM, adding `paymentStatus` and `syncError`.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use csv::{ByteRecord, Terminator};
@@ -107,15 +107,8 @@ pub(super) fn open(
     let file_len = metadata.len();
     let identity = FileIdentity::of(&metadata);
     let mut records = Records::new(file, dialect.delimiter);
-    let mut raw = RawRecord::default();
-    // Empty lines before the header are kept too, and counted in the row numbers.
-    let (headers, blank_before_header) = match records.read(&mut raw).map_err(io("reading"))? {
-        Next::Record(span) => {
-            check_quotes_closed_at(path, dialect.delimiter, &identity, span, 1)?;
-            (raw.to_byte_record(), span.blank_lines)
-        }
-        Next::End { .. } => (ByteRecord::new(), 0),
-    };
+    let (headers, blank_before_header) =
+        read_header(path, dialect.delimiter, &identity, &mut records)?;
     let names: Vec<String> = headers
         .iter()
         .map(|h| String::from_utf8_lossy(strip_bom(h)).into_owned())
@@ -175,7 +168,7 @@ pub(super) fn open(
         error_index,
         next_row: 2 + blank_before_header,
         trailing_blank_lines: 0,
-        buffer: raw,
+        buffer: RawRecord::default(),
         spare: None,
         file_bytes: file_len,
         delimiter: dialect.delimiter,
@@ -201,17 +194,26 @@ pub(super) fn open(
     Ok((source, Some(sink)))
 }
 
-pub(crate) fn csv_error(path: &Path, error: csv::Error) -> SourceError {
-    match error.into_kind() {
-        csv::ErrorKind::Io(source) => SourceError::Io {
-            path: path.to_path_buf(),
-            action: "reading",
-            source,
-        },
-        kind => SourceError::Csv {
-            path: path.to_path_buf(),
-            message: format!("{kind:?}"),
-        },
+/// Reads the header of a file `records` reads from its start: its fields, and the empty lines
+/// before it (kept too, and counted in the row numbers). An empty file has an empty header.
+pub(crate) fn read_header(
+    path: &Path,
+    delimiter: u8,
+    identity: &FileIdentity,
+    records: &mut Records,
+) -> Result<(ByteRecord, u64), SourceError> {
+    let mut raw = RawRecord::default();
+    let read = records.read(&mut raw).map_err(|source| SourceError::Io {
+        path: path.to_path_buf(),
+        action: "reading",
+        source,
+    })?;
+    match read {
+        Next::Record(span) => {
+            check_quotes_closed(path, delimiter, identity, span, 1)?;
+            Ok((raw.to_byte_record(), span.blank_lines))
+        }
+        Next::End { .. } => Ok((ByteRecord::new(), 0)),
     }
 }
 
@@ -225,28 +227,7 @@ pub(crate) fn csv_error(path: &Path, error: csv::Error) -> SourceError {
 /// The file is opened again by name for that: if the name now leads to another file (a new
 /// export renamed into place) or the file changed, the read fails with
 /// [`SourceError::Changed`] instead of checking the wrong bytes.
-pub(crate) fn check_quotes_closed<R: Read>(
-    path: &Path,
-    delimiter: u8,
-    opened: &FileIdentity,
-    reader: &csv::Reader<R>,
-    record: &ByteRecord,
-    row: u64,
-) -> Result<(), SourceError> {
-    let Some(start) = record.position() else {
-        return Ok(());
-    };
-    let span = Span {
-        start: start.byte(),
-        line: start.line(),
-        end: reader.position().byte(),
-        blank_lines: 0,
-    };
-    check_quotes_closed_at(path, delimiter, opened, span, row)
-}
-
-/// As [`check_quotes_closed`], for a record read with [`Records`].
-pub(crate) fn check_quotes_closed_at(
+pub(crate) fn check_quotes_closed(
     path: &Path,
     delimiter: u8,
     opened: &FileIdentity,
@@ -513,7 +494,7 @@ impl CsvSource {
             end: self.records.position(),
             blank_lines,
         };
-        check_quotes_closed_at(&self.path, self.delimiter, &self.identity, span, row)?;
+        check_quotes_closed(&self.path, self.delimiter, &self.identity, span, row)?;
         let unparsed = SourceRow {
             row,
             record,
@@ -649,7 +630,7 @@ impl OrderSource for CsvSource {
         // ones a spreadsheet shows, and so that the write-back keeps them.
         let row = self.next_row + span.blank_lines;
         self.next_row = row + 1;
-        check_quotes_closed_at(&self.path, self.delimiter, &self.identity, span, row)?;
+        check_quotes_closed(&self.path, self.delimiter, &self.identity, span, row)?;
         let spare = self.spare.take().unwrap_or_default();
         let mut row = SourceRow::from_raw_into(row, &self.buffer, self.header_len, spare);
         row.blank_lines_before = span.blank_lines;
@@ -713,82 +694,6 @@ impl OrderSource for CsvSource {
         if row.record.worth_reusing() {
             self.spare = Some(row.record);
         }
-    }
-}
-
-/// Finds the empty lines csv skips, by reading the file a second time alongside it.
-///
-/// csv reports where each record ends (a byte offset) but not how many empty lines it skipped
-/// before it, and its line count cannot tell them apart from a record's own line end when
-/// line ends vary (a CRLF record ends at its `\r`; the `\n` is counted with the next one). So
-/// the bytes between the end of one record and the start of the next are looked at directly:
-/// every `\n`, `\r\n` or `\r` there is an empty line, except the `\n` that completes the
-/// previous record's `\r\n`.
-pub(crate) struct Gaps {
-    file: BufReader<File>,
-    /// Bytes consumed so far: the end of the previous record.
-    at: u64,
-    /// The last byte consumed.
-    last: Option<u8>,
-}
-
-impl Gaps {
-    /// Opens the file again; it must still be the one `identity` describes.
-    pub(crate) fn open(path: &Path, identity: &FileIdentity) -> Result<Self, SourceError> {
-        let io = |source| SourceError::Io {
-            path: path.to_path_buf(),
-            action: "opening",
-            source,
-        };
-        let file = File::open(path).map_err(io)?;
-        if FileIdentity::of(&file.metadata().map_err(io)?) != *identity {
-            return Err(SourceError::Changed {
-                path: path.to_path_buf(),
-            });
-        }
-        Ok(Gaps {
-            file: BufReader::with_capacity(64 * 1024, file),
-            at: 0,
-            last: None,
-        })
-    }
-
-    /// Consumes the bytes up to offset `end` (the end of the next record, or of the file);
-    /// returns how many empty lines they start with.
-    pub(crate) fn skip_to(&mut self, end: u64) -> std::io::Result<u64> {
-        let mut blank = 0;
-        let mut counting = true;
-        let mut after_cr = self.last == Some(b'\r');
-        while self.at < end {
-            let buffer = self.file.fill_buf()?;
-            if buffer.is_empty() {
-                break;
-            }
-            let take = buffer
-                .len()
-                .min(usize::try_from(end - self.at).unwrap_or(usize::MAX));
-            let bytes = &buffer[..take];
-            if counting {
-                for &byte in bytes {
-                    match byte {
-                        b'\n' if after_cr => after_cr = false,
-                        b'\n' => blank += 1,
-                        b'\r' => {
-                            blank += 1;
-                            after_cr = true;
-                        }
-                        _ => {
-                            counting = false;
-                            break;
-                        }
-                    }
-                }
-            }
-            self.last = bytes.last().copied();
-            self.file.consume(take);
-            self.at += take as u64;
-        }
-        Ok(blank)
     }
 }
 

@@ -2,10 +2,10 @@
 //! and ends, and the empty lines before it.
 //!
 //! `csv::Reader` reads through a buffer of its own (a second copy of every byte) and reports
-//! where a record ends but not how many empty lines it skipped before it, so the reader used to
-//! read the whole file a second time alongside to count them ([`super::csv::Gaps`], which the
-//! small refunds file still uses). Parsing with `csv_core` over one buffer of our own gives both
-//! from the bytes the parser consumes. The parser is configured as `csv::ReaderBuilder::new()`
+//! where a record ends but not how many empty lines it skipped before it, so the readers used to
+//! read the whole file a second time alongside to count them. Parsing with `csv_core` over one
+//! buffer of our own gives both from the bytes the parser consumes (the orders' and the refunds'
+//! CSV readers). The parser is configured as `csv::ReaderBuilder::new()`
 //! configures it (line ends `\n`, `\r` or `\r\n`, `"` quotes doubled inside quoted fields, a
 //! byte order mark at the start dropped), so records and positions are the ones csv gave.
 
@@ -173,7 +173,7 @@ impl Records {
         loop {
             record.make_room();
             if self.pos == self.filled && !self.eof {
-                self.refill()?;
+                self.fill_to(1)?;
             }
             let input = &self.buffer[self.pos..self.filled];
             let (result, read, written, ended) = self.parser.read_record(
@@ -278,21 +278,6 @@ impl Records {
             }
         }
         Ok(())
-    }
-
-    fn refill(&mut self) -> io::Result<()> {
-        loop {
-            match self.file.read(&mut self.buffer) {
-                Ok(read) => {
-                    self.pos = 0;
-                    self.filled = read;
-                    self.eof = read == 0;
-                    return Ok(());
-                }
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => return Err(error),
-            }
-        }
     }
 }
 

@@ -3,7 +3,6 @@
 //! The dialect sniffing and the rename/fsync steps are the order sync's (`crate::source::csv`).
 
 use std::fs::File;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use csv::ByteRecord;
@@ -14,23 +13,22 @@ use crate::source::sync_behind::SyncBehind;
 use crate::source::{FileIdentity, SourceError, SourceRow};
 
 use crate::source::csv::{
-    Dialect, Gaps, check_quotes_closed, csv_error, repeated_column, replace_with_temp, sniff,
+    Dialect, check_quotes_closed, read_header, repeated_column, replace_with_temp, sniff,
     strip_bom, temp_writer, write_blank_lines,
 };
+use crate::source::csv_records::{Next, RawRecord, Records};
 
 /// Reads a refunds CSV row by row.
 pub struct CsvRefunds {
     path: PathBuf,
-    reader: csv::Reader<BufReader<File>>,
+    records: Records,
     layout: Layout,
     header_len: usize,
     next_row: u64,
     identity: FileIdentity,
     delimiter: u8,
-    /// Counts the empty lines csv skips (kept on rewrite, counted in row numbers).
-    gaps: Gaps,
+    /// Empty lines after the last row (kept on rewrite), once the end was reached.
     trailing_blank_lines: u64,
-    file_bytes: u64,
 }
 
 /// Where a result column sits: in the original header, or appended after it.
@@ -69,20 +67,9 @@ pub(super) fn open(
     let file = File::open(path).map_err(io("opening"))?;
     let metadata = file.metadata().map_err(io("reading permissions"))?;
     let identity = FileIdentity::of(&metadata);
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(dialect.delimiter)
-        .flexible(true)
-        .has_headers(true)
-        .from_reader(BufReader::new(file));
-    let headers = reader
-        .byte_headers()
-        .map_err(|e| csv_error(path, e))?
-        .clone();
-    check_quotes_closed(path, dialect.delimiter, &identity, &reader, &headers, 1)?;
-    let mut gaps = Gaps::open(path, &identity)?;
-    let blank_before_header = gaps
-        .skip_to(reader.position().byte())
-        .map_err(io("reading"))?;
+    let mut records = Records::new(file, dialect.delimiter);
+    let (headers, blank_before_header) =
+        read_header(path, dialect.delimiter, &identity, &mut records)?;
     let names: Vec<String> = headers
         .iter()
         .map(|h| String::from_utf8_lossy(strip_bom(h)).into_owned())
@@ -111,15 +98,13 @@ pub(super) fn open(
         .collect();
     let source = CsvRefunds {
         path: path.to_path_buf(),
-        reader,
+        records,
         layout,
         header_len: headers.len(),
         next_row: 2 + blank_before_header,
         identity,
         delimiter: dialect.delimiter,
-        gaps,
         trailing_blank_lines: 0,
-        file_bytes: metadata.len(),
     };
     if read_only {
         return Ok((source, None));
@@ -147,31 +132,19 @@ impl RefundSource for CsvRefunds {
             action: "reading",
             source,
         };
-        let mut bytes = ByteRecord::new();
-        match self.reader.read_byte_record(&mut bytes) {
-            Ok(false) => {
-                self.trailing_blank_lines = self.gaps.skip_to(self.file_bytes).map_err(reading)?;
+        let mut raw = RawRecord::default();
+        let span = match self.records.read(&mut raw).map_err(reading)? {
+            Next::Record(span) => span,
+            Next::End { blank_lines } => {
+                self.trailing_blank_lines = blank_lines;
                 return Ok(None);
             }
-            Ok(true) => {}
-            Err(error) => return Err(csv_error(&self.path, error)),
-        }
-        let blank_lines = self
-            .gaps
-            .skip_to(self.reader.position().byte())
-            .map_err(reading)?;
-        let row = self.next_row + blank_lines;
+        };
+        let row = self.next_row + span.blank_lines;
         self.next_row = row + 1;
-        check_quotes_closed(
-            &self.path,
-            self.delimiter,
-            &self.identity,
-            &self.reader,
-            &bytes,
-            row,
-        )?;
-        let mut row = SourceRow::from_csv(row, &bytes, self.header_len);
-        row.blank_lines_before = blank_lines;
+        check_quotes_closed(&self.path, self.delimiter, &self.identity, span, row)?;
+        let mut row = SourceRow::from_raw_into(row, &raw, self.header_len, Default::default());
+        row.blank_lines_before = span.blank_lines;
         Ok(Some(row))
     }
 
