@@ -70,8 +70,8 @@ struct Behind {
     /// Blocks written, to reuse; closed, with the error, when a write failed.
     free: mpsc::Receiver<Block>,
     thread: Option<JoinHandle<io::Result<()>>>,
-    /// Blocks handed over and not yet back.
-    out: usize,
+    /// The second block, until the first hand-over takes it.
+    spare: Option<Block>,
 }
 
 impl Behind {
@@ -97,20 +97,20 @@ impl Behind {
                 blocks: Some(blocks),
                 free,
                 thread: Some(thread),
-                out: 0,
+                spare: Block::new(),
             },
             // No thread: the caller writes its blocks itself (`blocks` is `None`).
             Err(_) => Behind {
                 blocks: None,
                 free,
                 thread: None,
-                out: 0,
+                spare: None,
             },
         }
     }
 
-    /// Hands `block` over to be written; a free block back (a written one, or a new one while
-    /// only one is out).
+    /// Hands `block` over to be written; a free block back (the spare at first, then the one
+    /// written before).
     fn hand_over(&mut self, block: Block) -> io::Result<Block> {
         let Some(blocks) = &self.blocks else {
             return Err(io::Error::other("no thread for direct writes"));
@@ -118,19 +118,10 @@ impl Behind {
         if blocks.send(block).is_err() {
             return Err(self.stop());
         }
-        self.out += 1;
-        if self.out < 2
-            && let Some(spare) = Block::new()
-        {
+        if let Some(spare) = self.spare.take() {
             return Ok(spare);
         }
-        match self.free.recv() {
-            Ok(block) => {
-                self.out -= 1;
-                Ok(block)
-            }
-            Err(_) => Err(self.stop()),
-        }
+        self.free.recv().map_err(|_| self.stop())
     }
 
     /// Waits until every block handed over is written; its error if one failed.
