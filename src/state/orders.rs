@@ -83,6 +83,51 @@ fn lower_oldest_open(connection: &rusqlite::Connection, date: &str) -> rusqlite:
         .map(drop)
 }
 
+/// The bound of the oldest open order, taken out of the store while statuses commit in
+/// transactions that do not lower it ([`StateDb::apply_read_back`]).
+#[derive(Debug)]
+struct WithdrawnBound {
+    oldest: Option<String>,
+    run: Option<i64>,
+}
+
+/// Deletes the bound of the oldest open order, returning it (`None`: there was none).
+fn withdraw_oldest_open(
+    connection: &rusqlite::Connection,
+) -> rusqlite::Result<Option<WithdrawnBound>> {
+    connection
+        .prepare_cached("DELETE FROM kksync_oldest_open RETURNING oldest, run")?
+        .query_row([], |row| {
+            Ok(WithdrawnBound {
+                oldest: row.get(0)?,
+                run: row.get(1)?,
+            })
+        })
+        .optional()
+}
+
+/// Puts a withdrawn bound back, lowered to `opened` (the oldest date of an order given an
+/// open status meanwhile) if that is earlier.
+fn restore_oldest_open(
+    connection: &rusqlite::Connection,
+    bound: WithdrawnBound,
+    opened: Option<&str>,
+) -> rusqlite::Result<()> {
+    let oldest = match (bound.oldest, opened) {
+        (Some(oldest), Some(opened)) if opened < oldest.as_str() => Some(opened.to_string()),
+        (None, Some(opened)) => Some(opened.to_string()),
+        (oldest, _) => oldest,
+    };
+    connection
+        // Ignored if a bound is back already: only a scan of the orders, after these statuses
+        // committed, can have set it.
+        .prepare_cached(
+            "INSERT OR IGNORE INTO kksync_oldest_open (id, oldest, run) VALUES (1, ?1, ?2)",
+        )?
+        .execute(params![oldest, bound.run])
+        .map(drop)
+}
+
 /// What one send taught about one order, to be committed before the write-back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JournalEntry {
@@ -452,14 +497,22 @@ impl StateDb {
             .map_err(self.error("looking up an order"))
     }
 
-    /// Applies statuses read back from the API, in one transaction; only orders the store
-    /// knows are updated, only when the status differs, and not when a send of run `run`
-    /// reported it: that answer is newer than the read-back, which runs alongside the sends.
-    /// Returns how many changed, and tells `on_changed` the number of each.
+    /// Applies statuses read back from the API; only orders the store knows are updated, only
+    /// when the status differs, and not when a send of run `run` reported it: that answer is
+    /// newer than the read-back, which runs alongside the sends. Returns how many changed, and
+    /// tells `on_changed` the number of each.
     ///
     /// The batch goes to SQLite as one JSON array joined in a single `UPDATE`: a statement
     /// per order cost more than the lookup itself. Should a number appear twice in one batch
     /// (the API lists each order once), one of its statuses is applied.
+    ///
+    /// The `UPDATE` is a transaction of its own. Inside an explicit transaction (or savepoint)
+    /// SQLite first copies every page it changes into a statement journal, and the statuses
+    /// of a read-back are spread over nearly every page of the table: that copy cost a fifth
+    /// of the read-back. The bound of the oldest open order, which this batch may have to
+    /// lower, is therefore withdrawn (its row deleted) before the statuses commit and put back,
+    /// lowered, after them. A crash in between leaves no bound, which every kksync reads as
+    /// "nothing known" and answers with a scan of the orders: never a bound that is too late.
     pub fn apply_read_back<'a>(
         &mut self,
         statuses: impl IntoIterator<Item = (&'a str, &'a str)>,
@@ -470,21 +523,19 @@ impl StateDb {
         if batch.is_empty() {
             return Ok(0);
         }
-        let path = self.path().to_path_buf();
-        let fail = |action| super::error(&path, action);
         let json = serde_json::to_string(&batch).map_err(|e| StateError {
-            path: path.clone(),
+            path: self.path().to_path_buf(),
             action: "applying the read-back",
             source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
         })?;
+        let connection = self.connection();
+        let withdrawn = withdraw_oldest_open(connection)
+            .map_err(self.error("withdrawing the bound of the oldest open order"))?;
         let mut changed = 0u64;
-        // The statuses and the bound they may lower commit together (a savepoint: the caller
-        // may have a transaction open).
-        let savepoint = self
-            .connection_mut()
-            .savepoint()
-            .map_err(fail("applying the read-back"))?;
-        savepoint
+        // The oldest order this batch gave an open status (one that was final, or unknown,
+        // may be older than the bound).
+        let mut oldest_open: Option<String> = None;
+        connection
             .prepare_cached(
                 "UPDATE kksync_order_state
                  SET payment_status = r.status, status_at = ?2, status_run = NULL
@@ -497,9 +548,6 @@ impl StateDb {
             )
             .and_then(|mut update| {
                 let mut rows = update.query(params![json, now_rfc3339(), run])?;
-                // The oldest order this batch gave an open status (one that was final, or
-                // unknown, may be older than the bound).
-                let mut oldest_open: Option<String> = None;
                 while let Some(row) = rows.next()? {
                     changed += 1;
                     on_changed(row.get_ref(0)?.as_str().unwrap_or_default());
@@ -511,14 +559,13 @@ impl StateDb {
                         oldest_open = Some(date.to_string());
                     }
                 }
-                drop(rows);
-                if let Some(date) = oldest_open {
-                    lower_oldest_open(&savepoint, &date)?;
-                }
                 Ok(())
             })
-            .and_then(|()| savepoint.commit())
-            .map_err(fail("applying the read-back"))?;
+            .map_err(self.error("applying the read-back"))?;
+        if let Some(bound) = withdrawn {
+            restore_oldest_open(connection, bound, oldest_open.as_deref())
+                .map_err(self.error("lowering the bound of the oldest open order"))?;
+        }
         Ok(changed)
     }
 
@@ -742,6 +789,12 @@ mod tests {
             db.oldest_open_order(99).unwrap(),
             Some(date!(2026 - 02 - 01))
         );
+        // Still the bound run 2's end set, lowered: the check against older kksyncs holds.
+        let bound_run: i64 = db
+            .connection()
+            .query_row("SELECT run FROM kksync_oldest_open", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(bound_run, 2);
         // An order sent with an older date: lowered; a final one does not count.
         db.journal(
             4,
@@ -790,6 +843,40 @@ mod tests {
         assert_eq!(
             db.oldest_open_order(99).unwrap(),
             Some(date!(2020 - 01 - 01))
+        );
+    }
+
+    #[test]
+    fn a_read_back_that_fails_before_it_lowered_the_bound_leaves_none() {
+        let (_dir, mut db) = store();
+        db.journal(
+            1,
+            &[
+                entry("a", date!(2026 - 05 - 01), "UNPAID"),
+                entry("b", date!(2026 - 06 - 01), "UNPAID"),
+            ],
+        )
+        .unwrap();
+        db.refresh_oldest_open(1).unwrap();
+        db.apply_read_back([("a", "PAID")], 2, &mut |_| {}).unwrap();
+        // The bound stays early after "a" was paid; only a scan would find 2026-06-01.
+        assert_eq!(
+            db.oldest_open_order(99).unwrap(),
+            Some(date!(2026 - 05 - 01))
+        );
+        // The statuses fail to commit (as if kksync died before the bound was put back).
+        db.connection()
+            .execute_batch(
+                "CREATE TEMP TRIGGER refuse BEFORE UPDATE ON kksync_order_state
+                 BEGIN SELECT RAISE(ABORT, 'disk gone'); END;",
+            )
+            .unwrap();
+        db.apply_read_back([("b", "PAID_PARTIAL")], 3, &mut |_| {})
+            .unwrap_err();
+        // No bound is left, so the orders are scanned: never a bound that may be too late.
+        assert_eq!(
+            db.oldest_open_order(99).unwrap(),
+            Some(date!(2026 - 06 - 01))
         );
     }
 
