@@ -72,6 +72,11 @@ pub struct Known {
     pub status_run: Option<i64>,
 }
 
+/// The condition under which the bound `b` (a row of `kksync_oldest_open`) is one: no run of an
+/// older kksync, which does not lower it, came after the run that set it.
+const BOUND_IS_KEPT: &str = "NOT EXISTS (
+    SELECT 1 FROM kksync_runs WHERE id > b.run AND keeps_oldest_open IS NOT 1)";
+
 /// Lowers the bound of the oldest open order (`kksync_oldest_open`) to `date`, if there is one
 /// and it is later: an order of that date has just been given an open status.
 fn lower_oldest_open(connection: &rusqlite::Connection, date: &str) -> rusqlite::Result<()> {
@@ -411,10 +416,9 @@ impl StateDb {
         let bound: Option<Option<String>> = self
             .connection()
             .query_row(
-                "SELECT oldest FROM kksync_oldest_open AS b
-                 WHERE id = 1 AND NOT EXISTS (
-                     SELECT 1 FROM kksync_runs
-                     WHERE id > b.run AND keeps_oldest_open IS NOT 1)",
+                &format!(
+                    "SELECT oldest FROM kksync_oldest_open AS b WHERE id = 1 AND {BOUND_IS_KEPT}"
+                ),
                 [],
                 |row| row.get(0),
             )
@@ -441,24 +445,40 @@ impl StateDb {
             .map_err(self.error("finding the oldest open order"))
     }
 
-    /// Sets the bound of the oldest open order exactly (a scan of every order), for the next
-    /// run's read-back, in one write transaction: no status can change between the scan and
-    /// the bound.
+    /// Sets the bound of the oldest open order exactly, for the next run's read-back, in one
+    /// write transaction: no status can change between the check and the bound.
+    ///
+    /// A bound is never later than the oldest open order, so while an open order of the
+    /// bound's date is left, it is exact as it is: that is looked for first, in number order,
+    /// which finds one among the first rows when numbers rise with dates (the usual export)
+    /// or when many orders share a date. Only when none is left (the oldest were paid) is every
+    /// order scanned for the new oldest.
     pub fn refresh_oldest_open(&mut self, run: i64) -> Result<(), StateError> {
         let path = self.path().to_path_buf();
         let tx = self
             .connection_mut()
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(super::error(&path, "bounding the oldest open order"))?;
-        let sql = format!(
-            "INSERT INTO kksync_oldest_open (id, oldest, run)
-             SELECT 1, MIN(order_date), ?1 FROM kksync_order_state
-             WHERE payment_status IS NOT NULL AND payment_status NOT IN ({})
-               AND order_date IS NOT NULL
-             ON CONFLICT (id) DO UPDATE SET oldest = excluded.oldest, run = excluded.run",
+        let open = format!(
+            "payment_status IS NOT NULL AND payment_status NOT IN ({})
+             AND order_date IS NOT NULL",
             quoted(FINAL_STATUSES)
         );
-        tx.execute(&sql, [run])
+        let still_exact = format!(
+            "UPDATE kksync_oldest_open AS b SET run = ?1
+             WHERE id = 1 AND {BOUND_IS_KEPT}
+               AND EXISTS (SELECT 1 FROM kksync_order_state WHERE {open} AND order_date <= b.oldest)"
+        );
+        let scan = format!(
+            "INSERT INTO kksync_oldest_open (id, oldest, run)
+             SELECT 1, MIN(order_date), ?1 FROM kksync_order_state WHERE {open}
+             ON CONFLICT (id) DO UPDATE SET oldest = excluded.oldest, run = excluded.run"
+        );
+        tx.execute(&still_exact, [run])
+            .and_then(|confirmed| match confirmed {
+                0 => tx.execute(&scan, [run]),
+                _ => Ok(confirmed),
+            })
             .and_then(|_| tx.commit())
             .map_err(super::error(&path, "bounding the oldest open order"))
     }
@@ -844,6 +864,16 @@ mod tests {
             db.oldest_open_order(99).unwrap(),
             Some(date!(2020 - 01 - 01))
         );
+        // The next sync's end does not take the old bound as exact, though an open order of
+        // its date is left: it scans, and the new bound is kept.
+        db.refresh_oldest_open(8).unwrap();
+        let bound: (String, i64) = db
+            .connection()
+            .query_row("SELECT oldest, run FROM kksync_oldest_open", [], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(bound, ("2020-01-01".to_string(), 8));
     }
 
     #[test]
