@@ -220,7 +220,11 @@ fn refresh_oldest_open(
     };
     Some(tokio::task::spawn_blocking(move || {
         let mut writer = writer;
-        writer.refresh_oldest_open(run)
+        writer.refresh_oldest_open(run)?;
+        // The run's last status is written: the journal of the send phase is copied back, and
+        // the WAL emptied, while the source is written, not at close.
+        writer.empty_wal();
+        Ok(())
     }))
 }
 
@@ -358,11 +362,6 @@ async fn phases(
         )
     });
     if run_id.is_some() && read_stats.complete && !stopped_at_once {
-        // The journal of the send phase is copied back while the source is written.
-        blocking(state, |db| {
-            db.checkpoint_in_background();
-            Ok(())
-        })?;
         crate::pause::point("before-write-back");
         progress.set_position(0);
         progress.set_message("writing back");

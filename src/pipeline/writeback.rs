@@ -21,6 +21,8 @@ use crate::state::{StateDb, StateError};
 
 /// Rows written per call of the sink (one SQLite transaction).
 const ROWS_PER_WRITE: usize = 1000;
+/// Rows rewritten in one read transaction of the write-back's own connection.
+const ROWS_PER_READ: usize = 1000;
 
 /// What the write-back found and wrote.
 #[derive(Debug, Clone, Default)]
@@ -688,7 +690,13 @@ impl Patcher {
         state: &Mutex<StateDb>,
         on_rows: &dyn Fn(u64),
     ) -> Result<(), WriteBackError> {
-        for (offset, row) in rows {
+        for (index, (offset, row)) in rows.into_iter().enumerate() {
+            if index > 0 && index % ROWS_PER_READ == 0 {
+                // A read transaction as long as the whole write-back would keep the store's
+                // WAL from being emptied beside it (`StateDb::empty_wal`); a later one sees
+                // the same results, committed before the rows were handed over.
+                self.lookups.own_transaction("COMMIT; BEGIN")?;
+            }
             let row = self.patch.row_at(row, offset)?;
             self.last_offset = Some(offset);
             self.last_row = Some(row.row);

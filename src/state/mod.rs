@@ -47,6 +47,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
 /// How long to wait for another writer (the shop, or a concurrent reader's lock).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long [`StateDb::empty_wal`] waits for readers of an older snapshot (the write-back's
+/// read transactions are short) and, meanwhile, holds up a writer.
+const WAL_EMPTYING_WAIT: Duration = Duration::from_millis(100);
+
 /// The state store could not be used.
 #[derive(Debug, thiserror::Error)]
 #[error("state store {}: {action}: {source}", .path.display())]
@@ -221,6 +225,27 @@ impl StateDb {
             .pragma_update(None, "cache_size", -512)
             .map_err(writer.error("sizing the cache"))?;
         Ok(Some(writer))
+    }
+
+    /// Copies the whole WAL into the database and empties the file, unless that would wait
+    /// for more than a moment ([`WAL_EMPTYING_WAIT`]; then it copies what it can and leaves
+    /// the rest to the checkpoint at close). Once a run has written its last status, this
+    /// moves what closing the store costs after a read-back (copying, an fsync, freeing
+    /// ~140 MB of WAL for a million orders: 0.1 s) beside the write-back of the source,
+    /// instead of after it. Nothing depends on it.
+    pub fn empty_wal(&self) {
+        let emptied = self
+            .connection
+            .busy_timeout(WAL_EMPTYING_WAIT)
+            .and_then(|()| {
+                self.connection
+                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                        row.get::<_, i64>(0)
+                    })
+            })
+            .map(|busy| busy == 0);
+        tracing::debug!(?emptied, "emptying the WAL beside the write-back");
+        let _ = self.connection.busy_timeout(BUSY_TIMEOUT);
     }
 
     /// A second connection to a store in WAL mode, with `flags`; `None` for another store.
@@ -488,6 +513,42 @@ mod tests {
         let mut shared = StateDb::open(&shop, true).unwrap();
         shared.checkpoint_in_background();
         assert!(shared.checkpoint.is_none());
+    }
+
+    /// The WAL is emptied beside the run's open connections, unless a reader still reads an
+    /// older snapshot: then it is left for the checkpoint at close, and nothing is lost.
+    #[test]
+    fn the_wal_is_emptied_beside_the_run_unless_a_reader_needs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let wal = dir.path().join("state.db-wal");
+        let wal_size = || std::fs::metadata(&wal).unwrap().len();
+        let db = StateDb::open(&path, false).unwrap();
+        let insert = |number: &str| {
+            db.connection()
+                .execute(
+                    "INSERT INTO kksync_order_state (number, payment_status) VALUES (?1, 'UNPAID')",
+                    [number],
+                )
+                .unwrap();
+        };
+        insert("A1");
+        let reader = db.open_reader().unwrap().unwrap();
+        reader.connection().execute_batch("BEGIN").unwrap();
+        assert!(reader.known("A1").unwrap().is_some());
+        insert("A2");
+        let writer = db.open_writer().unwrap().unwrap();
+        writer.empty_wal();
+        assert!(
+            wal_size() > 0,
+            "a reader of an older snapshot keeps the WAL"
+        );
+        assert!(reader.known("A2").unwrap().is_none());
+        reader.connection().execute_batch("COMMIT").unwrap();
+        writer.empty_wal();
+        assert_eq!(wal_size(), 0);
+        assert!(reader.known("A2").unwrap().is_some());
+        assert!(db.known("A1").unwrap().is_some());
     }
 
     /// The reader's connection reads what the writer committed, including while the writer
