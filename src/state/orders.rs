@@ -88,51 +88,6 @@ fn lower_oldest_open(connection: &rusqlite::Connection, date: &str) -> rusqlite:
         .map(drop)
 }
 
-/// The bound of the oldest open order, taken out of the store while statuses commit in
-/// transactions that do not lower it ([`StateDb::apply_read_back`]).
-#[derive(Debug)]
-struct WithdrawnBound {
-    oldest: Option<String>,
-    run: Option<i64>,
-}
-
-/// Deletes the bound of the oldest open order, returning it (`None`: there was none).
-fn withdraw_oldest_open(
-    connection: &rusqlite::Connection,
-) -> rusqlite::Result<Option<WithdrawnBound>> {
-    connection
-        .prepare_cached("DELETE FROM kksync_oldest_open RETURNING oldest, run")?
-        .query_row([], |row| {
-            Ok(WithdrawnBound {
-                oldest: row.get(0)?,
-                run: row.get(1)?,
-            })
-        })
-        .optional()
-}
-
-/// Puts a withdrawn bound back, lowered to `opened` (the oldest date of an order given an
-/// open status meanwhile) if that is earlier.
-fn restore_oldest_open(
-    connection: &rusqlite::Connection,
-    bound: WithdrawnBound,
-    opened: Option<&str>,
-) -> rusqlite::Result<()> {
-    let oldest = match (bound.oldest, opened) {
-        (Some(oldest), Some(opened)) if opened < oldest.as_str() => Some(opened.to_string()),
-        (None, Some(opened)) => Some(opened.to_string()),
-        (oldest, _) => oldest,
-    };
-    connection
-        // Ignored if a bound is back already: only a scan of the orders, after these statuses
-        // committed, can have set it.
-        .prepare_cached(
-            "INSERT OR IGNORE INTO kksync_oldest_open (id, oldest, run) VALUES (1, ?1, ?2)",
-        )?
-        .execute(params![oldest, bound.run])
-        .map(drop)
-}
-
 /// What one send taught about one order, to be committed before the write-back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JournalEntry {
@@ -452,7 +407,7 @@ impl StateDb {
     /// bound's date is left, it is exact as it is: that is looked for first, in number order,
     /// which finds one among the first rows when numbers rise with dates (the usual export)
     /// or when many orders share a date. Only when none is left (the oldest were paid) is every
-    /// order scanned for the new oldest.
+    /// order scanned for the new oldest: then the look went through every order too.
     pub fn refresh_oldest_open(&mut self, run: i64) -> Result<(), StateError> {
         let path = self.path().to_path_buf();
         let tx = self
@@ -517,75 +472,67 @@ impl StateDb {
             .map_err(self.error("looking up an order"))
     }
 
-    /// Applies statuses read back from the API; only orders the store knows are updated, only
-    /// when the status differs, and not when a send of run `run` reported it: that answer is
-    /// newer than the read-back, which runs alongside the sends. Returns how many changed, and
-    /// tells `on_changed` the number of each.
+    /// Applies statuses read back from the API, in one transaction with the bound of the
+    /// oldest open order they may lower; only orders the store knows are updated, only when
+    /// the status differs, and not when a send of run `run` reported it: that answer is newer
+    /// than the read-back, which runs alongside the sends. Returns how many changed, and tells
+    /// `on_changed` the number of each.
     ///
-    /// The batch goes to SQLite as one JSON array joined in a single `UPDATE`: a statement
-    /// per order cost more than the lookup itself. Should a number appear twice in one batch
-    /// (the API lists each order once), one of its statuses is applied.
-    ///
-    /// The `UPDATE` is a transaction of its own. Inside an explicit transaction (or savepoint)
-    /// SQLite first copies every page it changes into a statement journal, and the statuses
-    /// of a read-back are spread over nearly every page of the table: that copy cost a fifth
-    /// of the read-back. The bound of the oldest open order, which this batch may have to
-    /// lower, is therefore withdrawn (its row deleted) before the statuses commit and put back,
-    /// lowered, after them. A crash in between leaves no bound, which every kksync reads as
-    /// "nothing known" and answers with a scan of the orders: never a bound that is too late.
+    /// One `UPDATE` per order, of one row each: SQLite copies every page a statement that may
+    /// change several rows is about to change into a statement journal first (inside a
+    /// transaction, so that the statement alone can be undone), and a read-back's statuses are
+    /// spread over nearly every page of the table. One `UPDATE` joined with the whole batch as
+    /// JSON spent a fifth of the read-back on that copy. Should a number appear twice in one
+    /// batch (the API lists each order once), its last status is applied.
     pub fn apply_read_back<'a>(
         &mut self,
         statuses: impl IntoIterator<Item = (&'a str, &'a str)>,
         run: i64,
         on_changed: &mut dyn FnMut(&str),
     ) -> Result<u64, StateError> {
-        let batch: Vec<(&str, &str)> = statuses.into_iter().collect();
-        if batch.is_empty() {
-            return Ok(0);
-        }
-        let json = serde_json::to_string(&batch).map_err(|e| StateError {
-            path: self.path().to_path_buf(),
-            action: "applying the read-back",
-            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
-        })?;
-        let connection = self.connection();
-        let withdrawn = withdraw_oldest_open(connection)
-            .map_err(self.error("withdrawing the bound of the oldest open order"))?;
+        let path = self.path().to_path_buf();
+        let fail = |action| super::error(&path, action);
+        let now = now_rfc3339();
         let mut changed = 0u64;
-        // The oldest order this batch gave an open status (one that was final, or unknown,
-        // may be older than the bound).
-        let mut oldest_open: Option<String> = None;
-        connection
+        // The statuses and the bound they may lower commit together (a savepoint: the caller
+        // may have a transaction open).
+        let savepoint = self
+            .connection_mut()
+            .savepoint()
+            .map_err(fail("applying the read-back"))?;
+        savepoint
             .prepare_cached(
                 "UPDATE kksync_order_state
-                 SET payment_status = r.status, status_at = ?2, status_run = NULL
-                 FROM (SELECT value ->> 0 AS number, value ->> 1 AS status FROM json_each(?1)) AS r
-                 WHERE kksync_order_state.number = r.number
-                   AND kksync_order_state.payment_status IS NOT r.status
-                   AND kksync_order_state.status_run IS NOT ?3
-                 RETURNING kksync_order_state.number, kksync_order_state.payment_status,
-                           kksync_order_state.order_date",
+                 SET payment_status = ?2, status_at = ?3, status_run = NULL
+                 WHERE number = ?1 AND payment_status IS NOT ?2 AND status_run IS NOT ?4
+                 RETURNING payment_status, order_date",
             )
             .and_then(|mut update| {
-                let mut rows = update.query(params![json, now_rfc3339(), run])?;
-                while let Some(row) = rows.next()? {
-                    changed += 1;
-                    on_changed(row.get_ref(0)?.as_str().unwrap_or_default());
-                    let status = row.get_ref(1)?.as_str_or_null()?;
-                    if let (Some(status), Some(date)) = (status, row.get_ref(2)?.as_str_or_null()?)
-                        && !is_final(status)
-                        && oldest_open.as_deref().is_none_or(|oldest| date < oldest)
-                    {
-                        oldest_open = Some(date.to_string());
+                // The oldest order this batch gave an open status (one that was final, or
+                // unknown, may be older than the bound).
+                let mut oldest_open: Option<String> = None;
+                for (number, status) in statuses {
+                    let mut rows = update.query(params![number, status, now, run])?;
+                    while let Some(row) = rows.next()? {
+                        changed += 1;
+                        on_changed(number);
+                        let status = row.get_ref(0)?.as_str_or_null()?;
+                        if let (Some(status), Some(date)) =
+                            (status, row.get_ref(1)?.as_str_or_null()?)
+                            && !is_final(status)
+                            && oldest_open.as_deref().is_none_or(|oldest| date < oldest)
+                        {
+                            oldest_open = Some(date.to_string());
+                        }
                     }
                 }
-                Ok(())
+                match oldest_open {
+                    Some(date) => lower_oldest_open(&savepoint, &date),
+                    None => Ok(()),
+                }
             })
-            .map_err(self.error("applying the read-back"))?;
-        if let Some(bound) = withdrawn {
-            restore_oldest_open(connection, bound, oldest_open.as_deref())
-                .map_err(self.error("lowering the bound of the oldest open order"))?;
-        }
+            .and_then(|()| savepoint.commit())
+            .map_err(fail("applying the read-back"))?;
         Ok(changed)
     }
 
@@ -877,37 +824,43 @@ mod tests {
     }
 
     #[test]
-    fn a_read_back_that_fails_before_it_lowered_the_bound_leaves_none() {
+    fn a_read_back_batch_that_fails_applies_nothing() {
         let (_dir, mut db) = store();
         db.journal(
             1,
             &[
                 entry("a", date!(2026 - 05 - 01), "UNPAID"),
-                entry("b", date!(2026 - 06 - 01), "UNPAID"),
+                entry("b", date!(2026 - 06 - 01), "PAID"),
             ],
         )
         .unwrap();
         db.refresh_oldest_open(1).unwrap();
-        db.apply_read_back([("a", "PAID")], 2, &mut |_| {}).unwrap();
-        // The bound stays early after "a" was paid; only a scan would find 2026-06-01.
+        // The second order of the batch cannot be written (as if the disk were full).
+        db.connection()
+            .execute_batch(
+                "CREATE TEMP TRIGGER refuse BEFORE UPDATE ON kksync_order_state
+                 WHEN old.number = 'b' BEGIN SELECT RAISE(ABORT, 'disk gone'); END;",
+            )
+            .unwrap();
+        db.apply_read_back([("a", "PAID"), ("b", "PAID_PARTIAL")], 2, &mut |_| {})
+            .unwrap_err();
+        let status = |db: &StateDb, number| db.known(number).unwrap().unwrap().payment_status;
+        assert_eq!(status(&db, "a").as_deref(), Some("UNPAID"));
+        assert_eq!(status(&db, "b").as_deref(), Some("PAID"));
         assert_eq!(
             db.oldest_open_order(99).unwrap(),
             Some(date!(2026 - 05 - 01))
         );
-        // The statuses fail to commit (as if kksync died before the bound was put back).
+        // Once it can be written, the same batch applies whole and lowers nothing: "b",
+        // opened again, is younger than the bound.
         db.connection()
-            .execute_batch(
-                "CREATE TEMP TRIGGER refuse BEFORE UPDATE ON kksync_order_state
-                 BEGIN SELECT RAISE(ABORT, 'disk gone'); END;",
-            )
+            .execute_batch("DROP TRIGGER temp.refuse")
             .unwrap();
-        db.apply_read_back([("b", "PAID_PARTIAL")], 3, &mut |_| {})
-            .unwrap_err();
-        // No bound is left, so the orders are scanned: never a bound that may be too late.
-        assert_eq!(
-            db.oldest_open_order(99).unwrap(),
-            Some(date!(2026 - 06 - 01))
-        );
+        let changed = db
+            .apply_read_back([("a", "PAID"), ("b", "PAID_PARTIAL")], 2, &mut |_| {})
+            .unwrap();
+        assert_eq!(changed, 2);
+        assert_eq!(status(&db, "a").as_deref(), Some("PAID"));
     }
 
     #[test]
