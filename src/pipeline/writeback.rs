@@ -22,7 +22,7 @@ use crate::state::{StateDb, StateError};
 /// Rows written per call of the sink (one SQLite transaction).
 const ROWS_PER_WRITE: usize = 1000;
 /// Rows rewritten in one read transaction of the write-back's own connection.
-const ROWS_PER_READ: usize = 1000;
+const ROWS_PER_READ: usize = 100;
 
 /// What the write-back found and wrote.
 #[derive(Debug, Clone, Default)]
@@ -694,7 +694,7 @@ impl Patcher {
             if index > 0 && index % ROWS_PER_READ == 0 {
                 // A read transaction as long as the whole write-back would keep the store's
                 // WAL from being emptied beside it (`StateDb::empty_wal`); a later one sees
-                // the same results, committed before the rows were handed over.
+                // the results committed before the rows were handed over, or newer ones.
                 self.lookups.own_transaction("COMMIT; BEGIN")?;
             }
             let row = self.patch.row_at(row, offset)?;

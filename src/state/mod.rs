@@ -47,8 +47,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
 /// How long to wait for another writer (the shop, or a concurrent reader's lock).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How long [`StateDb::empty_wal`] waits for readers of an older snapshot (the write-back's
-/// read transactions are short) and, meanwhile, holds up a writer.
+/// How long [`StateDb::empty_wal`] waits for a lock: for readers of an older snapshot to finish
+/// (the write-back's read transactions are short) or a writer.
 const WAL_EMPTYING_WAIT: Duration = Duration::from_millis(100);
 
 /// The state store could not be used.
@@ -227,12 +227,13 @@ impl StateDb {
         Ok(Some(writer))
     }
 
-    /// Copies the whole WAL into the database and empties the file, unless that would wait
-    /// for more than a moment ([`WAL_EMPTYING_WAIT`]; then it copies what it can and leaves
-    /// the rest to the checkpoint at close). Once a run has written its last status, this
-    /// moves what closing the store costs after a read-back (copying, an fsync, freeing
-    /// ~140 MB of WAL for a million orders: 0.1 s) beside the write-back of the source,
-    /// instead of after it. Nothing depends on it.
+    /// Copies the whole WAL into the database and empties the file, unless readers of an
+    /// older snapshot are still there after [`WAL_EMPTYING_WAIT`] (then it copies what it can
+    /// and leaves the rest to the checkpoint at close). Called on a second connection once a
+    /// run has written its last status: closing the store after a read-back otherwise cost
+    /// 0.1 s after the write-back (copying, an fsync, freeing ~140 MB of WAL for a million
+    /// orders); now that happens beside it. It holds the store's write lock while it copies,
+    /// which by then only the record of the run's end waits for. Nothing depends on it.
     pub fn empty_wal(&self) {
         let emptied = self
             .connection

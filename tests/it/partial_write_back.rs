@@ -355,3 +355,26 @@ async fn a_cluster_of_changes_keeps_the_write_back_behind_the_send_phase() {
     trailing_and_after(&dir, &sandbox, &text, 0).await;
     assert!(dir.read("a.csv").contains("\n\"T-01500\","));
 }
+
+/// Many rows rewritten behind the send phase at once (the orders paid meanwhile, with the last
+/// rows) are looked up in several read transactions, one per hundred rows, so that the store's
+/// WAL can be emptied beside them; the file ends as the write-back after the send phase leaves
+/// it.
+#[tokio::test(flavor = "multi_thread")]
+async fn many_rows_rewritten_at_once_behind_the_send_phase_end_as_after_it() {
+    let dir = TestDir::new();
+    let (sandbox, mut text) = synced_once(&dir, 1000).await;
+    for i in (10..1000).step_by(5) {
+        control(
+            &sandbox,
+            &format!("pay/T-{i:05}"),
+            json!({"amount": "1.00"}),
+        )
+        .await;
+    }
+    // A changed order near the end: its chunk hands the rows before it over at once.
+    change_amounts(&mut text, &["T-00990"]);
+    trailing_and_after(&dir, &sandbox, &text, 0).await;
+    let paid = dir.read("a.csv").matches("PAID_PARTIAL").count();
+    assert_eq!(paid, 198, "rows recording PAID_PARTIAL");
+}
