@@ -482,8 +482,10 @@ impl StateDb {
     /// change several rows is about to change into a statement journal first (inside a
     /// transaction, so that the statement alone can be undone), and a read-back's statuses are
     /// spread over nearly every page of the table. One `UPDATE` joined with the whole batch as
-    /// JSON spent a fifth of the read-back on that copy. Should a number appear twice in one
-    /// batch (the API lists each order once), its last status is applied.
+    /// JSON spent a fifth of the read-back on that copy. Without `RETURNING` (a statement
+    /// of its own each time): the dates of the few orders given an open status are looked up
+    /// after. Should a number appear twice in one batch (the API lists each order once), its
+    /// last status is applied.
     pub fn apply_read_back<'a>(
         &mut self,
         statuses: impl IntoIterator<Item = (&'a str, &'a str)>,
@@ -504,29 +506,44 @@ impl StateDb {
             .prepare_cached(
                 "UPDATE kksync_order_state
                  SET payment_status = ?2, status_at = ?3, status_run = NULL
-                 WHERE number = ?1 AND payment_status IS NOT ?2 AND status_run IS NOT ?4
-                 RETURNING payment_status, order_date",
+                 WHERE number = ?1 AND payment_status IS NOT ?2 AND status_run IS NOT ?4",
             )
             .and_then(|mut update| {
-                // The oldest order this batch gave an open status (one that was final, or
-                // unknown, may be older than the bound).
-                let mut oldest_open: Option<String> = None;
+                // Bound once; each order binds its number and status over the last ones.
+                update.raw_bind_parameter(3, &now)?;
+                update.raw_bind_parameter(4, run)?;
+                // The orders this batch gave an open status: one that was final, or unknown,
+                // may be older than the bound.
+                let mut opened = Vec::new();
                 for (number, status) in statuses {
-                    let mut rows = update.query(params![number, status, now, run])?;
-                    while let Some(row) = rows.next()? {
+                    update.raw_bind_parameter(1, number)?;
+                    update.raw_bind_parameter(2, status)?;
+                    if update.raw_execute()? > 0 {
                         changed += 1;
                         on_changed(number);
-                        let status = row.get_ref(0)?.as_str_or_null()?;
-                        if let (Some(status), Some(date)) =
-                            (status, row.get_ref(1)?.as_str_or_null()?)
-                            && !is_final(status)
-                            && oldest_open.as_deref().is_none_or(|oldest| date < oldest)
-                        {
-                            oldest_open = Some(date.to_string());
+                        if !is_final(status) {
+                            opened.push(number);
                         }
                     }
                 }
-                match oldest_open {
+                Ok(opened)
+            })
+            .and_then(|opened| {
+                let mut date_of = savepoint.prepare_cached(
+                    "SELECT order_date FROM kksync_order_state WHERE number = ?1",
+                )?;
+                let mut oldest: Option<String> = None;
+                for number in opened {
+                    let date: Option<String> = date_of.query_row([number], |row| row.get(0))?;
+                    if let Some(date) = date
+                        && oldest
+                            .as_deref()
+                            .is_none_or(|oldest| date.as_str() < oldest)
+                    {
+                        oldest = Some(date);
+                    }
+                }
+                match oldest {
                     Some(date) => lower_oldest_open(&savepoint, &date),
                     None => Ok(()),
                 }
