@@ -205,8 +205,9 @@ fn blocking<T>(
 }
 
 /// Sets the bound of the oldest open order on a connection of its own, beside the write-back
-/// (`StateDb::refresh_oldest_open`); `None` where the store allows no second writer (then the
-/// next run scans, as without a bound).
+/// (`StateDb::refresh_oldest_open`), then empties the store's WAL there (`StateDb::empty_wal`);
+/// `None` where the store allows no second writer (then the next run scans, as without a
+/// bound, and the WAL is copied back at close).
 fn refresh_oldest_open(
     state: &Mutex<StateDb>,
     run: i64,

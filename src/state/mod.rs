@@ -208,8 +208,8 @@ impl StateDb {
     }
 
     /// A second connection that may write, on a store in WAL mode (`None` otherwise): for
-    /// work beside the run's own writes that holds the write lock briefly
-    /// ([`StateDb::refresh_oldest_open`]). It reads with a small cache: what it does reads the
+    /// work beside the run's own writes ([`StateDb::refresh_oldest_open`], then
+    /// [`StateDb::empty_wal`]). It reads with a small cache: what it does reads the
     /// table once, in order, which a small cache serves as well as the default one would, in
     /// a quarter of the memory beside the run's own.
     pub fn open_writer(&self) -> Result<Option<StateDb>, StateError> {

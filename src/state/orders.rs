@@ -535,13 +535,7 @@ impl StateDb {
                 let mut oldest: Option<String> = None;
                 for number in opened {
                     let date: Option<String> = date_of.query_row([number], |row| row.get(0))?;
-                    if let Some(date) = date
-                        && oldest
-                            .as_deref()
-                            .is_none_or(|oldest| date.as_str() < oldest)
-                    {
-                        oldest = Some(date);
-                    }
+                    oldest = oldest.into_iter().chain(date).min();
                 }
                 match oldest {
                     Some(date) => lower_oldest_open(&savepoint, &date),
