@@ -41,7 +41,6 @@ impl Decision {
 }
 
 /// Decides for one order with payload `fingerprint`, given what the state store knows.
-/// `now` is seconds since the Unix epoch; `accepted_at` parses RFC 3339.
 pub fn decide(
     known: Option<&Known>,
     fingerprint: u64,
@@ -67,10 +66,8 @@ pub fn decide(
     }
     let open = known.payment_status.as_deref().is_none_or(|s| !is_final(s));
     if let (Some(after), true) = (policy.resend_open_after, open) {
-        let sent = known.accepted_at.as_deref().and_then(|at| {
-            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
-        });
-        let due = sent.is_none_or(|sent| now - sent >= after);
+        // Unknown when (stored by an older kksync, unreadable): resent, which is harmless.
+        let due = known.accepted_at.is_none_or(|sent| now - sent >= after);
         if due {
             return Decision::ResendOpen;
         }
@@ -88,7 +85,7 @@ mod tests {
     fn accepted(fingerprint: u64, status: &str) -> Known {
         Known {
             accepted_fingerprint: Some(fingerprint),
-            accepted_at: Some("2026-11-20T02:00:00Z".into()),
+            accepted_at: Some(datetime!(2026-11-20 02:00 UTC)),
             payment_status: Some(status.into()),
             ..Known::default()
         }

@@ -42,6 +42,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../../sql/state/0007_oldest_open_bound.sql"),
     ),
+    (
+        8,
+        include_str!("../../sql/state/0008_timestamps_as_integers.sql"),
+    ),
 ];
 
 /// How long to wait for another writer (the shop, or a concurrent reader's lock).
@@ -420,7 +424,12 @@ pub(crate) fn commits_normal_in_wal(connection: &Connection) -> rusqlite::Result
     Ok(wal)
 }
 
-/// The current time as RFC 3339 (UTC, seconds), as stored in the state tables.
+/// The current time as seconds since the Unix epoch, as `kksync_order_state` stores it.
+pub fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// The current time as RFC 3339 (UTC, seconds), as the other state tables store it.
 pub fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();
     let format =
@@ -431,6 +440,7 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use time::macros::datetime;
 
     #[test]
     fn csv_state_lives_beside_the_file_and_sqlite_state_inside_it() {
@@ -660,6 +670,107 @@ mod tests {
             transient("F"),
             0,
             "a rejection of the order itself stays final"
+        );
+    }
+
+    /// A store as a kksync that knew the migrations up to `version` left it.
+    fn store_at_version(path: &Path, version: i64) -> Connection {
+        let connection = Connection::open(path).unwrap();
+        connection
+            .execute_batch(
+                "CREATE TABLE kksync_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+            )
+            .unwrap();
+        for &(v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v <= version) {
+            connection.execute_batch(sql).unwrap();
+            connection
+                .execute(
+                    "INSERT INTO kksync_migrations VALUES (?1, '2026-01-01T00:00:00Z')",
+                    [v],
+                )
+                .unwrap();
+        }
+        connection
+    }
+
+    #[test]
+    fn migration_8_turns_the_order_times_into_integers_and_keeps_everything_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let old = store_at_version(&path, 7);
+        old.execute_batch(
+            "INSERT INTO kksync_order_state VALUES
+               ('A1', 7, '2026-11-20T02:00:00Z', '2026-11-01', 'PAID_PARTIAL',
+                '2026-11-21T03:04:05Z', NULL, NULL, 0, 0, 3, -9, NULL),
+               ('A2', NULL, NULL, NULL, NULL, NULL, 'rejected', 5, 1, 2, 3, NULL, NULL),
+               ('A3', 8, 'not a time', '2026-11-02', 'UNPAID', NULL, NULL, NULL, 0, 0, 3, 1, 3);",
+        )
+        .unwrap();
+        drop(old);
+        let db = StateDb::open(&path, false).unwrap();
+        let stored = |number: &str| -> (String, Option<i64>, Option<i64>) {
+            db.connection()
+                .query_row(
+                    "SELECT typeof(accepted_at), accepted_at, status_at
+                     FROM kksync_order_state WHERE number = ?1",
+                    [number],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .unwrap()
+        };
+        let (kind, accepted, status) = stored("A1");
+        assert_eq!(kind, "integer");
+        assert_eq!(
+            accepted,
+            Some(datetime!(2026-11-20 02:00 UTC).unix_timestamp())
+        );
+        assert_eq!(
+            status,
+            Some(datetime!(2026-11-21 03:04:05 UTC).unix_timestamp())
+        );
+        let a1 = db.known("A1").unwrap().unwrap();
+        assert_eq!(a1.accepted_at, Some(datetime!(2026-11-20 02:00 UTC)));
+        assert_eq!(
+            (
+                a1.accepted_fingerprint,
+                a1.payment_status.as_deref(),
+                a1.row_fingerprint
+            ),
+            (Some(7), Some("PAID_PARTIAL"), Some(orders::from_sql(-9)))
+        );
+        let a2 = db.known("A2").unwrap().unwrap();
+        assert_eq!(
+            (
+                a2.last_error.as_deref(),
+                a2.error_fingerprint,
+                a2.error_transient
+            ),
+            (Some("rejected"), Some(5), true)
+        );
+        // Not a time: unknown, which `--resend-open-after` treats as due.
+        assert_eq!(stored("A3").1, None);
+        assert_eq!(db.known("A3").unwrap().unwrap().status_run, Some(3));
+        // The index of migration 6 is back (its query plan is checked in `orders`).
+        let indexes: i64 = db
+            .connection()
+            .query_row(
+                "SELECT count(*) FROM sqlite_master
+                 WHERE type = 'index' AND name = 'kksync_order_state_moved_open'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 1);
+        // An older kksync still writes text: read as well.
+        db.connection()
+            .execute(
+                "UPDATE kksync_order_state SET accepted_at = '2026-11-22T01:00:00Z' WHERE number = 'A3'",
+                [],
+            )
+            .unwrap();
+        assert_eq!(
+            db.known("A3").unwrap().unwrap().accepted_at,
+            Some(datetime!(2026-11-22 01:00 UTC))
         );
     }
 

@@ -2,10 +2,12 @@
 //! accepted, the last known `paymentStatus` and the last error; and, for one run, the rows that
 //! failed validation (a temporary table, so their number does not cost memory).
 
+use rusqlite::types::ValueRef;
 use rusqlite::{OptionalExtension, params};
-use time::Date;
+use time::format_description::well_known::Rfc3339;
+use time::{Date, OffsetDateTime};
 
-use super::{StateDb, StateError, now_rfc3339};
+use super::{StateDb, StateError, now_unix};
 
 /// Statuses after which the payment status no longer changes by itself, so the read-back does
 /// not ask for them. `PAID` is final for the payment; a refund changes it, and the refund run
@@ -56,8 +58,8 @@ fn quoted(statuses: &[&str]) -> String {
 pub struct Known {
     /// Fingerprint of the payload the API last accepted.
     pub accepted_fingerprint: Option<u64>,
-    /// When that was (RFC 3339, UTC).
-    pub accepted_at: Option<String>,
+    /// When that was.
+    pub accepted_at: Option<OffsetDateTime>,
     /// The last known `paymentStatus`.
     pub payment_status: Option<String>,
     /// The last failure, if the last attempt failed.
@@ -181,7 +183,7 @@ pub(super) fn known_into(
     at: usize,
 ) -> rusqlite::Result<()> {
     known.accepted_fingerprint = row.get::<_, Option<i64>>(at)?.map(from_sql);
-    text_into(&mut known.accepted_at, row, at + 1)?;
+    known.accepted_at = time_at(row.get_ref(at + 1)?);
     text_into(&mut known.payment_status, row, at + 2)?;
     text_into(&mut known.last_error, row, at + 3)?;
     known.error_fingerprint = row.get::<_, Option<i64>>(at + 4)?.map(from_sql);
@@ -189,6 +191,18 @@ pub(super) fn known_into(
     known.row_fingerprint = row.get::<_, Option<i64>>(at + 6)?.map(from_sql);
     known.status_run = row.get(at + 7)?;
     Ok(())
+}
+
+/// A time stored in `kksync_order_state`: seconds since the Unix epoch, or RFC 3339 text as a
+/// kksync from before migration 8 writes it. Anything else reads as unknown (`None`).
+fn time_at(value: ValueRef<'_>) -> Option<OffsetDateTime> {
+    match value {
+        ValueRef::Integer(seconds) => OffsetDateTime::from_unix_timestamp(seconds).ok(),
+        ValueRef::Text(text) => std::str::from_utf8(text)
+            .ok()
+            .and_then(|text| OffsetDateTime::parse(text, &Rfc3339).ok()),
+        _ => None,
+    }
 }
 
 /// Sets `slot` to nullable text column `index`, keeping its allocation.
@@ -228,7 +242,7 @@ impl StateDb {
     pub fn journal(&mut self, run: i64, entries: &[JournalEntry]) -> Result<(), StateError> {
         let path = self.path().to_path_buf();
         let fail = |action| super::error(&path, action);
-        let now = now_rfc3339();
+        let now = now_unix();
         let tx = self
             .connection_mut()
             .transaction()
@@ -494,7 +508,7 @@ impl StateDb {
     ) -> Result<u64, StateError> {
         let path = self.path().to_path_buf();
         let fail = |action| super::error(&path, action);
-        let now = now_rfc3339();
+        let now = now_unix();
         let mut changed = 0u64;
         // The statuses and the bound they may lower commit together (a savepoint: the caller
         // may have a transaction open).
@@ -510,7 +524,7 @@ impl StateDb {
             )
             .and_then(|mut update| {
                 // Bound once; each order binds its number and status over the last ones.
-                update.raw_bind_parameter(3, &now)?;
+                update.raw_bind_parameter(3, now)?;
                 update.raw_bind_parameter(4, run)?;
                 // The orders this batch gave an open status: one that was final, or unknown,
                 // may be older than the bound.
@@ -638,12 +652,28 @@ mod tests {
     fn an_accepted_order_is_known_with_its_fingerprint_and_status() {
         let (_dir, mut db) = store();
         assert_eq!(db.known("A1").unwrap(), None);
+        let before = now_unix();
         db.journal(1, &[accepted("A1", u64::MAX - 3, "UNPAID")])
             .unwrap();
         let known = db.known("A1").unwrap().unwrap();
         assert_eq!(known.accepted_fingerprint, Some(u64::MAX - 3));
         assert_eq!(known.payment_status.as_deref(), Some("UNPAID"));
         assert_eq!(known.last_error, None);
+        // Both times are stored as integers (migration 8), of when the journal was written.
+        let (accepted_at, status_at): (i64, i64) = db
+            .connection()
+            .query_row(
+                "SELECT accepted_at, status_at FROM kksync_order_state WHERE number = 'A1'",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        assert!((before..=now_unix()).contains(&accepted_at));
+        assert_eq!(status_at, accepted_at);
+        assert_eq!(
+            known.accepted_at.map(|at| at.unix_timestamp()),
+            Some(accepted_at)
+        );
     }
 
     #[test]
