@@ -4,6 +4,7 @@
 //! cargo build --release                      # builds target/release/kksync
 //! cargo run --release --example bench -- [--rows 100000,1000000] [--concurrency 8] [--keep]
 //!                                        [--incremental PERCENT] [--sqlite [--wal]]
+//!                                        [--repeat R] [--compare PATH] [--full-too]
 //!                                        [--kksync PATH] [-- EXTRA SYNC ARGS...]
 //! ```
 //!
@@ -37,7 +38,9 @@
 //! what they were before the first, against the same sandbox, which already holds the changes
 //! (resending them changes nothing there). `--compare PATH` alternates with a second kksync
 //! binary on the same setup (rows labelled `incr B`), so two builds are compared under the same
-//! conditions.
+//! conditions. `--full-too` also measures `kksync sync --full` in each round on that setup
+//! (rows labelled `full`): the resend of every order that the incremental run replaces, over
+//! the existing state and with the same day's changes.
 //!
 //! It prints one table row per N (rows, wall s, orders/s, client CPU µs/order, peak RSS MiB)
 //! and exits non-zero as soon as a sync exits with anything but 0, after printing the end of its
@@ -103,6 +106,12 @@ struct Args {
     /// With `--incremental`: alternate with this second kksync binary (labelled `B`).
     #[arg(long, value_name = "PATH", requires = "incremental")]
     compare: Option<PathBuf>,
+
+    /// With `--incremental`: in each round, also measure `kksync sync --full` on the same
+    /// setup (rows labelled `full`): what the incremental run is the alternative to, a resend of
+    /// every order over the existing state, with the same day's changes.
+    #[arg(long, requires = "incremental")]
+    full_too: bool,
 
     /// Extra arguments appended to the `kksync sync` command line (after `--`).
     #[arg(last = true)]
@@ -249,7 +258,7 @@ fn run_one(
     let sandbox = Sandbox::start(kksync, &addr, dir, rows)?;
 
     // 3. The measured sync.
-    let full = measured_sync(args, kksync, dir, &source, &addr, &format!("{rows}"))?;
+    let full = measured_sync(args, kksync, dir, &source, &addr, &format!("{rows}"), &[])?;
     let mut measurements = vec![Measurement {
         label: rows.to_string(),
         rows,
@@ -268,16 +277,21 @@ fn run_one(
         let paid = http(&addr, "POST", "/_sandbox/tick")?;
         eprintln!("changed {changed} orders; sandbox tick: {}", paid.trim());
         let snapshot = Snapshot::take(&source)?;
-        let mut binaries = vec![("", kksync)];
+        let mut binaries = vec![(" incr", kksync, false)];
         if let Some(other) = &args.compare {
-            binaries.push((" B", other.as_path()));
+            binaries.push((" incr B", other.as_path(), false));
+        }
+        if args.full_too {
+            binaries.push((" full", kksync, true));
         }
         for round in 0..args.repeat {
-            for &(tag, binary) in &binaries {
+            for &(tag, binary, full) in &binaries {
                 snapshot.restore()?;
                 http(&addr, "POST", "/_sandbox/stats/reset")?;
-                let label = format!("{rows}-incr{}-{round}", tag.trim());
-                let incremental = measured_sync(args, binary, dir, &source, &addr, &label)?;
+                let label = format!("{rows}-{}-{round}", tag.trim().replace(' ', ""));
+                let extra = if full { &["--full"][..] } else { &[][..] };
+                let incremental =
+                    measured_sync(args, binary, dir, &source, &addr, &label, extra)?;
                 let stats: serde_json::Value =
                     serde_json::from_str(&http(&addr, "GET", "/_sandbox/stats")?)?;
                 let requests = stats["requests_by_route"]["POST /orders"]
@@ -285,7 +299,7 @@ fn run_one(
                     .unwrap_or(0);
                 let orders = stats["orders_received"].as_u64().unwrap_or(0);
                 measurements.push(Measurement {
-                    label: format!("{rows} incr{tag}"),
+                    label: format!("{rows}{tag}"),
                     rows,
                     wall: incremental.0,
                     usage: incremental.1,
@@ -371,6 +385,7 @@ fn measured_sync(
     source: &Path,
     addr: &str,
     label: &str,
+    extra: &[&str],
 ) -> Result<(Duration, Option<Usage>), Box<dyn Error>> {
     let stdout_log = dir.join(format!("sync-{label}.stdout.log"));
     let stderr_log = dir.join(format!("sync-{label}.stderr.log"));
@@ -384,6 +399,7 @@ fn measured_sync(
         .args(["--rate", "1000000", "--burst", "1000", "--concurrency"])
         .arg(args.concurrency.to_string())
         .args(&args.sync_args)
+        .args(extra)
         .env(API_KEY_ENV, API_KEY)
         .current_dir(dir)
         .stdin(Stdio::null())
