@@ -290,8 +290,7 @@ fn run_one(
                 http(&addr, "POST", "/_sandbox/stats/reset")?;
                 let label = format!("{rows}-{}-{round}", tag.trim().replace(' ', ""));
                 let extra = if full { &["--full"][..] } else { &[][..] };
-                let incremental =
-                    measured_sync(args, binary, dir, &source, &addr, &label, extra)?;
+                let incremental = measured_sync(args, binary, dir, &source, &addr, &label, extra)?;
                 let stats: serde_json::Value =
                     serde_json::from_str(&http(&addr, "GET", "/_sandbox/stats")?)?;
                 let requests = stats["requests_by_route"]["POST /orders"]

@@ -25,6 +25,9 @@ use crate::config::SourceSettings;
 /// Copy buffers.
 const BUFFER: usize = 256 * 1024;
 
+/// The input copied in pieces of this size, each dropped from the page cache once copied.
+const DROP_STEP: u64 = 16 << 20;
+
 /// The raw bytes of the row last read, and where its fields start and end among them.
 #[derive(Default)]
 struct Held {
@@ -44,6 +47,9 @@ pub struct CsvPatch {
     output: BufWriter<SyncBehind>,
     /// Bytes of the input consumed so far (copied, or held).
     at: u64,
+    /// The input's pages before this offset were dropped from the page cache (see
+    /// [`CsvPatch::drop_behind`]).
+    dropped: u64,
     /// The row last read, not yet copied or replaced.
     held: Option<Held>,
     parser: csv_core::Reader,
@@ -99,6 +105,7 @@ impl CsvPatch {
             input: BufReader::with_capacity(BUFFER, file),
             output: BufWriter::with_capacity(BUFFER, temp),
             at: 0,
+            dropped: 0,
             held: None,
             parser: csv_core::ReaderBuilder::new().delimiter(delimiter).build(),
             writer: {
@@ -128,9 +135,7 @@ impl CsvPatch {
             return Err(self.changed());
         }
         let gap = offset - self.at;
-        let copied = std::io::copy(&mut (&mut self.input).take(gap), &mut self.output)
-            .map_err(|e| self.io("copying", e))?;
-        self.at += copied;
+        let copied = self.copy_input(gap)?;
         if copied < gap {
             return Err(self.changed());
         }
@@ -190,7 +195,7 @@ impl CsvPatch {
             return Ok(());
         }
         self.release()?;
-        std::io::copy(&mut self.input, &mut self.output).map_err(|e| self.io("copying", e))?;
+        self.copy_input(u64::MAX)?;
         let path = self.source.path().to_path_buf();
         let behind = self.output.into_inner().map_err(|e| SourceError::Io {
             path: path.clone(),
@@ -198,6 +203,52 @@ impl CsvPatch {
             source: e.into_error(),
         })?;
         replace_with_temp_file(behind, &path, &self.original, true)
+    }
+
+    /// Copies up to `limit` bytes of the input as they are (fewer at its end); returns how
+    /// many.
+    fn copy_input(&mut self, limit: u64) -> Result<u64, SourceError> {
+        let mut copied = 0;
+        while copied < limit {
+            let piece = (limit - copied).min(DROP_STEP);
+            let n = std::io::copy(&mut (&mut self.input).take(piece), &mut self.output)
+                .map_err(|e| self.io("copying", e))?;
+            copied += n;
+            self.at += n;
+            self.drop_behind();
+            if n < piece {
+                break;
+            }
+        }
+        Ok(copied)
+    }
+
+    /// Drops the input's pages copied so far from the page cache, every [`DROP_STEP`].
+    ///
+    /// Nothing reads them again: the copy is renamed over the file. The old file's pages are
+    /// freed when kksync closes it, which came last in the run with nothing beside it: the
+    /// patch took 76-123 ms to finish for the 384 MB of a million orders, most of it freeing
+    /// cached pages and their buffer heads. Dropped while the copy goes on, they are freed
+    /// while the other stages still run; finishing took 51-64 ms (measured alternating with a
+    /// build without this; what is left is the part of the file not dropped yet and freeing
+    /// its blocks). It is advice: an error is ignored, and the kernel writes dirty pages (a
+    /// file just exported) instead of dropping them.
+    fn drop_behind(&mut self) {
+        let upto = self.at - self.at % 4096;
+        if let Some(len) = std::num::NonZeroU64::new(upto.saturating_sub(self.dropped))
+            && len.get() >= DROP_STEP
+        {
+            let advised = rustix::fs::fadvise(
+                self.input.get_ref(),
+                self.dropped,
+                Some(len),
+                rustix::fs::Advice::DontNeed,
+            );
+            if let Err(error) = advised {
+                tracing::debug!(%error, "the copied source stays in the page cache");
+            }
+            self.dropped = upto;
+        }
     }
 
     /// Copies the held row as it was.
@@ -379,6 +430,27 @@ mod tests {
             out,
             b"number,name,paymentStatus,syncError\nA,M\xfcller,PAID,\nB,x,,\n"
         );
+    }
+
+    #[test]
+    fn gaps_and_a_tail_longer_than_a_copy_step_are_copied_whole() {
+        // 50 MB: the gap before the second change and the tail after it each span more than
+        // one piece of the copy (`DROP_STEP`).
+        let pad = "x".repeat(990);
+        let line = |i: usize, status: &str| format!("A{i:06},{pad},{status},\n");
+        let rows = 50_000;
+        let changed = [3, 30_000];
+        let mut original = String::from("number,pad,paymentStatus,syncError\n");
+        let mut expected = original.clone();
+        for i in 0..rows {
+            original.push_str(&line(i, ""));
+            let status = if changed.contains(&i) { "PAID" } else { "" };
+            expected.push_str(&line(i, status));
+        }
+        let length = line(0, "").len() as u64;
+        assert!((30_000 - 3) * length > DROP_STEP && (rows - 30_000) as u64 * length > DROP_STEP);
+        let changes: Vec<_> = changed.iter().map(|&i| (i, Some("PAID"), None)).collect();
+        assert!(patched(original.as_bytes(), &changes) == expected.as_bytes());
     }
 
     #[test]
