@@ -39,10 +39,20 @@ pub fn is_final(status: &str) -> bool {
     FINAL_STATUSES.contains(&status)
 }
 
-/// Open orders past [`FIRST_STATUS`]: the condition of the partial index of migration 6,
-/// which it must imply term for term (`FINAL_STATUSES`, then `FIRST_STATUS`).
+/// Open orders past [`FIRST_STATUS`]: the condition of the partial index of migration 8
+/// (first made by migration 6), which it must imply term for term (`FINAL_STATUSES`, then
+/// `FIRST_STATUS`).
+///
+/// One comparison per status, not `NOT IN (...)`: SQLite evaluates an index's condition for
+/// the old and the new row of every write that changes `payment_status`, and an `IN` list
+/// there made each statement build two temporary tables of the list. Applying 50,000 read-back
+/// statuses to a million orders took 0.53-0.86 s of CPU with the `IN` list, 0.33-0.38 s with
+/// these comparisons, about as much as without the index (a copy of the store, Python's
+/// sqlite3).
 const MOVED_OPEN: &str = "payment_status IS NOT NULL \
-     AND payment_status NOT IN ('PAID','CANCELLED','REFUNDED','DISAPPEARED','LEGACY','UNPAID')";
+     AND payment_status <> 'PAID' AND payment_status <> 'CANCELLED' \
+     AND payment_status <> 'REFUNDED' AND payment_status <> 'DISAPPEARED' \
+     AND payment_status <> 'LEGACY' AND payment_status <> 'UNPAID'";
 
 /// `'A','B'` for an SQL `IN` list of these constants.
 fn quoted(statuses: &[&str]) -> String {
@@ -937,7 +947,11 @@ mod tests {
         // The condition names exactly the final statuses and the first one.
         let mut excluded = FINAL_STATUSES.to_vec();
         excluded.push(FIRST_STATUS);
-        assert!(MOVED_OPEN.ends_with(&format!("NOT IN ({})", quoted(&excluded))));
+        let terms: String = excluded
+            .iter()
+            .map(|status| format!(" AND payment_status <> '{status}'"))
+            .collect();
+        assert_eq!(MOVED_OPEN, format!("payment_status IS NOT NULL{terms}"));
         // The query reads the index, not every order.
         let plan: Vec<String> = db
             .connection()
@@ -953,6 +967,30 @@ mod tests {
             plan.iter()
                 .any(|step| step.contains("kksync_order_state_moved_open")),
             "{plan:?}"
+        );
+    }
+
+    #[test]
+    fn writing_a_status_builds_no_temporary_table_for_the_index() {
+        // The index's condition is checked on every write of a status; an `IN` list in it
+        // made SQLite build two temporary tables per statement (`OpenEphemeral`).
+        let (_dir, db) = store();
+        let opcodes: Vec<String> = db
+            .connection()
+            .prepare(
+                "EXPLAIN UPDATE kksync_order_state SET payment_status = ?2, status_run = NULL
+                 WHERE number = ?1",
+            )
+            .unwrap()
+            .query_map(["A1", "PAID"], |row| row.get::<_, String>(1))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        // The index is maintained by this statement (its delete and insert are there).
+        assert!(opcodes.iter().any(|op| op == "IdxDelete"), "{opcodes:?}");
+        assert!(
+            !opcodes.iter().any(|op| op == "OpenEphemeral"),
+            "{opcodes:?}"
         );
     }
 }
