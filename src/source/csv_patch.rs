@@ -10,7 +10,7 @@
 //! were. The result is renamed over the file atomically, as in the full write-back.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 
 use csv::ByteRecord;
 use csv_core::ReadRecordResult;
@@ -211,7 +211,11 @@ impl CsvPatch {
         let mut copied = 0;
         while copied < limit {
             let piece = (limit - copied).min(DROP_STEP);
-            let n = std::io::copy(&mut (&mut self.input).take(piece), &mut self.output)
+            // The rows written so far go first.
+            let n = self
+                .output
+                .flush()
+                .and_then(|()| self.output.get_mut().copy_from(&mut self.input, piece))
                 .map_err(|e| self.io("copying", e))?;
             copied += n;
             self.at += n;

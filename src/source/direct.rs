@@ -13,7 +13,7 @@
 //! (`EINVAL`); the caller then writes through the page cache as before.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -214,6 +214,42 @@ impl DirectFile {
         room[..taken].copy_from_slice(&bytes[..taken]);
         self.filled += taken;
         Ok(taken)
+    }
+
+    /// As [`DirectFile::gather`], but reads at most `limit` bytes from `reader` straight into
+    /// the buffer, without a copy through a buffer of the caller's; returns how many (0 at the
+    /// end of `reader`, or for a `limit` of 0). A failed write of the full buffer is reported
+    /// as by `gather`; a failed read takes nothing.
+    pub(crate) fn gather_from(
+        &mut self,
+        reader: &mut impl Read,
+        limit: usize,
+    ) -> io::Result<usize> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        if self.filled == CAPACITY {
+            self.write_full()?;
+        }
+        let room = self
+            .block
+            .get_mut()
+            .get_mut(self.filled..)
+            .unwrap_or_default();
+        if room.is_empty() {
+            return Err(io::Error::other(
+                "the direct write buffer is gone after an error",
+            ));
+        }
+        let wanted = room.len().min(limit);
+        let read = loop {
+            match reader.read(&mut room[..wanted]) {
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                read => break read?,
+            }
+        };
+        self.filled += read;
+        Ok(read)
     }
 
     /// Writes what is gathered, the last block padded with zeros, and cuts the file back to
