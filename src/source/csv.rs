@@ -410,13 +410,18 @@ fn sparse_record(
         return false;
     }
     record.clear();
-    let number_at = columns.layout.column(Field::Number);
-    for column in 0..columns.first_result {
-        record.push_field(if Some(column) == number_at {
-            number
-        } else {
-            ""
-        });
+    // Every order column empty but the number (a field at a time was 2% of a nightly run).
+    match columns
+        .layout
+        .column(Field::Number)
+        .filter(|&at| at < columns.first_result)
+    {
+        Some(at) => {
+            record.push_empty_fields(at);
+            record.push_field(number);
+            record.push_empty_fields(columns.first_result - at - 1);
+        }
+        None => record.push_empty_fields(columns.first_result),
     }
     let mut start = 0;
     for (i, &end) in results.ends().iter().enumerate() {

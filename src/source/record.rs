@@ -97,6 +97,12 @@ impl TextRecord {
         self.ends.push(self.text.len());
     }
 
+    /// Appends `count` empty fields.
+    pub fn push_empty_fields(&mut self, count: usize) {
+        let end = self.text.len();
+        self.ends.resize(self.ends.len() + count, end);
+    }
+
     /// Field `index`, if the record has it.
     pub fn get(&self, index: usize) -> Option<&str> {
         let end = *self.ends.get(index)?;
@@ -166,6 +172,18 @@ mod tests {
         assert_eq!(fields, ["1001", "", "Köln", "Größe €", ""]);
         assert_eq!(record.get(5), None);
         assert_eq!(record, fields.into_iter().collect());
+    }
+
+    #[test]
+    fn empty_fields_are_appended_in_a_row() {
+        let mut record = TextRecord::default();
+        record.push_empty_fields(2);
+        record.push_field("A-1");
+        record.push_empty_fields(0);
+        record.push_empty_fields(1);
+        record.push_field("PAID");
+        let fields: Vec<&str> = record.iter().collect();
+        assert_eq!(fields, ["", "", "A-1", "", "PAID"]);
     }
 
     #[test]
