@@ -196,20 +196,10 @@ impl DirectFile {
     /// [`DirectFile::untouched`] still holds (the file system refused the first write), the
     /// caller may write [`DirectFile::pending`] and then `bytes` elsewhere.
     pub(crate) fn gather(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        if self.filled == CAPACITY {
-            self.write_full()?;
+        if bytes.is_empty() {
+            return Ok(0);
         }
-        let room = self
-            .block
-            .get_mut()
-            .get_mut(self.filled..)
-            .unwrap_or_default();
-        if room.is_empty() && !bytes.is_empty() {
-            // The block was not given back: a write behind failed and was reported.
-            return Err(io::Error::other(
-                "the direct write buffer is gone after an error",
-            ));
-        }
+        let room = self.room()?;
         let taken = bytes.len().min(room.len());
         room[..taken].copy_from_slice(&bytes[..taken]);
         self.filled += taken;
@@ -228,6 +218,21 @@ impl DirectFile {
         if limit == 0 {
             return Ok(0);
         }
+        let room = self.room()?;
+        let wanted = room.len().min(limit);
+        let read = loop {
+            match reader.read(&mut room[..wanted]) {
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                read => break read?,
+            }
+        };
+        self.filled += read;
+        Ok(read)
+    }
+
+    /// The free part of the buffer, once a full buffer is written; an error when the buffer
+    /// was not given back (a write behind failed and was reported).
+    fn room(&mut self) -> io::Result<&mut [u8]> {
         if self.filled == CAPACITY {
             self.write_full()?;
         }
@@ -241,15 +246,7 @@ impl DirectFile {
                 "the direct write buffer is gone after an error",
             ));
         }
-        let wanted = room.len().min(limit);
-        let read = loop {
-            match reader.read(&mut room[..wanted]) {
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                read => break read?,
-            }
-        };
-        self.filled += read;
-        Ok(read)
+        Ok(room)
     }
 
     /// Writes what is gathered, the last block padded with zeros, and cuts the file back to
