@@ -208,14 +208,17 @@ impl CsvPatch {
     /// Copies up to `limit` bytes of the input as they are (fewer at its end); returns how
     /// many.
     fn copy_input(&mut self, limit: u64) -> Result<u64, SourceError> {
+        // The rows written so far go first.
+        self.output
+            .flush()
+            .map_err(|e| self.io("writing the new file", e))?;
         let mut copied = 0;
         while copied < limit {
             let piece = (limit - copied).min(DROP_STEP);
-            // The rows written so far go first.
             let n = self
                 .output
-                .flush()
-                .and_then(|()| self.output.get_mut().copy_from(&mut self.input, piece))
+                .get_mut()
+                .copy_from(&mut self.input, piece)
                 .map_err(|e| self.io("copying", e))?;
             copied += n;
             self.at += n;
